@@ -1,0 +1,308 @@
+//! Solidity interfaces the keeper and the devnet call, written from the protocols' published sources
+//! (`@aave/core-v3` 1.19.3, `@uniswap/v3-core` / `-periphery`, Multicall3). Constructors are declared
+//! where the devnet deploys the contract, so their arguments are ABI-encoded by the same types.
+
+#![allow(missing_docs, clippy::too_many_arguments)]
+
+use alloy::sol;
+
+sol! {
+    /// An ERC-20 token; on the devnet, Aave's `MintableERC20`, which anyone may mint.
+    #[sol(rpc)]
+    contract MintableERC20 {
+        constructor(string name, string symbol, uint8 decimals);
+        function mint(address account, uint256 value) external returns (bool);
+        function approve(address spender, uint256 amount) external returns (bool);
+        function transfer(address to, uint256 amount) external returns (bool);
+        function balanceOf(address account) external view returns (uint256);
+        function allowance(address owner, address spender) external view returns (uint256);
+        function decimals() external view returns (uint8);
+        function symbol() external view returns (string);
+        event Transfer(address indexed from, address indexed to, uint256 value);
+    }
+
+    /// Aave's mock Chainlink feed: a fixed answer in storage slot 0, 8 decimals.
+    #[sol(rpc)]
+    contract MockAggregator {
+        constructor(int256 initialAnswer);
+        function latestAnswer() external view returns (int256);
+        event AnswerUpdated(int256 indexed current, uint256 indexed roundId, uint256 updatedAt);
+    }
+
+    #[sol(rpc)]
+    contract PoolAddressesProvider {
+        constructor(string marketId, address owner);
+        function setACLAdmin(address newAclAdmin) external;
+        function setACLManager(address newAclManager) external;
+        function setPoolDataProvider(address newDataProvider) external;
+        function setPoolImpl(address newPoolImpl) external;
+        function setPoolConfiguratorImpl(address newPoolConfiguratorImpl) external;
+        function setPriceOracle(address newPriceOracle) external;
+        function getPool() external view returns (address);
+        function getPoolConfigurator() external view returns (address);
+        function getPriceOracle() external view returns (address);
+        function getACLManager() external view returns (address);
+        function getPoolDataProvider() external view returns (address);
+    }
+
+    #[sol(rpc)]
+    contract ACLManager {
+        constructor(address provider);
+        function addPoolAdmin(address admin) external;
+        function addEmergencyAdmin(address admin) external;
+        function isPoolAdmin(address admin) external view returns (bool);
+    }
+
+    #[sol(rpc)]
+    contract AaveProtocolDataProvider {
+        constructor(address addressesProvider);
+        function getReserveConfigurationData(address asset) external view returns (
+            uint256 decimals,
+            uint256 ltv,
+            uint256 liquidationThreshold,
+            uint256 liquidationBonus,
+            uint256 reserveFactor,
+            bool usageAsCollateralEnabled,
+            bool borrowingEnabled,
+            bool stableBorrowRateEnabled,
+            bool isActive,
+            bool isFrozen
+        );
+        function getReserveTokensAddresses(address asset) external view returns (
+            address aTokenAddress,
+            address stableDebtTokenAddress,
+            address variableDebtTokenAddress
+        );
+        function getLiquidationProtocolFee(address asset) external view returns (uint256);
+        function getUserReserveData(address asset, address user) external view returns (
+            uint256 currentATokenBalance,
+            uint256 currentStableDebt,
+            uint256 currentVariableDebt,
+            uint256 principalStableDebt,
+            uint256 scaledVariableDebt,
+            uint256 stableBorrowRate,
+            uint256 liquidityRate,
+            uint40 stableRateLastUpdated,
+            bool usageAsCollateralEnabled
+        );
+    }
+
+    /// The Aave V3 Pool (V3.0 layout of `getReserveData`, as in `@aave/core-v3` 1.19.3).
+    #[sol(rpc)]
+    contract Pool {
+        struct ReserveConfigurationMap {
+            uint256 data;
+        }
+
+        struct ReserveData {
+            ReserveConfigurationMap configuration;
+            uint128 liquidityIndex;
+            uint128 currentLiquidityRate;
+            uint128 variableBorrowIndex;
+            uint128 currentVariableBorrowRate;
+            uint128 currentStableBorrowRate;
+            uint40 lastUpdateTimestamp;
+            uint16 id;
+            address aTokenAddress;
+            address stableDebtTokenAddress;
+            address variableDebtTokenAddress;
+            address interestRateStrategyAddress;
+            uint128 accruedToTreasury;
+            uint128 unbacked;
+            uint128 isolationModeTotalDebt;
+        }
+
+        constructor(address provider);
+        function supply(address asset, uint256 amount, address onBehalfOf, uint16 referralCode) external;
+        function withdraw(address asset, uint256 amount, address to) external returns (uint256);
+        function borrow(address asset, uint256 amount, uint256 interestRateMode, uint16 referralCode, address onBehalfOf) external;
+        function repay(address asset, uint256 amount, uint256 interestRateMode, address onBehalfOf) external returns (uint256);
+        function liquidationCall(address collateralAsset, address debtAsset, address user, uint256 debtToCover, bool receiveAToken) external;
+        function flashLoanSimple(address receiverAddress, address asset, uint256 amount, bytes params, uint16 referralCode) external;
+        function setUserUseReserveAsCollateral(address asset, bool useAsCollateral) external;
+        function setUserEMode(uint8 categoryId) external;
+        function getUserAccountData(address user) external view returns (
+            uint256 totalCollateralBase,
+            uint256 totalDebtBase,
+            uint256 availableBorrowsBase,
+            uint256 currentLiquidationThreshold,
+            uint256 ltv,
+            uint256 healthFactor
+        );
+        function getReserveData(address asset) external view returns (ReserveData memory);
+        function getReservesList() external view returns (address[] memory);
+        function getUserEMode(address user) external view returns (uint256);
+        function FLASHLOAN_PREMIUM_TOTAL() external view returns (uint128);
+        function POOL_REVISION() external view returns (uint256);
+
+        event Supply(address indexed reserve, address user, address indexed onBehalfOf, uint256 amount, uint16 indexed referralCode);
+        event Withdraw(address indexed reserve, address indexed user, address indexed to, uint256 amount);
+        event Borrow(address indexed reserve, address user, address indexed onBehalfOf, uint256 amount, uint8 interestRateMode, uint256 borrowRate, uint16 indexed referralCode);
+        event Repay(address indexed reserve, address indexed user, address indexed repayer, uint256 amount, bool useATokens);
+        event LiquidationCall(address indexed collateralAsset, address indexed debtAsset, address indexed user, uint256 debtToCover, uint256 liquidatedCollateralAmount, address liquidator, bool receiveAToken);
+        event ReserveUsedAsCollateralEnabled(address indexed reserve, address indexed user);
+        event ReserveUsedAsCollateralDisabled(address indexed reserve, address indexed user);
+        event UserEModeSet(address indexed user, uint8 categoryId);
+    }
+
+    #[sol(rpc)]
+    contract PoolConfigurator {
+        struct InitReserveInput {
+            address aTokenImpl;
+            address stableDebtTokenImpl;
+            address variableDebtTokenImpl;
+            uint8 underlyingAssetDecimals;
+            address interestRateStrategyAddress;
+            address underlyingAsset;
+            address treasury;
+            address incentivesController;
+            string aTokenName;
+            string aTokenSymbol;
+            string variableDebtTokenName;
+            string variableDebtTokenSymbol;
+            string stableDebtTokenName;
+            string stableDebtTokenSymbol;
+            bytes params;
+        }
+
+        function initReserves(InitReserveInput[] input) external;
+        function configureReserveAsCollateral(address asset, uint256 ltv, uint256 liquidationThreshold, uint256 liquidationBonus) external;
+        function setReserveBorrowing(address asset, bool enabled) external;
+        function setReserveFlashLoaning(address asset, bool enabled) external;
+        function setReserveFactor(address asset, uint256 newReserveFactor) external;
+        function setLiquidationProtocolFee(address asset, uint256 newFee) external;
+        function updateFlashloanPremiumTotal(uint128 newFlashloanPremiumTotal) external;
+        function updateFlashloanPremiumToProtocol(uint128 newFlashloanPremiumToProtocol) external;
+    }
+
+    #[sol(rpc)]
+    contract AaveOracle {
+        constructor(address provider, address[] assets, address[] sources, address fallbackOracle, address baseCurrency, uint256 baseCurrencyUnit);
+        function getAssetPrice(address asset) external view returns (uint256);
+        function getAssetsPrices(address[] assets) external view returns (uint256[] memory);
+        function getSourceOfAsset(address asset) external view returns (address);
+        function setAssetSources(address[] assets, address[] sources) external;
+        event AssetSourceUpdated(address indexed asset, address indexed source);
+    }
+
+    /// Token implementations are constructed with the Pool proxy's address.
+    contract AaveTokenImpl {
+        constructor(address pool);
+    }
+
+    contract DefaultReserveInterestRateStrategy {
+        constructor(
+            address provider,
+            uint256 optimalUsageRatio,
+            uint256 baseVariableBorrowRate,
+            uint256 variableRateSlope1,
+            uint256 variableRateSlope2,
+            uint256 stableRateSlope1,
+            uint256 stableRateSlope2,
+            uint256 baseStableRateOffset,
+            uint256 stableRateExcessOffset,
+            uint256 optimalStableToTotalDebtRatio
+        );
+    }
+
+    #[sol(rpc)]
+    contract UniswapV3Factory {
+        function createPool(address tokenA, address tokenB, uint24 fee) external returns (address pool);
+        function getPool(address tokenA, address tokenB, uint24 fee) external view returns (address pool);
+        function feeAmountTickSpacing(uint24 fee) external view returns (int24);
+    }
+
+    #[sol(rpc)]
+    contract UniswapV3Pool {
+        function initialize(uint160 sqrtPriceX96) external;
+        function slot0() external view returns (
+            uint160 sqrtPriceX96,
+            int24 tick,
+            uint16 observationIndex,
+            uint16 observationCardinality,
+            uint16 observationCardinalityNext,
+            uint8 feeProtocol,
+            bool unlocked
+        );
+        function liquidity() external view returns (uint128);
+        function token0() external view returns (address);
+        function token1() external view returns (address);
+        function fee() external view returns (uint24);
+        function tickSpacing() external view returns (int24);
+        event Swap(address indexed sender, address indexed recipient, int256 amount0, int256 amount1, uint160 sqrtPriceX96, uint128 liquidity, int24 tick);
+    }
+
+    #[sol(rpc)]
+    contract NonfungiblePositionManager {
+        struct MintParams {
+            address token0;
+            address token1;
+            uint24 fee;
+            int24 tickLower;
+            int24 tickUpper;
+            uint256 amount0Desired;
+            uint256 amount1Desired;
+            uint256 amount0Min;
+            uint256 amount1Min;
+            address recipient;
+            uint256 deadline;
+        }
+
+        constructor(address factory, address weth9, address tokenDescriptor);
+        function mint(MintParams params) external payable returns (uint256 tokenId, uint128 liquidity, uint256 amount0, uint256 amount1);
+    }
+
+    #[sol(rpc)]
+    contract SwapRouter {
+        struct ExactInputSingleParams {
+            address tokenIn;
+            address tokenOut;
+            uint24 fee;
+            address recipient;
+            uint256 deadline;
+            uint256 amountIn;
+            uint256 amountOutMinimum;
+            uint160 sqrtPriceLimitX96;
+        }
+
+        constructor(address factory, address weth9);
+        function exactInputSingle(ExactInputSingleParams params) external payable returns (uint256 amountOut);
+    }
+
+    #[sol(rpc)]
+    contract QuoterV2 {
+        struct QuoteExactInputSingleParams {
+            address tokenIn;
+            address tokenOut;
+            uint256 amountIn;
+            uint24 fee;
+            uint160 sqrtPriceLimitX96;
+        }
+
+        constructor(address factory, address weth9);
+        function quoteExactInputSingle(QuoteExactInputSingleParams params) external returns (
+            uint256 amountOut,
+            uint160 sqrtPriceX96After,
+            uint32 initializedTicksCrossed,
+            uint256 gasEstimate
+        );
+    }
+
+    /// Multicall3's batch interface (canonical address in [`crate::chain::multicall::MULTICALL3`]).
+    #[sol(rpc)]
+    contract Multicall3 {
+        struct Call3 {
+            address target;
+            bool allowFailure;
+            bytes callData;
+        }
+
+        struct Result {
+            bool success;
+            bytes returnData;
+        }
+
+        function aggregate3(Call3[] calldata calls) external payable returns (Result[] memory returnData);
+        function getBlockNumber() external view returns (uint256 blockNumber);
+    }
+}

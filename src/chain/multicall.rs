@@ -1,0 +1,75 @@
+//! Batched reads through Multicall3's `aggregate3`.
+//!
+//! One `eth_call` carries up to [`BATCH`] calls; a call that fails inside the batch is reported per call
+//! (`allowFailure = true`), never as a failure of the whole batch.
+
+use super::{ChainError, Rpc, bindings::Multicall3};
+use alloy::{
+    eips::BlockId,
+    primitives::{Address, address},
+    sol_types::SolCall,
+};
+
+/// Multicall3's address, the same on 250+ chains and installed there by `cascade devnet`.
+pub const MULTICALL3: Address = address!("0xcA11bde05977b3631167028862bE2a173976CA11");
+
+/// Calls per `aggregate3`. Geth caps an `eth_call` at 50M gas; a `getUserAccountData` costs up to
+/// ~100k gas with several reserves, so 100 stays well inside.
+pub const BATCH: usize = 100;
+
+/// Why one call in a batch produced no value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallFailure {
+    /// The call reverted; the revert data, hex.
+    #[error("reverted: {0}")]
+    Reverted(String),
+    /// It returned data that does not decode as the declared return type.
+    #[error("undecodable return data: {0}")]
+    Undecodable(String),
+}
+
+/// Runs `calls` (target, call) in batches of [`BATCH`] at `block`, returning one result per call in order.
+pub async fn aggregate3<C: SolCall>(
+    rpc: &Rpc,
+    multicall: Address,
+    calls: &[(Address, C)],
+    block: BlockId,
+) -> Result<Vec<Result<C::Return, CallFailure>>, ChainError> {
+    let contract = Multicall3::new(multicall, rpc);
+    let mut out = Vec::with_capacity(calls.len());
+    for chunk in calls.chunks(BATCH) {
+        let batch: Vec<Multicall3::Call3> = chunk
+            .iter()
+            .map(|(target, call)| Multicall3::Call3 {
+                target: *target,
+                allowFailure: true,
+                callData: call.abi_encode().into(),
+            })
+            .collect();
+        let results = contract
+            .aggregate3(batch)
+            .block(block)
+            .call()
+            .await
+            .map_err(|e| ChainError::rpc("aggregate3", contract_rpc_error(e)))?;
+        out.extend(results.into_iter().map(|r| {
+            if r.success {
+                C::abi_decode_returns(&r.returnData)
+                    .map_err(|e| CallFailure::Undecodable(e.to_string()))
+            } else {
+                Err(CallFailure::Reverted(r.returnData.to_string()))
+            }
+        }));
+    }
+    Ok(out)
+}
+
+/// alloy's contract errors wrap the transport error; unwrap it so callers see one error type.
+pub(crate) fn contract_rpc_error(
+    err: alloy::contract::Error,
+) -> alloy::transports::RpcError<alloy::transports::TransportErrorKind> {
+    match err {
+        alloy::contract::Error::TransportError(e) => e,
+        other => alloy::transports::RpcError::LocalUsageError(Box::new(other)),
+    }
+}

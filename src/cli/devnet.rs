@@ -1,0 +1,78 @@
+//! `cascade devnet`: the real protocols on a local anvil, with borrowers, until Ctrl-C.
+
+use crate::{
+    chain::bindings::AaveOracle,
+    devnet::{Devnet, DevnetOptions, report},
+    units::BaseAmount,
+};
+use alloy::eips::BlockId;
+use eyre::WrapErr;
+use std::path::PathBuf;
+
+/// Arguments of `cascade devnet`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Port for anvil.
+    #[arg(long, default_value_t = 8545)]
+    pub port: u16,
+    /// Deploy on this anvil instead of starting one.
+    #[arg(long)]
+    pub rpc_url: Option<String>,
+    /// Borrowers to open.
+    #[arg(long, default_value_t = 50)]
+    pub borrowers: u64,
+    /// Mine a block every S seconds once deployed (default: a block per transaction).
+    #[arg(long, value_name = "S")]
+    pub block_time: Option<u64>,
+    /// Where to write the keeper config for this devnet.
+    #[arg(long, value_name = "PATH", default_value = "config/devnet.toml")]
+    pub write_config: PathBuf,
+}
+
+/// Runs `cascade devnet`.
+pub async fn run(args: Args) -> eyre::Result<()> {
+    let opts = DevnetOptions {
+        port: Some(args.port),
+        rpc_url: args.rpc_url.clone(),
+        borrowers: args.borrowers,
+        block_time_secs: args.block_time,
+    };
+    let devnet = start_and_describe(&opts, &args.write_config).await?;
+    println!("\ndevnet running at {}; Ctrl-C to stop.", devnet.rpc_url);
+    tokio::signal::ctrl_c().await.wrap_err("waiting for Ctrl-C")?;
+    println!("stopping anvil");
+    Ok(())
+}
+
+/// Starts the devnet, writes its config and prints the summary tables. Shared with the demo.
+pub async fn start_and_describe(opts: &DevnetOptions, config_path: &std::path::Path) -> eyre::Result<Devnet> {
+    println!("deploying Aave V3, Uniswap V3 and Multicall3, opening {} borrowers…", opts.borrowers);
+    let devnet = Devnet::start(opts).await?;
+    let d = &devnet.deployment;
+    println!("deployed and seeded in {:.1} s (chain id {})\n", devnet.setup_secs, d.chain_id);
+
+    let store = PathBuf::from(".cascade/devnet");
+    d.config(&devnet.rpc_url, opts.block_time_secs, store)
+        .write(config_path, "cascade config for the local devnet, written by `cascade devnet`.\nThe addresses are deterministic: the same on every fresh devnet.")
+        .wrap_err_with(|| format!("writing {}", config_path.display()))?;
+
+    println!("{}\n", report::contracts(d));
+    println!("{}\n", report::reserves(d, &oracle_prices(&devnet).await?));
+    let health = report::account_health(&devnet.rpc, d.multicall, d.aave.pool, &d.borrowers, BlockId::latest()).await?;
+    println!("borrowers by health factor\n{}", report::health_bands(&health));
+    println!("\nconfig written to {}", config_path.display());
+    Ok(devnet)
+}
+
+/// The AaveOracle's current price of every devnet asset.
+pub async fn oracle_prices(devnet: &Devnet) -> eyre::Result<Vec<BaseAmount>> {
+    let d = &devnet.deployment;
+    let prices = crate::chain::view(
+        &devnet.rpc,
+        d.aave.oracle,
+        AaveOracle::getAssetsPricesCall { assets: d.assets.iter().map(|a| a.address).collect() },
+        "getAssetsPrices",
+    )
+    .await?;
+    Ok(prices.into_iter().map(BaseAmount).collect())
+}

@@ -1,0 +1,50 @@
+//! The command line: one module per command, each with its `Args` and `run`.
+
+pub mod demo;
+pub mod devnet;
+pub mod shock;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// cascade: a liquidation keeper for Aave V3 markets.
+#[derive(Debug, Parser)]
+#[command(name = "cascade", version, about, long_about = None)]
+pub struct Cli {
+    /// Log format: `text` for a terminal, `json` for log collectors.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start anvil with the real Aave V3 and Uniswap V3 deployed and borrowers seeded; runs until Ctrl-C.
+    Devnet(devnet::Args),
+    /// On a devnet, move an asset's oracle price by a percentage.
+    Shock(shock::Args),
+    /// Devnet, borrowers, a price crash, and the positions it makes liquidatable.
+    Demo(demo::Args),
+}
+
+impl Cli {
+    /// Runs the chosen command.
+    pub async fn run(self) -> eyre::Result<()> {
+        match self.command {
+            Command::Devnet(args) => devnet::run(args).await,
+            Command::Shock(args) => shock::run(args).await,
+            Command::Demo(args) => demo::run(args).await,
+        }
+    }
+}

@@ -1,0 +1,266 @@
+//! The keeper's TOML configuration, validated when it is loaded.
+//!
+//! Unknown keys are errors (`deny_unknown_fields`): a misspelt key silently ignored is how a keeper ends
+//! up pointed at the wrong market. Secrets are never written into the file; a value `env:NAME` is read
+//! from the environment variable `NAME` when it is needed.
+
+use alloy::primitives::Address;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The chain and how to reach it.
+    pub chain: ChainConfig,
+    /// The Aave V3 market to watch.
+    pub aave: AaveConfig,
+    /// Batched reads.
+    #[serde(default)]
+    pub multicall: MulticallConfig,
+    /// Uniswap V3 venues for selling seized collateral.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uniswap_v3: Option<UniswapV3Config>,
+    /// Where the store lives.
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// Present only in configs written by `cascade devnet`: what `cascade shock` needs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub devnet: Option<DevnetConfig>,
+}
+
+/// `[chain]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainConfig {
+    /// A name for logs and metrics.
+    pub name: String,
+    /// The chain id the RPC must report.
+    pub chain_id: u64,
+    /// RPC URLs, in order of preference; each may be `env:NAME`.
+    pub rpc_urls: Vec<String>,
+    /// The expected block time, for polling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_time_secs: Option<u64>,
+}
+
+/// `[aave]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AaveConfig {
+    /// The market's PoolAddressesProvider; the Pool, oracle and data provider are looked up through it.
+    pub addresses_provider: Address,
+    /// The block the market was deployed in: event discovery starts here.
+    pub deployment_block: u64,
+}
+
+/// `[multicall]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MulticallConfig {
+    /// Multicall3's address; the canonical one unless the chain has it elsewhere.
+    pub address: Address,
+}
+
+impl Default for MulticallConfig {
+    fn default() -> Self {
+        Self { address: crate::chain::multicall::MULTICALL3 }
+    }
+}
+
+/// `[uniswap_v3]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UniswapV3Config {
+    /// The factory, for pool addresses.
+    pub factory: Address,
+    /// QuoterV2, to cross-check simulated swaps.
+    pub quoter: Address,
+    /// The fee tiers to consider.
+    #[serde(default = "default_fee_tiers")]
+    pub fee_tiers: Vec<u32>,
+}
+
+fn default_fee_tiers() -> Vec<u32> {
+    vec![100, 500, 3000, 10000]
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// The sled directory.
+    pub path: PathBuf,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self { path: PathBuf::from(".cascade/store") }
+    }
+}
+
+/// `[devnet]`: facts about a devnet that only its own tools use.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DevnetConfig {
+    /// The account that administers the market (anvil's first dev account).
+    pub admin: Address,
+    /// The market's assets and their price feeds.
+    pub assets: Vec<DevnetAsset>,
+}
+
+/// One asset of a devnet market.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DevnetAsset {
+    /// Its symbol, as `cascade shock --asset` names it.
+    pub symbol: String,
+    /// The token.
+    pub address: Address,
+    /// Its decimals.
+    pub decimals: u8,
+    /// The MockAggregator the AaveOracle reads for it.
+    pub feed: Address,
+}
+
+/// Errors loading a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The path.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TOML is malformed, has an unknown key, or lacks a required one.
+    #[error("config {path} is invalid: {message}")]
+    Invalid {
+        /// The path.
+        path: PathBuf,
+        /// What toml said, with the line and key.
+        message: String,
+    },
+    /// An `env:NAME` reference names an unset variable.
+    #[error("config {path}: {field} refers to environment variable {var}, which is not set")]
+    MissingEnv {
+        /// The path.
+        path: PathBuf,
+        /// The field.
+        field: String,
+        /// The variable.
+        var: String,
+    },
+    /// A value is present but unusable.
+    #[error("config {path}: {message}")]
+    Value {
+        /// The path.
+        path: PathBuf,
+        /// What is wrong and what to do.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates config text; `path` is for messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let config: Self = toml::from_str(text)
+            .map_err(|e| ConfigError::Invalid { path: path.to_owned(), message: e.to_string() })?;
+        if config.chain.rpc_urls.is_empty() {
+            return Err(ConfigError::Value {
+                path: path.to_owned(),
+                message: "chain.rpc_urls is empty: give at least one RPC URL (or env:NAME)".into(),
+            });
+        }
+        Ok(config)
+    }
+
+    /// The RPC URLs with `env:` references resolved.
+    pub fn rpc_urls(&self, path: &Path) -> Result<Vec<String>, ConfigError> {
+        self.chain
+            .rpc_urls
+            .iter()
+            .enumerate()
+            .map(|(i, url)| resolve_env(url, &format!("chain.rpc_urls[{i}]"), path))
+            .collect()
+    }
+
+    /// Writes the config as TOML with a header comment.
+    pub fn write(&self, path: &Path, header: &str) -> std::io::Result<()> {
+        let body = toml::to_string_pretty(self).map_err(std::io::Error::other)?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let header: String = header.lines().map(|l| format!("# {l}\n")).collect();
+        std::fs::write(path, format!("{header}\n{body}"))
+    }
+}
+
+/// Resolves `env:NAME` to the variable's value; anything else is returned as it is.
+pub fn resolve_env(value: &str, field: &str, path: &Path) -> Result<String, ConfigError> {
+    match value.strip_prefix("env:") {
+        Some(var) => std::env::var(var).map_err(|_| ConfigError::MissingEnv {
+            path: path.to_owned(),
+            field: field.to_owned(),
+            var: var.to_owned(),
+        }),
+        None => Ok(value.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[chain]
+name = "mainnet"
+chain_id = 1
+rpc_urls = ["env:CASCADE_TEST_RPC_UNSET"]
+
+[aave]
+addresses_provider = "0x2f39d218133AFaB8F2B819B1066c7E434Ad94E9e"
+deployment_block = 16291127
+"#;
+
+    #[test]
+    fn minimal_config_has_defaults() {
+        let cfg = Config::parse(MINIMAL, Path::new("t.toml")).unwrap();
+        assert_eq!(cfg.multicall.address, crate::chain::multicall::MULTICALL3);
+        assert_eq!(cfg.store.path, PathBuf::from(".cascade/store"));
+        assert!(cfg.devnet.is_none());
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let text = MINIMAL.replace("deployment_block", "deploy_block");
+        let err = Config::parse(&text, Path::new("t.toml")).unwrap_err().to_string();
+        assert!(err.contains("deploy_block"), "{err}");
+    }
+
+    #[test]
+    fn missing_env_is_named() {
+        let cfg = Config::parse(MINIMAL, Path::new("t.toml")).unwrap();
+        let err = cfg.rpc_urls(Path::new("t.toml")).unwrap_err().to_string();
+        assert!(err.contains("CASCADE_TEST_RPC_UNSET") && err.contains("chain.rpc_urls[0]"), "{err}");
+    }
+
+    #[test]
+    fn round_trips_through_toml() {
+        let cfg = Config::parse(MINIMAL, Path::new("t.toml")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        cfg.write(&path, "written by a test").unwrap();
+        assert_eq!(Config::load(&path).unwrap(), cfg);
+    }
+}

@@ -1,0 +1,212 @@
+//! The devnet: anvil running the real Aave V3 and Uniswap V3 from their npm artifacts, a Multicall3 at
+//! its canonical address, and seeded borrowers. Used by `cascade devnet`, the demo and the tests.
+
+pub mod aave;
+pub mod artifacts;
+pub mod deployer;
+pub mod market;
+pub mod report;
+pub mod seed;
+pub mod shock;
+pub mod uniswap;
+
+pub use deployer::Deployer;
+
+use crate::{
+    chain::{self, Rpc, multicall::MULTICALL3},
+    config::{AaveConfig, ChainConfig, Config, DevnetAsset, DevnetConfig, MulticallConfig, StoreConfig, UniswapV3Config},
+    contracts::Contracts,
+    toolchain,
+};
+use aave::{AaveDeployment, DeployedAsset};
+use alloy::{
+    node_bindings::{Anvil, AnvilInstance},
+    primitives::Address,
+    providers::{Provider, ext::AnvilApi},
+};
+use eyre::WrapErr;
+use serde::{Deserialize, Serialize};
+use std::{path::PathBuf, time::Instant};
+use uniswap::UniswapDeployment;
+
+/// How to bring up a devnet.
+#[derive(Debug, Clone)]
+pub struct DevnetOptions {
+    /// Port for the anvil we start; `None` picks a free one.
+    pub port: Option<u16>,
+    /// Use this node instead of starting anvil (it must be anvil: the devnet uses its cheat RPCs).
+    pub rpc_url: Option<String>,
+    /// Borrowers to open.
+    pub borrowers: u64,
+    /// Once deployed, mine a block every this many seconds (automine until then, and when `None`).
+    pub block_time_secs: Option<u64>,
+}
+
+impl Default for DevnetOptions {
+    fn default() -> Self {
+        Self { port: None, rpc_url: None, borrowers: 50, block_time_secs: None }
+    }
+}
+
+/// Everything deployed, as written beside the config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Deployment {
+    /// The chain id.
+    pub chain_id: u64,
+    /// The account that deployed and administers everything.
+    pub admin: Address,
+    /// The first block of the Aave deployment: where event discovery starts.
+    pub deployment_block: u64,
+    /// The Aave market.
+    pub aave: AaveDeployment,
+    /// The market's assets.
+    pub assets: Vec<DeployedAsset>,
+    /// Uniswap V3.
+    pub uniswap: UniswapDeployment,
+    /// Multicall3 (canonical address).
+    pub multicall: Address,
+    /// Seeded borrowers.
+    pub borrowers: Vec<Address>,
+    /// Every contract deployed, by name, in order.
+    pub contracts: Vec<(String, Address)>,
+}
+
+impl Deployment {
+    /// The asset with this symbol.
+    pub fn asset(&self, symbol: &str) -> Option<&DeployedAsset> {
+        self.assets.iter().find(|a| a.symbol.eq_ignore_ascii_case(symbol))
+    }
+
+    /// A ready-to-use keeper config for this devnet.
+    pub fn config(&self, rpc_url: &str, block_time_secs: Option<u64>, store: PathBuf) -> Config {
+        Config {
+            chain: ChainConfig {
+                name: "devnet".into(),
+                chain_id: self.chain_id,
+                rpc_urls: vec![rpc_url.to_owned()],
+                block_time_secs,
+            },
+            aave: AaveConfig {
+                addresses_provider: self.aave.addresses_provider,
+                deployment_block: self.deployment_block,
+            },
+            multicall: MulticallConfig { address: self.multicall },
+            uniswap_v3: Some(UniswapV3Config {
+                factory: self.uniswap.factory,
+                quoter: self.uniswap.quoter,
+                fee_tiers: vec![500, 3000, 10000],
+            }),
+            store: StoreConfig { path: store },
+            devnet: Some(DevnetConfig {
+                admin: self.admin,
+                assets: self
+                    .assets
+                    .iter()
+                    .map(|a| DevnetAsset { symbol: a.symbol.clone(), address: a.address, decimals: a.decimals, feed: a.feed })
+                    .collect(),
+            }),
+        }
+    }
+}
+
+/// A running devnet. Dropping it stops the anvil it started.
+pub struct Devnet {
+    /// The anvil process, when we started it.
+    pub anvil: Option<AnvilInstance>,
+    /// Its HTTP endpoint.
+    pub rpc_url: String,
+    /// A provider on it.
+    pub rpc: Rpc,
+    /// What is deployed.
+    pub deployment: Deployment,
+    /// How long deployment and seeding took.
+    pub setup_secs: f64,
+}
+
+/// Starts anvil from the pinned toolchain with auto-impersonation (seeded borrowers have no keys).
+pub fn spawn_anvil(port: Option<u16>, extra_args: &[&str]) -> eyre::Result<AnvilInstance> {
+    let path = toolchain::anvil()?;
+    let mut anvil = Anvil::at(path).arg("--auto-impersonate").args(extra_args.iter().copied());
+    if let Some(port) = port {
+        anvil = anvil.port(port);
+    }
+    anvil.try_spawn().wrap_err("starting anvil")
+}
+
+impl Devnet {
+    /// Starts (or connects to) anvil, deploys everything and opens the borrowers.
+    pub async fn start(opts: &DevnetOptions) -> eyre::Result<Self> {
+        let (anvil, rpc_url) = match &opts.rpc_url {
+            Some(url) => (None, url.clone()),
+            None => {
+                let anvil = spawn_anvil(opts.port, &[])?;
+                let url = anvil.endpoint();
+                (Some(anvil), url)
+            }
+        };
+        let rpc = chain::connect_http(&rpc_url)?;
+        let started = Instant::now();
+        let deployment = deploy(&rpc, opts.borrowers).await?;
+        if let Some(secs) = opts.block_time_secs {
+            rpc.anvil_set_interval_mining(secs).await.wrap_err("switching anvil to interval mining")?;
+        }
+        Ok(Self { anvil, rpc_url, rpc, deployment, setup_secs: started.elapsed().as_secs_f64() })
+    }
+
+    /// A provider-independent handle for more seeding after start.
+    pub fn deployer(&self) -> Deployer {
+        Deployer::new(self.rpc.clone(), self.deployment.admin, toolchain::node_modules())
+    }
+}
+
+/// Deploys the whole devnet on an anvil node at `rpc` and opens `borrowers` positions.
+pub async fn deploy(rpc: &Rpc, borrowers: u64) -> eyre::Result<Deployment> {
+    let chain_id = rpc.get_chain_id().await.wrap_err("reading the devnet's chain id")?;
+    rpc.anvil_auto_impersonate_account(true)
+        .await
+        .wrap_err("the devnet needs anvil (anvil_autoImpersonateAccount failed)")?;
+    let admin = *rpc
+        .get_accounts()
+        .await?
+        .first()
+        .ok_or_else(|| eyre::eyre!("the node has no unlocked account to deploy from"))?;
+    let mut d = Deployer::new(rpc.clone(), admin, toolchain::node_modules());
+
+    install_multicall(rpc).await?;
+
+    let deployment_block = rpc.get_block_number().await? + 1;
+    let treasury = Address::from_slice(&alloy::primitives::keccak256("cascade devnet treasury")[12..]);
+    let (aave, assets) = aave::deploy(&mut d, treasury).await.wrap_err("deploying Aave V3")?;
+    let uniswap = uniswap::deploy(&mut d, &assets).await.wrap_err("deploying Uniswap V3")?;
+
+    seed::fund_market(&d, &aave, &assets, borrowers).await.wrap_err("funding the market")?;
+    aave::set_seeding_ltvs(&d, &aave, &assets, true).await?;
+    let opened = seed::open_borrowers(&d, &aave, &assets, 0..borrowers, borrowers)
+        .await
+        .wrap_err("opening borrowers")?;
+    aave::set_seeding_ltvs(&d, &aave, &assets, false).await?;
+
+    let mut contracts = vec![("Multicall3".to_owned(), MULTICALL3)];
+    contracts.append(&mut d.deployed);
+    Ok(Deployment {
+        chain_id,
+        admin,
+        deployment_block,
+        aave,
+        assets,
+        uniswap,
+        multicall: MULTICALL3,
+        borrowers: opened,
+        contracts,
+    })
+}
+
+/// Compiles our Multicall3-compatible contract and installs its runtime code at the canonical address.
+async fn install_multicall(rpc: &Rpc) -> eyre::Result<()> {
+    let contracts = Contracts::compile().wrap_err("compiling contracts/")?;
+    let multicall = contracts.get("Multicall3")?;
+    rpc.anvil_set_code(MULTICALL3, multicall.deployed_bytecode.clone())
+        .await
+        .wrap_err("installing Multicall3")?;
+    Ok(())
+}

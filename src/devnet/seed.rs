@@ -1,0 +1,234 @@
+//! Opens positions on the devnet market: a deep-pocketed supplier, so there is something to borrow,
+//! and N borrowers with several collateral and debt reserves each and health factors spread from
+//! 1.02 to 3.
+//!
+//! Borrowers are plain addresses derived from their index; anvil's auto-impersonation lets them send
+//! without keys. Plans are pure functions of (index, count), so a devnet is the same on every run.
+
+use super::{
+    Deployer,
+    aave::{AaveDeployment, DeployedAsset},
+    market::ASSETS,
+};
+use crate::{
+    chain::{self, bindings::{MintableERC20, Pool}},
+    units::{BaseAmount, Bps},
+};
+use alloy::{
+    network::TransactionBuilder,
+    primitives::{Address, U256, keccak256},
+    providers::ext::AnvilApi,
+    rpc::types::TransactionRequest,
+    sol_types::SolCall,
+};
+
+/// Lowest and highest seeded health factor, in thousandths.
+pub const HF_RANGE_MILLI: (u64, u64) = (1_020, 3_000);
+
+/// The address of seeded borrower `index`.
+pub fn borrower_address(index: u64) -> Address {
+    let hash = keccak256(format!("cascade devnet borrower {index}"));
+    Address::from_slice(&hash[12..])
+}
+
+/// The deep-pocketed supplier that funds the market's borrowable liquidity.
+pub fn supplier_address() -> Address {
+    Address::from_slice(&keccak256("cascade devnet supplier")[12..])
+}
+
+/// What one borrower holds, in base currency, and the health factor it was sized for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BorrowerPlan {
+    /// (index into [`ASSETS`], value) of each collateral.
+    pub collateral: Vec<(usize, BaseAmount)>,
+    /// (index into [`ASSETS`], value) of each debt.
+    pub debt: Vec<(usize, BaseAmount)>,
+    /// The health factor the plan is sized for, in thousandths.
+    pub target_hf_milli: u64,
+}
+
+/// splitmix64: a small, well-mixed deterministic sequence for the plans.
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// The plan for borrower `index` of `count`.
+///
+/// Health factors follow a square-law spread over [`HF_RANGE_MILLI`]: denser near 1, as on a real
+/// market where the riskiest quarter sits within a few percent of liquidation. Collateral is two
+/// reserves (mostly WETH and WBTC, some ALT and USDC); debt is the next two reserves in the order
+/// USDC, WETH, WBTC, ALT that the borrower does not use as collateral.
+pub fn plan(index: u64, count: u64) -> BorrowerPlan {
+    let (lo, hi) = HF_RANGE_MILLI;
+    let span = hi - lo;
+    let target_hf_milli = if count <= 1 {
+        lo
+    } else {
+        // lo + span·(i/(n-1))², in integers.
+        let (i, n) = (u128::from(index), u128::from(count - 1));
+        lo + (u128::from(span) * i * i / (n * n)) as u64
+    };
+
+    let r = mix(index);
+    // Primary collateral: WETH 50%, WBTC 30%, ALT 10%, USDC 10%.
+    let primary = match r % 10 {
+        0..=4 => 0,
+        5..=7 => 2,
+        8 => 3,
+        _ => 1,
+    };
+    let secondary = [0usize, 2, 3, 1]
+        .into_iter()
+        .filter(|&a| a != primary)
+        .nth(((r >> 8) % 3) as usize)
+        .unwrap_or(0);
+    let sizes_usd = [2_000u64, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000];
+    let total = BaseAmount::from_usd(sizes_usd[((r >> 16) % sizes_usd.len() as u64) as usize]);
+    let primary_value = BaseAmount(Bps(6500).apply(total.0));
+    let collateral = vec![(primary, primary_value), (secondary, BaseAmount(total.0 - primary_value.0))];
+
+    // Debt such that Σ collateral·LT / debt = target HF.
+    let weighted: U256 = collateral
+        .iter()
+        .map(|&(a, v)| ASSETS[a].liquidation_threshold.apply(v.0))
+        .fold(U256::ZERO, |acc, x| acc + x);
+    let total_debt = weighted * U256::from(1_000u64) / U256::from(target_hf_milli);
+    let mut debt_assets = [1usize, 0, 2, 3].into_iter().filter(|a| collateral.iter().all(|(c, _)| c != a));
+    let first = debt_assets.next().unwrap_or(1);
+    let second = debt_assets.next().unwrap_or(0);
+    let first_value = Bps(7000).apply(total_debt);
+    let debt = vec![
+        (first, BaseAmount(first_value)),
+        (second, BaseAmount(total_debt - first_value)),
+    ];
+    BorrowerPlan { collateral, debt, target_hf_milli }
+}
+
+/// Supplies every reserve from [`supplier_address`] with enough to fund `borrowers` positions.
+pub async fn fund_market(d: &Deployer, market: &AaveDeployment, assets: &[DeployedAsset], borrowers: u64) -> eyre::Result<()> {
+    let supplier = supplier_address();
+    d.rpc.anvil_set_balance(supplier, U256::from(10u64).pow(U256::from(21))).await?;
+    // The largest plan borrows $250k·0.85 in total; $300k of every reserve per borrower covers any mix.
+    let per_reserve = BaseAmount::from_usd(1_000_000 + 300_000 * borrowers);
+    for (spec, asset) in ASSETS.iter().zip(assets) {
+        let amount = per_reserve.to_tokens(spec.price(), spec.decimals);
+        supply(d, supplier, market.pool, asset.address, amount).await?;
+    }
+    Ok(())
+}
+
+/// Mints `amount` of `token` to `account`, approves the Pool, and supplies it as collateral.
+async fn supply(d: &Deployer, account: Address, pool: Address, token: Address, amount: U256) -> eyre::Result<()> {
+    send_as(d, account, token, MintableERC20::mintCall { account, value: amount }, "mint").await?;
+    send_as(d, account, token, MintableERC20::approveCall { spender: pool, amount: U256::MAX }, "approve Pool")
+        .await?;
+    send_as(
+        d,
+        account,
+        pool,
+        Pool::supplyCall { asset: token, amount, onBehalfOf: account, referralCode: 0 },
+        "supply",
+    )
+    .await
+}
+
+async fn send_as<C: SolCall>(d: &Deployer, from: Address, to: Address, call: C, what: &str) -> eyre::Result<()> {
+    let tx = TransactionRequest::default().from(from).to(to).with_input(call.abi_encode());
+    chain::send_unlocked(&d.rpc, tx, &format!("{what} from {from}")).await?;
+    Ok(())
+}
+
+/// Opens the positions of borrowers `from..to` (of `count` planned) at the current oracle prices.
+pub async fn open_borrowers(
+    d: &Deployer,
+    market: &AaveDeployment,
+    assets: &[DeployedAsset],
+    range: std::ops::Range<u64>,
+    count: u64,
+) -> eyre::Result<Vec<Address>> {
+    let mut opened = Vec::new();
+    for index in range {
+        let borrower = borrower_address(index);
+        let p = plan(index, count);
+        d.rpc.anvil_set_balance(borrower, U256::from(10u64).pow(U256::from(18))).await?;
+        for &(a, value) in &p.collateral {
+            let amount = value.to_tokens(ASSETS[a].price(), ASSETS[a].decimals);
+            supply(d, borrower, market.pool, assets[a].address, amount).await?;
+        }
+        for &(a, value) in &p.debt {
+            let amount = value.to_tokens(ASSETS[a].price(), ASSETS[a].decimals);
+            send_as(
+                d,
+                borrower,
+                market.pool,
+                Pool::borrowCall {
+                    asset: assets[a].address,
+                    amount,
+                    interestRateMode: U256::from(2u8),
+                    referralCode: 0,
+                    onBehalfOf: borrower,
+                },
+                &format!("borrow {}", ASSETS[a].symbol),
+            )
+            .await?;
+        }
+        opened.push(borrower);
+    }
+    Ok(opened)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spread_covers_the_range_and_is_dense_near_one() {
+        let n = 50;
+        let hfs: Vec<u64> = (0..n).map(|i| plan(i, n).target_hf_milli).collect();
+        assert_eq!(hfs[0], 1_020);
+        assert_eq!(hfs[n as usize - 1], 3_000);
+        assert!(hfs.windows(2).all(|w| w[0] <= w[1]));
+        let below_1_25 = hfs.iter().filter(|&&h| h < 1_250).count();
+        assert!(below_1_25 >= 15, "{below_1_25} of {n} below 1.25");
+    }
+
+    #[test]
+    fn plans_hold_two_collaterals_and_two_distinct_debts() {
+        for i in 0..200 {
+            let p = plan(i, 200);
+            assert_eq!(p.collateral.len(), 2);
+            assert_ne!(p.collateral[0].0, p.collateral[1].0);
+            assert_eq!(p.debt.len(), 2);
+            assert_ne!(p.debt[0].0, p.debt[1].0);
+            for (d, _) in &p.debt {
+                assert!(p.collateral.iter().all(|(c, _)| c != d), "borrower {i} borrows its collateral");
+            }
+        }
+    }
+
+    #[test]
+    fn sized_for_the_target_health_factor() {
+        for i in [0, 7, 33, 49] {
+            let p = plan(i, 50);
+            let weighted: U256 = p
+                .collateral
+                .iter()
+                .map(|&(a, v)| ASSETS[a].liquidation_threshold.apply(v.0))
+                .fold(U256::ZERO, |acc, x| acc + x);
+            let debt: U256 = p.debt.iter().map(|(_, v)| v.0).fold(U256::ZERO, |acc, x| acc + x);
+            let hf_milli = weighted * U256::from(1_000u64) / debt;
+            let target = U256::from(p.target_hf_milli);
+            assert!(hf_milli >= target && hf_milli <= target + U256::from(1u8), "borrower {i}: {hf_milli} vs {target}");
+        }
+    }
+
+    #[test]
+    fn addresses_are_stable_and_distinct() {
+        assert_eq!(borrower_address(0), borrower_address(0));
+        assert_ne!(borrower_address(0), borrower_address(1));
+        assert_ne!(borrower_address(0), supplier_address());
+    }
+}

@@ -1,0 +1,14 @@
+//! Logging: human-readable on a terminal, JSON lines for collectors. `RUST_LOG` filters (default `info`).
+
+use crate::cli::LogFormat;
+use tracing_subscriber::{EnvFilter, fmt};
+
+/// Installs the global subscriber. Logs go to stderr so command output on stdout stays clean.
+pub fn init(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,0 +1,133 @@
+//! Finding the external tools cascade drives: anvil (the devnet and dry-run node) and solc (for
+//! foundry-compilers).
+//!
+//! Both come from the pinned npm packages in `anvil/` (`make toolchain` installs them). Lookup order:
+//! `anvil/node_modules` of the project, then the `CASCADE_ANVIL` / `CASCADE_SOLC` environment variables,
+//! then `PATH`. When none has the tool, the error says how to install it.
+
+use std::{
+    env,
+    path::{Path, PathBuf},
+};
+
+/// A tool cascade needs and could not find.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{tool} not found: looked in {looked}. Install the pinned toolchain with `make toolchain` \
+     (or `npm ci --prefix {anvil_dir}`), or point {env_var} at a {tool} binary"
+)]
+pub struct ToolNotFound {
+    /// The tool's name.
+    pub tool: &'static str,
+    /// The places searched, for the message.
+    pub looked: String,
+    /// The environment variable that overrides the lookup.
+    pub env_var: &'static str,
+    /// The project's `anvil/` directory.
+    pub anvil_dir: String,
+}
+
+/// The project root: `CASCADE_HOME` when set, else the source tree this binary was built from when it
+/// still exists, else the current directory. The pinned toolchain, `contracts/` and the compiler
+/// cache are found relative to it.
+pub fn project_root() -> PathBuf {
+    if let Some(home) = env::var_os("CASCADE_HOME") {
+        return PathBuf::from(home);
+    }
+    let built_from = Path::new(env!("CARGO_MANIFEST_DIR"));
+    if built_from.join("anvil").join("package.json").is_file() {
+        return built_from.to_path_buf();
+    }
+    env::current_dir().unwrap_or_else(|_| PathBuf::from("."))
+}
+
+/// The directory holding the pinned npm toolchain and protocol packages.
+pub fn node_modules() -> PathBuf {
+    project_root().join("anvil").join("node_modules")
+}
+
+/// The anvil binary: the pinned `@foundry-rs/anvil-linux-amd64`, `CASCADE_ANVIL`, or `anvil` on PATH.
+pub fn anvil() -> Result<PathBuf, ToolNotFound> {
+    let pinned = node_modules().join("@foundry-rs/anvil-linux-amd64/bin/anvil");
+    find("anvil", "CASCADE_ANVIL", &pinned, "anvil")
+}
+
+/// The solc front script over the pinned npm `solc` (current 0.8.x), `CASCADE_SOLC`, or `solc` on PATH.
+pub fn solc() -> Result<PathBuf, ToolNotFound> {
+    solc_for_package("solc")
+}
+
+/// The solc front for a pinned npm solc package (`solc`, or the `solc-0.8.19` alias used for Morpho Blue).
+pub fn solc_for_package(package: &str) -> Result<PathBuf, ToolNotFound> {
+    let front = project_root().join("anvil").join(package);
+    // The front script is in git; it only works once the package it drives is installed.
+    let pinned = if node_modules().join(package).join("soljson.js").is_file() {
+        front
+    } else {
+        node_modules().join(package).join("soljson.js")
+    };
+    find("solc", "CASCADE_SOLC", &pinned, "solc")
+}
+
+fn find(
+    tool: &'static str,
+    env_var: &'static str,
+    pinned: &Path,
+    path_name: &str,
+) -> Result<PathBuf, ToolNotFound> {
+    if is_executable(pinned) {
+        return Ok(pinned.to_path_buf());
+    }
+    let from_env = env::var_os(env_var).map(PathBuf::from);
+    if let Some(path) = &from_env
+        && is_executable(path)
+    {
+        return Ok(path.clone());
+    }
+    if let Some(path) = search_path(path_name) {
+        return Ok(path);
+    }
+    let env_note = match &from_env {
+        Some(path) => format!("{env_var}={} (not an executable file)", path.display()),
+        None => format!("${env_var} (unset)"),
+    };
+    Err(ToolNotFound {
+        tool,
+        looked: format!("{}, {env_note}, PATH", pinned.display()),
+        env_var,
+        anvil_dir: project_root().join("anvil").display().to_string(),
+    })
+}
+
+fn search_path(name: &str) -> Option<PathBuf> {
+    env::split_paths(&env::var_os("PATH")?)
+        .map(|dir| dir.join(name))
+        .find(|candidate| is_executable(candidate))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata()
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_tool_says_how_to_install() {
+        let err = find(
+            "anvil",
+            "CASCADE_TEST_UNSET_VAR",
+            Path::new("/nonexistent/anvil"),
+            "cascade-no-such-binary",
+        )
+        .unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("make toolchain"), "{msg}");
+        assert!(msg.contains("/nonexistent/anvil"), "{msg}");
+        assert!(msg.contains("CASCADE_TEST_UNSET_VAR"), "{msg}");
+    }
+}

@@ -1,0 +1,214 @@
+//! The devnet against the real Aave V3 and Uniswap V3 contracts: what was seeded is what the Pool
+//! reports, a price shock makes positions liquidatable, a liquidation moves exactly what the protocol's
+//! formula says, and a swap returns what QuoterV2 quoted.
+//!
+//! These tests need the pinned toolchain (`make toolchain`); without it they fail and say so.
+
+use alloy::{
+    eips::BlockId,
+    network::TransactionBuilder,
+    primitives::{Address, U256, aliases::U160},
+    providers::Provider,
+    rpc::types::TransactionRequest,
+    sol_types::{SolCall, SolEvent},
+};
+use cascade::{
+    chain::{self, bindings::*},
+    devnet::{
+        Devnet, DevnetOptions,
+        market::ASSETS,
+        report,
+        seed::{self, plan},
+        shock::{self, PriceMoveBps},
+    },
+    units::{BaseAmount, HealthFactor},
+};
+
+async fn devnet(borrowers: u64) -> Devnet {
+    Devnet::start(&DevnetOptions { borrowers, ..Default::default() })
+        .await
+        .unwrap_or_else(|e| panic!("devnet did not start: {e:?}"))
+}
+
+fn sum(values: impl Iterator<Item = BaseAmount>) -> U256 {
+    values.fold(U256::ZERO, |acc, v| acc + v.0)
+}
+
+/// |a - b| ≤ b × tolerance_bps / 10_000
+fn close(a: U256, b: U256, tolerance_bps: u64) -> bool {
+    let diff = if a > b { a - b } else { b - a };
+    diff * U256::from(10_000u64) <= b * U256::from(tolerance_bps)
+}
+
+async fn send_from<C: SolCall>(net: &Devnet, from: Address, to: Address, call: C) -> alloy::rpc::types::TransactionReceipt {
+    let tx = TransactionRequest::default().from(from).to(to).with_input(call.abi_encode());
+    chain::send_unlocked(&net.rpc, tx, "test transaction").await.expect("transaction")
+}
+
+#[tokio::test]
+async fn seeded_borrowers_match_their_plans() {
+    let net = devnet(12).await;
+    let d = &net.deployment;
+    assert_eq!(d.borrowers.len(), 12);
+    let health = report::account_health(&net.rpc, d.multicall, d.aave.pool, &d.borrowers, BlockId::latest())
+        .await
+        .expect("getUserAccountData through aggregate3");
+    assert_eq!(health.len(), 12);
+    for (i, account) in health.iter().enumerate() {
+        let p = plan(i as u64, 12);
+        assert_eq!(account.borrower, seed::borrower_address(i as u64));
+        // Token amounts are rounded down from USD values: collateral matches to a millionth.
+        let collateral = sum(p.collateral.iter().map(|c| c.1));
+        assert!(close(account.collateral.0, collateral, 1), "borrower {i}: collateral {} vs plan {collateral}", account.collateral.0);
+        // Debt accrues a few seconds of interest.
+        let debt = sum(p.debt.iter().map(|c| c.1));
+        assert!(close(account.debt.0, debt, 1), "borrower {i}: debt {} vs plan {debt}", account.debt.0);
+        let target = HealthFactor::from_milli(p.target_hf_milli);
+        assert!(close(account.health_factor.0, target.0, 5), "borrower {i}: hf {} vs {target}", account.health_factor);
+    }
+    let lowest = health.iter().map(|a| a.health_factor).min().unwrap();
+    assert!(lowest < HealthFactor::from_milli(1_030) && !lowest.is_liquidatable(), "{lowest}");
+}
+
+/// Aave's PercentageMath: half-up rounding.
+fn percent_mul(x: U256, bps: u64) -> U256 {
+    (x * U256::from(bps) + U256::from(5_000u64)) / U256::from(10_000u64)
+}
+fn percent_div(x: U256, bps: u64) -> U256 {
+    (x * U256::from(10_000u64) + U256::from(bps / 2)) / U256::from(bps)
+}
+
+#[tokio::test]
+async fn shock_then_liquidation_moves_what_the_formula_says() {
+    let net = devnet(20).await;
+    let d = &net.deployment;
+    let weth = d.asset("WETH").unwrap().clone();
+
+    // The riskiest borrower with WETH as its main collateral.
+    let (index, p) = (0..20)
+        .map(|i| (i, plan(i, 20)))
+        .find(|(_, p)| ASSETS[p.collateral[0].0].symbol == "WETH")
+        .expect("a WETH borrower");
+    let borrower = seed::borrower_address(index);
+    let debt_asset = d.assets[p.debt[0].0].clone();
+    let debt_spec = ASSETS[p.debt[0].0];
+
+    let devnet_weth = cascade::config::DevnetAsset { symbol: weth.symbol.clone(), address: weth.address, decimals: 18, feed: weth.feed };
+    shock::shock(&net.rpc, &devnet_weth, PriceMoveBps(-3000)).await.expect("shock");
+    let account = chain::view(&net.rpc, d.aave.pool, Pool::getUserAccountDataCall { user: borrower }, "account").await.unwrap();
+    let hf = HealthFactor(account.healthFactor);
+    assert!(hf.is_liquidatable(), "borrower {index} (planned hf {}) at {hf} after a 30% WETH drop", p.target_hf_milli);
+
+    // A liquidator with the debt asset.
+    let liquidator = Address::from_slice(&alloy::primitives::keccak256("test liquidator")[12..]);
+    let big = U256::from(10u64).pow(U256::from(30));
+    send_from(&net, liquidator, debt_asset.address, MintableERC20::mintCall { account: liquidator, value: big }).await;
+    send_from(&net, liquidator, debt_asset.address, MintableERC20::approveCall { spender: d.aave.pool, amount: U256::MAX }).await;
+
+    let oracle = d.aave.oracle;
+    let price = |a: Address| chain::view(&net.rpc, oracle, AaveOracle::getAssetPriceCall { asset: a }, "price");
+    let (weth_price, debt_price) = (price(weth.address).await.unwrap(), price(debt_asset.address).await.unwrap());
+    let balance = |token: Address, who: Address| chain::view(&net.rpc, token, MintableERC20::balanceOfCall { account: who }, "balance");
+
+    // 1. An explicit amount well under the close factor: the collateral paid is exact.
+    let debt_before = balance(debt_asset.variable_debt_token, borrower).await.unwrap();
+    let debt_to_cover = debt_before / U256::from(10u8);
+    let treasury_before = balance(weth.a_token, d.aave.treasury).await.unwrap();
+    let receipt = send_from(
+        &net,
+        liquidator,
+        d.aave.pool,
+        Pool::liquidationCallCall { collateralAsset: weth.address, debtAsset: debt_asset.address, user: borrower, debtToCover: debt_to_cover, receiveAToken: false },
+    )
+    .await;
+
+    let unit = |dec: u8| U256::from(10u64).pow(U256::from(dec));
+    let weth_spec = ASSETS[0];
+    let base_collateral = debt_price * debt_to_cover * unit(18) / (weth_price * unit(debt_spec.decimals));
+    let seized = percent_mul(base_collateral, u64::from(weth_spec.liquidation_bonus.0));
+    let bonus_part = seized - percent_div(seized, u64::from(weth_spec.liquidation_bonus.0));
+    let protocol_fee = percent_mul(bonus_part, u64::from(weth_spec.liquidation_protocol_fee.0));
+
+    let event = receipt
+        .inner
+        .logs()
+        .iter()
+        .find_map(|l| Pool::LiquidationCall::decode_log_data(l.data()).ok())
+        .expect("LiquidationCall event");
+    assert_eq!(event.debtToCover, debt_to_cover);
+    assert_eq!(event.liquidatedCollateralAmount, seized - protocol_fee);
+    assert_eq!(balance(weth.address, liquidator).await.unwrap(), seized - protocol_fee);
+    assert_eq!(balance(debt_asset.address, liquidator).await.unwrap(), big - debt_to_cover);
+    let treasury_gain = balance(weth.a_token, d.aave.treasury).await.unwrap() - treasury_before;
+    assert!(treasury_gain.abs_diff(protocol_fee) <= U256::from(1u8), "treasury got {treasury_gain}, fee {protocol_fee}");
+
+    // 2. "As much as allowed": V3.0 caps at 50% of the reserve's debt while HF ≥ 0.95, 100% below.
+    let hf_now = HealthFactor(
+        chain::view(&net.rpc, d.aave.pool, Pool::getUserAccountDataCall { user: borrower }, "account").await.unwrap().healthFactor,
+    );
+    let receipt = send_from(
+        &net,
+        liquidator,
+        d.aave.pool,
+        Pool::liquidationCallCall { collateralAsset: weth.address, debtAsset: debt_asset.address, user: borrower, debtToCover: U256::MAX, receiveAToken: false },
+    )
+    .await;
+    let event = receipt.inner.logs().iter().find_map(|l| Pool::LiquidationCall::decode_log_data(l.data()).ok()).unwrap();
+    let debt_after = balance(debt_asset.variable_debt_token, borrower).await.unwrap();
+    let debt_at_liquidation = debt_after + event.debtToCover;
+    let close_factor = if hf_now < HealthFactor::from_milli(950) { 10_000 } else { 5_000 };
+    let expected = percent_mul(debt_at_liquidation, close_factor);
+    // Unless the collateral ran out first, the close factor binds (±1 wei: the debt token is scaled).
+    if event.liquidatedCollateralAmount < balance(weth.a_token, borrower).await.unwrap() + event.liquidatedCollateralAmount {
+        assert!(event.debtToCover.abs_diff(expected) <= U256::from(2u8), "covered {} of {debt_at_liquidation} (hf {hf_now})", event.debtToCover);
+    }
+}
+
+#[tokio::test]
+async fn swap_returns_what_quoter_v2_quoted() {
+    let net = devnet(0).await;
+    let d = &net.deployment;
+    let (weth, usdc) = (d.asset("WETH").unwrap().address, d.asset("USDC").unwrap().address);
+    let trader = Address::from_slice(&alloy::primitives::keccak256("test trader")[12..]);
+    // Large enough to cross ticks out of the ±5% range.
+    let amount_in = U256::from(5_000u64) * U256::from(10u64).pow(U256::from(18));
+    send_from(&net, trader, weth, MintableERC20::mintCall { account: trader, value: amount_in }).await;
+    send_from(&net, trader, weth, MintableERC20::approveCall { spender: d.uniswap.router, amount: U256::MAX }).await;
+
+    let quote = chain::view(
+        &net.rpc,
+        d.uniswap.quoter,
+        QuoterV2::quoteExactInputSingleCall {
+            params: QuoterV2::QuoteExactInputSingleParams { tokenIn: weth, tokenOut: usdc, amountIn: amount_in, fee: 500u32.try_into().unwrap(), sqrtPriceLimitX96: U160::ZERO },
+        },
+        "quote",
+    )
+    .await
+    .expect("QuoterV2 quote");
+    assert!(quote.initializedTicksCrossed >= 1, "the swap should cross initialized ticks");
+
+    send_from(
+        &net,
+        trader,
+        d.uniswap.router,
+        SwapRouter::exactInputSingleCall {
+            params: SwapRouter::ExactInputSingleParams {
+                tokenIn: weth,
+                tokenOut: usdc,
+                fee: 500u32.try_into().unwrap(),
+                recipient: trader,
+                deadline: U256::MAX,
+                amountIn: amount_in,
+                amountOutMinimum: U256::ZERO,
+                sqrtPriceLimitX96: U160::ZERO,
+            },
+        },
+    )
+    .await;
+    let received = chain::view(&net.rpc, usdc, MintableERC20::balanceOfCall { account: trader }, "balance").await.unwrap();
+    assert_eq!(received, quote.amountOut);
+    // 5,000 WETH at ~2,000 USDC less fee and impact: a sane amount.
+    let usd = received / U256::from(1_000_000u64);
+    assert!(usd > U256::from(8_000_000u64) && usd < U256::from(10_000_000u64), "{usd} USDC");
+    let _ = net.rpc.get_block_number().await.unwrap();
+}
