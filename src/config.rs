@@ -65,7 +65,9 @@ pub struct MulticallConfig {
 
 impl Default for MulticallConfig {
     fn default() -> Self {
-        Self { address: crate::chain::multicall::MULTICALL3 }
+        Self {
+            address: crate::chain::multicall::MULTICALL3,
+        }
     }
 }
 
@@ -96,7 +98,9 @@ pub struct StoreConfig {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        Self { path: PathBuf::from(".cascade/store") }
+        Self {
+            path: PathBuf::from(".cascade/store"),
+        }
     }
 }
 
@@ -167,15 +171,19 @@ pub enum ConfigError {
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         Self::parse(&text, path)
     }
 
     /// Parses and validates config text; `path` is for messages.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let config: Self = toml::from_str(text)
-            .map_err(|e| ConfigError::Invalid { path: path.to_owned(), message: e.to_string() })?;
+        let config: Self = toml::from_str(text).map_err(|e| ConfigError::Invalid {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
         if config.chain.rpc_urls.is_empty() {
             return Err(ConfigError::Value {
                 path: path.to_owned(),
@@ -244,7 +252,9 @@ deployment_block = 16291127
     #[test]
     fn unknown_key_is_named() {
         let text = MINIMAL.replace("deployment_block", "deploy_block");
-        let err = Config::parse(&text, Path::new("t.toml")).unwrap_err().to_string();
+        let err = Config::parse(&text, Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("deploy_block"), "{err}");
     }
 
@@ -252,7 +262,10 @@ deployment_block = 16291127
     fn missing_env_is_named() {
         let cfg = Config::parse(MINIMAL, Path::new("t.toml")).unwrap();
         let err = cfg.rpc_urls(Path::new("t.toml")).unwrap_err().to_string();
-        assert!(err.contains("CASCADE_TEST_RPC_UNSET") && err.contains("chain.rpc_urls[0]"), "{err}");
+        assert!(
+            err.contains("CASCADE_TEST_RPC_UNSET") && err.contains("chain.rpc_urls[0]"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -37,7 +37,7 @@ pub enum CompileError {
         dir: String,
         /// The underlying error.
         #[source]
-        source: foundry_compilers::error::SolcError,
+        source: Box<foundry_compilers::error::SolcError>,
     },
     /// solc reported errors in our sources.
     #[error("solc reported errors in {dir}:\n{errors}")]
@@ -64,14 +64,19 @@ impl Contracts {
     /// Compiles (or reads from the cache) the project's `contracts/` directory.
     pub fn compile() -> Result<Self, CompileError> {
         let root = toolchain::project_root();
-        Self::compile_dir(&root.join("contracts"), &root.join("target").join("cascade-contracts"))
+        Self::compile_dir(
+            &root.join("contracts"),
+            &root.join("target").join("cascade-contracts"),
+        )
     }
 
     /// Compiles the sources in `sources` with artifacts and the cache under `build_dir`.
     pub fn compile_dir(sources: &Path, build_dir: &Path) -> Result<Self, CompileError> {
         let dir = sources.display().to_string();
-        let solc = Solc::new(toolchain::solc()?)
-            .map_err(|source| CompileError::Compiler { dir: dir.clone(), source })?;
+        let solc = Solc::new(toolchain::solc()?).map_err(|source| CompileError::Compiler {
+            dir: dir.clone(),
+            source: Box::new(source),
+        })?;
         let paths = ProjectPathsConfig::builder()
             .root(sources)
             .sources(sources)
@@ -81,7 +86,7 @@ impl Contracts {
             .build()
             .map_err(|source| CompileError::Compiler {
                 dir: dir.clone(),
-                source: foundry_compilers::error::SolcError::Io(source),
+                source: Box::new(foundry_compilers::error::SolcError::Io(source)),
             })?;
         // Shanghai keeps PUSH0 out of nothing we need and runs on every anvil hardfork from the default up.
         let settings = Settings {
@@ -96,19 +101,29 @@ impl Contracts {
         let project = Project::builder()
             .paths(paths)
             .settings(MultiCompilerSettings {
-                solc: SolcSettings { settings, ..Default::default() },
+                solc: SolcSettings {
+                    settings,
+                    ..Default::default()
+                },
                 ..Default::default()
             })
             .build(MultiCompiler {
                 solc: Some(SolcCompiler::Specific(solc)),
                 vyper: None,
             })
-            .map_err(|source| CompileError::Compiler { dir: dir.clone(), source })?;
-        let output = project
-            .compile()
-            .map_err(|source| CompileError::Compiler { dir: dir.clone(), source })?;
+            .map_err(|source| CompileError::Compiler {
+                dir: dir.clone(),
+                source: Box::new(source),
+            })?;
+        let output = project.compile().map_err(|source| CompileError::Compiler {
+            dir: dir.clone(),
+            source: Box::new(source),
+        })?;
         if output.has_compiler_errors() {
-            return Err(CompileError::Solidity { dir, errors: output.to_string() });
+            return Err(CompileError::Solidity {
+                dir,
+                errors: output.to_string(),
+            });
         }
         let from_cache = output.is_unchanged();
         let mut by_name = BTreeMap::new();
@@ -123,18 +138,23 @@ impl Contracts {
             by_name.insert(
                 id.name.clone(),
                 CompiledContract {
-                    abi: abi.into(),
+                    abi,
                     bytecode: bytecode.into_owned(),
                     deployed_bytecode: deployed.into_owned(),
                 },
             );
         }
-        Ok(Self { by_name, from_cache })
+        Ok(Self {
+            by_name,
+            from_cache,
+        })
     }
 
     /// The contract named `name`.
     pub fn get(&self, name: &str) -> Result<&CompiledContract, CompileError> {
-        self.by_name.get(name).ok_or_else(|| CompileError::Missing(name.to_owned()))
+        self.by_name
+            .get(name)
+            .ok_or_else(|| CompileError::Missing(name.to_owned()))
     }
 
     /// The names of all compiled contracts.

@@ -12,7 +12,9 @@ pub const WAD: U256 = U256::from_limbs([1_000_000_000_000_000_000, 0, 0, 0]);
 pub const RAY: U256 = U256::from_limbs([0x9fd0803ce8000000, 0x33b2e3c, 0, 0]);
 
 /// Basis points: 10_000 = 100%.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(transparent)]
 pub struct Bps(pub u32);
 
@@ -33,7 +35,9 @@ impl fmt::Display for Bps {
 }
 
 /// An Aave health factor: WAD-scaled, `U256::MAX` when the account has no debt.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(transparent)]
 pub struct HealthFactor(pub U256);
 
@@ -75,7 +79,19 @@ impl fmt::Display for HealthFactor {
 }
 
 /// An amount in the protocol's base currency: USD with 8 decimals on Aave V3 (`BASE_CURRENCY_UNIT`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 #[serde(transparent)]
 pub struct BaseAmount(pub U256);
 
@@ -110,7 +126,12 @@ impl BaseAmount {
 impl fmt::Display for BaseAmount {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let cents = self.0 / U256::from(1_000_000u64);
-        write!(f, "${}.{:02}", cents / U256::from(100u64), cents % U256::from(100u64))
+        write!(
+            f,
+            "${}.{:02}",
+            cents / U256::from(100u64),
+            cents % U256::from(100u64)
+        )
     }
 }
 
@@ -148,7 +169,10 @@ mod tests {
         let price = BaseAmount::from_usd(2_000);
         let one_eth = U256::from(10u64).pow(U256::from(18));
         assert_eq!(BaseAmount::of_tokens(one_eth, price, 18), price);
-        assert_eq!(BaseAmount::from_usd(4_000).to_tokens(price, 18), one_eth * U256::from(2));
+        assert_eq!(
+            BaseAmount::from_usd(4_000).to_tokens(price, 18),
+            one_eth * U256::from(2)
+        );
         assert_eq!(BaseAmount::from_usd(1_234).to_string(), "$1234.00");
         assert_eq!(Bps(10_500).to_string(), "105.00%");
     }

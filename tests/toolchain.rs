@@ -7,8 +7,12 @@ use foundry_compilers::solc::Solc;
 #[test]
 fn solc_front_reports_its_version() {
     let front = toolchain::solc().unwrap_or_else(|e| panic!("{e}"));
-    let solc = Solc::new(&front).unwrap_or_else(|e| panic!("foundry-compilers could not run {}: {e}", front.display()));
-    assert_eq!((solc.version.major, solc.version.minor, solc.version.patch), (0, 8, 37));
+    let solc = Solc::new(&front)
+        .unwrap_or_else(|e| panic!("foundry-compilers could not run {}: {e}", front.display()));
+    assert_eq!(
+        (solc.version.major, solc.version.minor, solc.version.patch),
+        (0, 8, 37)
+    );
 
     let old = toolchain::solc_for_package("solc-0.8.19").unwrap_or_else(|e| panic!("{e}"));
     let solc = Solc::new(&old).unwrap();
@@ -32,12 +36,21 @@ fn standard_json_round_trip_and_cache() {
     assert!(!first.from_cache);
 
     let second = Contracts::compile_dir(&src, &build).unwrap();
-    assert!(second.from_cache, "unchanged sources must not be recompiled");
+    assert!(
+        second.from_cache,
+        "unchanged sources must not be recompiled"
+    );
     assert_eq!(second.get("Two").unwrap().bytecode, two.bytecode);
 
     // A broken source is reported with solc's message, not swallowed.
-    std::fs::write(src.join("Two.sol"), "pragma solidity ^0.8.20; contract Two { function f( }").unwrap();
-    let err = Contracts::compile_dir(&src, &build).unwrap_err().to_string();
+    std::fs::write(
+        src.join("Two.sol"),
+        "pragma solidity ^0.8.20; contract Two { function f( }",
+    )
+    .unwrap();
+    let err = Contracts::compile_dir(&src, &build)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("Two.sol"), "{err}");
 }
 

@@ -34,7 +34,13 @@ pub fn redact_url(url: &str) -> String {
         .path_segments()
         .map(|segments| {
             segments
-                .map(|s| if s.len() >= 16 { "***".to_owned() } else { s.to_owned() })
+                .map(|s| {
+                    if s.len() >= 16 {
+                        "***".to_owned()
+                    } else {
+                        s.to_owned()
+                    }
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -44,7 +50,9 @@ pub fn redact_url(url: &str) -> String {
 
 /// Connects to an HTTP JSON-RPC endpoint without fillers: callers set what they need explicitly.
 pub fn connect_http(url: &str) -> Result<Rpc, ChainError> {
-    let parsed = url.parse().map_err(|_| ChainError::BadUrl(redact_url(url)))?;
+    let parsed = url
+        .parse()
+        .map_err(|_| ChainError::BadUrl(redact_url(url)))?;
     Ok(ProviderBuilder::new()
         .disable_recommended_fillers()
         .connect_http(parsed)
@@ -91,19 +99,30 @@ pub enum ChainError {
 impl ChainError {
     /// Wraps an RPC error with what was being done.
     pub fn rpc(context: impl Into<String>, source: RpcError<TransportErrorKind>) -> Self {
-        Self::Rpc { context: context.into(), source }
+        Self::Rpc {
+            context: context.into(),
+            source,
+        }
     }
 
     /// Whether trying again may succeed (transport trouble, not a revert or bad input).
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Rpc { source, .. } => matches!(source, RpcError::Transport(kind) if kind.is_retry_err())
-                || matches!(source, RpcError::Transport(TransportErrorKind::HttpError(_))),
+            Self::Rpc { source, .. } => {
+                matches!(source, RpcError::Transport(kind) if kind.is_retry_err())
+                    || matches!(
+                        source,
+                        RpcError::Transport(TransportErrorKind::HttpError(_))
+                    )
+            }
             Self::NoReceipt { .. } => true,
             Self::BadUrl(_) | Self::Reverted { .. } => false,
         }
     }
 }
+
+/// EIP-7825's per-transaction gas cap (Osaka).
+pub const TX_GAS_CAP: u64 = 16_777_216;
 
 /// Sends a transaction from an account the node signs for (anvil's dev accounts, or any account with
 /// auto-impersonation on), and waits for its receipt. A revert is an error carrying the decoded
@@ -113,6 +132,17 @@ pub async fn send_unlocked(
     tx: TransactionRequest,
     context: &str,
 ) -> Result<TransactionReceipt, ChainError> {
+    let mut tx = tx;
+    if tx.gas.is_none() {
+        // The node's own estimate is exact for the state it ran on, and calls that forward gas (the
+        // 63/64 rule) or touch time-dependent state fail with it now and then: add headroom, within
+        // the Osaka per-transaction cap.
+        let estimate = rpc
+            .estimate_gas(tx.clone())
+            .await
+            .map_err(|e| ChainError::rpc(context, e))?;
+        tx.gas = Some((estimate * 13 / 10 + 50_000).min(TX_GAS_CAP));
+    }
     let pending = rpc
         .send_transaction(tx.clone())
         .await
@@ -120,8 +150,24 @@ pub async fn send_unlocked(
     let hash = *pending.tx_hash();
     let receipt = wait_for_receipt(rpc, hash, context, Duration::from_secs(120)).await?;
     if !receipt.status() {
-        let reason = replay_revert_reason(rpc, tx, receipt.block_number).await;
-        return Err(ChainError::Reverted { context: context.to_owned(), hash, reason });
+        let gas_limit = rpc
+            .get_transaction_by_hash(hash)
+            .await
+            .ok()
+            .flatten()
+            .map(|t| {
+                use alloy::consensus::Transaction;
+                t.gas_limit()
+            });
+        let mut reason = replay_revert_reason(rpc, tx, receipt.block_number).await;
+        if let Some(limit) = gas_limit {
+            reason.push_str(&format!(" (gas used {} of {limit})", receipt.gas_used));
+        }
+        return Err(ChainError::Reverted {
+            context: context.to_owned(),
+            hash,
+            reason,
+        });
     }
     Ok(receipt)
 }
@@ -133,13 +179,17 @@ pub async fn deploy_unlocked(
     init_code: Bytes,
     name: &str,
 ) -> Result<Address, ChainError> {
-    let tx = TransactionRequest::default().from(from).with_deploy_code(init_code);
+    let tx = TransactionRequest::default()
+        .from(from)
+        .with_deploy_code(init_code);
     let receipt = send_unlocked(rpc, tx, &format!("deploy {name}")).await?;
-    receipt.contract_address.ok_or_else(|| ChainError::Reverted {
-        context: format!("deploy {name}"),
-        hash: receipt.transaction_hash,
-        reason: ": no contract address in the receipt".to_owned(),
-    })
+    receipt
+        .contract_address
+        .ok_or_else(|| ChainError::Reverted {
+            context: format!("deploy {name}"),
+            hash: receipt.transaction_hash,
+            reason: ": no contract address in the receipt".to_owned(),
+        })
 }
 
 /// Polls for a receipt. Automining nodes have it at once; with interval mining it takes a block.
@@ -180,25 +230,6 @@ async fn replay_revert_reason(rpc: &Rpc, tx: TransactionRequest, block: Option<u
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn redacts_credentials() {
-        assert_eq!(
-            redact_url("https://user:pass@eth.example.com/v2/abcdefghijklmnopqrstuvwxyz123456"),
-            "https://***@eth.example.com/v2/***"
-        );
-        assert_eq!(redact_url("http://127.0.0.1:8545"), "http://127.0.0.1:8545/");
-        assert_eq!(
-            redact_url("https://rpc.example.com/?apikey=secret"),
-            "https://rpc.example.com/?***"
-        );
-        assert_eq!(redact_url("not a url"), "<unparseable url>");
-    }
-}
-
 /// Sends `call` to `to` from an unlocked account and waits for it to be mined.
 pub async fn send_call<C: alloy::sol_types::SolCall>(
     rpc: &Rpc,
@@ -221,9 +252,35 @@ pub async fn view<C: alloy::sol_types::SolCall>(
     call: C,
     context: &str,
 ) -> Result<C::Return, ChainError> {
-    let tx = TransactionRequest::default().to(to).with_input(call.abi_encode());
-    let out = rpc.call(tx).await.map_err(|e| ChainError::rpc(context, e))?;
-    C::abi_decode_returns(&out).map_err(|e| {
-        ChainError::rpc(context, RpcError::LocalUsageError(Box::new(e)))
-    })
+    let tx = TransactionRequest::default()
+        .to(to)
+        .with_input(call.abi_encode());
+    let out = rpc
+        .call(tx)
+        .await
+        .map_err(|e| ChainError::rpc(context, e))?;
+    C::abi_decode_returns(&out)
+        .map_err(|e| ChainError::rpc(context, RpcError::LocalUsageError(Box::new(e))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_credentials() {
+        assert_eq!(
+            redact_url("https://user:pass@eth.example.com/v2/abcdefghijklmnopqrstuvwxyz123456"),
+            "https://***@eth.example.com/v2/***"
+        );
+        assert_eq!(
+            redact_url("http://127.0.0.1:8545"),
+            "http://127.0.0.1:8545/"
+        );
+        assert_eq!(
+            redact_url("https://rpc.example.com/?apikey=secret"),
+            "https://rpc.example.com/?***"
+        );
+        assert_eq!(redact_url("not a url"), "<unparseable url>");
+    }
 }

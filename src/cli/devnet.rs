@@ -39,17 +39,28 @@ pub async fn run(args: Args) -> eyre::Result<()> {
     };
     let devnet = start_and_describe(&opts, &args.write_config).await?;
     println!("\ndevnet running at {}; Ctrl-C to stop.", devnet.rpc_url);
-    tokio::signal::ctrl_c().await.wrap_err("waiting for Ctrl-C")?;
+    tokio::signal::ctrl_c()
+        .await
+        .wrap_err("waiting for Ctrl-C")?;
     println!("stopping anvil");
     Ok(())
 }
 
 /// Starts the devnet, writes its config and prints the summary tables. Shared with the demo.
-pub async fn start_and_describe(opts: &DevnetOptions, config_path: &std::path::Path) -> eyre::Result<Devnet> {
-    println!("deploying Aave V3, Uniswap V3 and Multicall3, opening {} borrowers…", opts.borrowers);
+pub async fn start_and_describe(
+    opts: &DevnetOptions,
+    config_path: &std::path::Path,
+) -> eyre::Result<Devnet> {
+    println!(
+        "deploying Aave V3, Uniswap V3 and Multicall3, opening {} borrowers…",
+        opts.borrowers
+    );
     let devnet = Devnet::start(opts).await?;
     let d = &devnet.deployment;
-    println!("deployed and seeded in {:.1} s (chain id {})\n", devnet.setup_secs, d.chain_id);
+    println!(
+        "deployed and seeded in {:.1} s (chain id {})\n",
+        devnet.setup_secs, d.chain_id
+    );
 
     let store = PathBuf::from(".cascade/devnet");
     d.config(&devnet.rpc_url, opts.block_time_secs, store)
@@ -58,8 +69,18 @@ pub async fn start_and_describe(opts: &DevnetOptions, config_path: &std::path::P
 
     println!("{}\n", report::contracts(d));
     println!("{}\n", report::reserves(d, &oracle_prices(&devnet).await?));
-    let health = report::account_health(&devnet.rpc, d.multicall, d.aave.pool, &d.borrowers, BlockId::latest()).await?;
-    println!("borrowers by health factor\n{}", report::health_bands(&health));
+    let health = report::account_health(
+        &devnet.rpc,
+        d.multicall,
+        d.aave.pool,
+        &d.borrowers,
+        BlockId::latest(),
+    )
+    .await?;
+    println!(
+        "borrowers by health factor\n{}",
+        report::health_bands(&health)
+    );
     println!("\nconfig written to {}", config_path.display());
     Ok(devnet)
 }
@@ -70,7 +91,9 @@ pub async fn oracle_prices(devnet: &Devnet) -> eyre::Result<Vec<BaseAmount>> {
     let prices = crate::chain::view(
         &devnet.rpc,
         d.aave.oracle,
-        AaveOracle::getAssetsPricesCall { assets: d.assets.iter().map(|a| a.address).collect() },
+        AaveOracle::getAssetsPricesCall {
+            assets: d.assets.iter().map(|a| a.address).collect(),
+        },
         "getAssetsPrices",
     )
     .await?;

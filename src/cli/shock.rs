@@ -28,11 +28,23 @@ pub async fn run(args: Args) -> eyre::Result<()> {
     let devnet = config.devnet.as_ref().ok_or_else(|| {
         eyre!("{} has no [devnet] section: `cascade shock` only moves prices on a devnet written by `cascade devnet`", args.config.display())
     })?;
-    let asset = devnet.assets.iter().find(|a| a.symbol.eq_ignore_ascii_case(&args.asset)).ok_or_else(|| {
-        let known: Vec<_> = devnet.assets.iter().map(|a| a.symbol.as_str()).collect();
-        eyre!("no asset {} on this devnet; it has {}", args.asset, known.join(", "))
-    })?;
-    let url = config.rpc_urls(&args.config)?.into_iter().next().ok_or_else(|| eyre!("no RPC URL"))?;
+    let asset = devnet
+        .assets
+        .iter()
+        .find(|a| a.symbol.eq_ignore_ascii_case(&args.asset))
+        .ok_or_else(|| {
+            let known: Vec<_> = devnet.assets.iter().map(|a| a.symbol.as_str()).collect();
+            eyre!(
+                "no asset {} on this devnet; it has {}",
+                args.asset,
+                known.join(", ")
+            )
+        })?;
+    let url = config
+        .rpc_urls(&args.config)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| eyre!("no RPC URL"))?;
     let rpc = chain::connect_http(&url)?;
     let change = shock::shock(&rpc, asset, args.pct)
         .await

@@ -6,8 +6,9 @@ use super::{
     market::{ASSETS, RateCurve},
 };
 use crate::chain::bindings::{
-    AaveOracle, AaveProtocolDataProvider, AaveTokenImpl, ACLManager, DefaultReserveInterestRateStrategy,
-    MintableERC20, MockAggregator, Pool, PoolAddressesProvider, PoolConfigurator,
+    ACLManager, AaveOracle, AaveProtocolDataProvider, AaveTokenImpl,
+    DefaultReserveInterestRateStrategy, MintableERC20, MockAggregator, Pool, PoolAddressesProvider,
+    PoolConfigurator,
 };
 use alloy::primitives::{Address, Bytes, U256};
 use serde::{Deserialize, Serialize};
@@ -62,7 +63,10 @@ fn ray_bps(bps: u64) -> U256 {
 ///
 /// `seeding_ltv`: when true, each reserve's LTV is set equal to its liquidation threshold so seeded
 /// borrowers can open positions close to liquidation; [`restore_ltvs`] puts the real LTVs back.
-pub async fn deploy(d: &mut Deployer, treasury: Address) -> eyre::Result<(AaveDeployment, Vec<DeployedAsset>)> {
+pub async fn deploy(
+    d: &mut Deployer,
+    treasury: Address,
+) -> eyre::Result<(AaveDeployment, Vec<DeployedAsset>)> {
     let admin = d.from;
 
     // 1-2. Tokens and price feeds.
@@ -83,8 +87,12 @@ pub async fn deploy(d: &mut Deployer, treasury: Address) -> eyre::Result<(AaveDe
         let feed = d
             .deploy_with(
                 &format!("{} feed", spec.symbol),
-                &format!("{CORE}/mocks/oracle/CLAggregators/MockAggregator.sol/MockAggregator.json"),
-                MockAggregator::constructorCall { initialAnswer: alloy::primitives::I256::try_from(spec.price_base)? },
+                &format!(
+                    "{CORE}/mocks/oracle/CLAggregators/MockAggregator.sol/MockAggregator.json"
+                ),
+                MockAggregator::constructorCall {
+                    initialAnswer: alloy::primitives::I256::try_from(spec.price_base)?,
+                },
             )
             .await?;
         tokens.push(token);
@@ -95,11 +103,21 @@ pub async fn deploy(d: &mut Deployer, treasury: Address) -> eyre::Result<(AaveDe
     let provider = d
         .deploy_with(
             "PoolAddressesProvider",
-            &format!("{CORE}/protocol/configuration/PoolAddressesProvider.sol/PoolAddressesProvider.json"),
-            PoolAddressesProvider::constructorCall { marketId: "cascade-devnet".into(), owner: admin },
+            &format!(
+                "{CORE}/protocol/configuration/PoolAddressesProvider.sol/PoolAddressesProvider.json"
+            ),
+            PoolAddressesProvider::constructorCall {
+                marketId: "cascade-devnet".into(),
+                owner: admin,
+            },
         )
         .await?;
-    d.send(provider, PoolAddressesProvider::setACLAdminCall { newAclAdmin: admin }, "setACLAdmin").await?;
+    d.send(
+        provider,
+        PoolAddressesProvider::setACLAdminCall { newAclAdmin: admin },
+        "setACLAdmin",
+    )
+    .await?;
     let acl = d
         .deploy_with(
             "ACLManager",
@@ -107,21 +125,36 @@ pub async fn deploy(d: &mut Deployer, treasury: Address) -> eyre::Result<(AaveDe
             ACLManager::constructorCall { provider },
         )
         .await?;
-    d.send(provider, PoolAddressesProvider::setACLManagerCall { newAclManager: acl }, "setACLManager").await?;
-    d.send(acl, ACLManager::addPoolAdminCall { admin }, "addPoolAdmin").await?;
-    d.send(acl, ACLManager::addEmergencyAdminCall { admin }, "addEmergencyAdmin").await?;
+    d.send(
+        provider,
+        PoolAddressesProvider::setACLManagerCall { newAclManager: acl },
+        "setACLManager",
+    )
+    .await?;
+    d.send(acl, ACLManager::addPoolAdminCall { admin }, "addPoolAdmin")
+        .await?;
+    d.send(
+        acl,
+        ACLManager::addEmergencyAdminCall { admin },
+        "addEmergencyAdmin",
+    )
+    .await?;
 
     // 5. Data provider.
     let data_provider = d
         .deploy_with(
             "AaveProtocolDataProvider",
             &format!("{CORE}/misc/AaveProtocolDataProvider.sol/AaveProtocolDataProvider.json"),
-            AaveProtocolDataProvider::constructorCall { addressesProvider: provider },
+            AaveProtocolDataProvider::constructorCall {
+                addressesProvider: provider,
+            },
         )
         .await?;
     d.send(
         provider,
-        PoolAddressesProvider::setPoolDataProviderCall { newDataProvider: data_provider },
+        PoolAddressesProvider::setPoolDataProviderCall {
+            newDataProvider: data_provider,
+        },
         "setPoolDataProvider",
     )
     .await?;
@@ -143,14 +176,29 @@ pub async fn deploy(d: &mut Deployer, treasury: Address) -> eyre::Result<(AaveDe
             Vec::new(),
         )
         .await?;
-    d.send(provider, PoolAddressesProvider::setPoolImplCall { newPoolImpl: pool_impl }, "setPoolImpl").await?;
     d.send(
         provider,
-        PoolAddressesProvider::setPoolConfiguratorImplCall { newPoolConfiguratorImpl: configurator_impl },
+        PoolAddressesProvider::setPoolImplCall {
+            newPoolImpl: pool_impl,
+        },
+        "setPoolImpl",
+    )
+    .await?;
+    d.send(
+        provider,
+        PoolAddressesProvider::setPoolConfiguratorImplCall {
+            newPoolConfiguratorImpl: configurator_impl,
+        },
         "setPoolConfiguratorImpl",
     )
     .await?;
-    let pool = crate::chain::view(&d.rpc, provider, PoolAddressesProvider::getPoolCall {}, "getPool").await?;
+    let pool = crate::chain::view(
+        &d.rpc,
+        provider,
+        PoolAddressesProvider::getPoolCall {},
+        "getPool",
+    )
+    .await?;
     let configurator = crate::chain::view(
         &d.rpc,
         provider,
@@ -176,19 +224,29 @@ pub async fn deploy(d: &mut Deployer, treasury: Address) -> eyre::Result<(AaveDe
             },
         )
         .await?;
-    d.send(provider, PoolAddressesProvider::setPriceOracleCall { newPriceOracle: oracle }, "setPriceOracle")
-        .await?;
+    d.send(
+        provider,
+        PoolAddressesProvider::setPriceOracleCall {
+            newPriceOracle: oracle,
+        },
+        "setPriceOracle",
+    )
+    .await?;
 
     // 10. Flash-loan premium.
     d.send(
         configurator,
-        PoolConfigurator::updateFlashloanPremiumTotalCall { newFlashloanPremiumTotal: FLASHLOAN_PREMIUM_BPS },
+        PoolConfigurator::updateFlashloanPremiumTotalCall {
+            newFlashloanPremiumTotal: FLASHLOAN_PREMIUM_BPS,
+        },
         "updateFlashloanPremiumTotal",
     )
     .await?;
     d.send(
         configurator,
-        PoolConfigurator::updateFlashloanPremiumToProtocolCall { newFlashloanPremiumToProtocol: 0 },
+        PoolConfigurator::updateFlashloanPremiumToProtocolCall {
+            newFlashloanPremiumToProtocol: 0,
+        },
         "updateFlashloanPremiumToProtocol",
     )
     .await?;
@@ -196,7 +254,11 @@ pub async fn deploy(d: &mut Deployer, treasury: Address) -> eyre::Result<(AaveDe
     // 11. Token implementations, constructed with the Pool proxy (not the implementation).
     let tokenization = format!("{CORE}/protocol/tokenization");
     let a_token_impl = d
-        .deploy_with("AToken (implementation)", &format!("{tokenization}/AToken.sol/AToken.json"), AaveTokenImpl::constructorCall { pool })
+        .deploy_with(
+            "AToken (implementation)",
+            &format!("{tokenization}/AToken.sol/AToken.json"),
+            AaveTokenImpl::constructorCall { pool },
+        )
         .await?;
     let stable_impl = d
         .deploy_with(
@@ -214,8 +276,9 @@ pub async fn deploy(d: &mut Deployer, treasury: Address) -> eyre::Result<(AaveDe
         .await?;
 
     // 12. Interest-rate strategies.
-    let strategy_path =
-        format!("{CORE}/protocol/pool/DefaultReserveInterestRateStrategy.sol/DefaultReserveInterestRateStrategy.json");
+    let strategy_path = format!(
+        "{CORE}/protocol/pool/DefaultReserveInterestRateStrategy.sol/DefaultReserveInterestRateStrategy.json"
+    );
     let strategy_for = |curve| {
         let (optimal, slope1, slope2, stable1, stable2) = match curve {
             RateCurve::Volatile => (4500, 700, 30000, 0, 0),
@@ -236,8 +299,12 @@ pub async fn deploy(d: &mut Deployer, treasury: Address) -> eyre::Result<(AaveDe
     };
     let volatile = strategy_for(RateCurve::Volatile);
     let stable = strategy_for(RateCurve::Stable);
-    let volatile_strategy = d.deploy_with("Strategy (volatile)", &strategy_path, volatile).await?;
-    let stable_strategy = d.deploy_with("Strategy (stable)", &strategy_path, stable).await?;
+    let volatile_strategy = d
+        .deploy_with("Strategy (volatile)", &strategy_path, volatile)
+        .await?;
+    let stable_strategy = d
+        .deploy_with("Strategy (stable)", &strategy_path, stable)
+        .await?;
 
     // 13. List the reserves.
     let inputs = ASSETS
@@ -264,7 +331,12 @@ pub async fn deploy(d: &mut Deployer, treasury: Address) -> eyre::Result<(AaveDe
             params: Bytes::new(),
         })
         .collect();
-    d.send(configurator, PoolConfigurator::initReservesCall { input: inputs }, "initReserves").await?;
+    d.send(
+        configurator,
+        PoolConfigurator::initReservesCall { input: inputs },
+        "initReserves",
+    )
+    .await?;
 
     // 14. Risk parameters.
     let mut assets = Vec::new();
@@ -281,13 +353,30 @@ pub async fn deploy(d: &mut Deployer, treasury: Address) -> eyre::Result<(AaveDe
             &format!("configureReserveAsCollateral {}", spec.symbol),
         )
         .await?;
-        d.send(configurator, PoolConfigurator::setReserveBorrowingCall { asset, enabled: true }, "setReserveBorrowing")
-            .await?;
-        d.send(configurator, PoolConfigurator::setReserveFlashLoaningCall { asset, enabled: true }, "setReserveFlashLoaning")
-            .await?;
         d.send(
             configurator,
-            PoolConfigurator::setReserveFactorCall { asset, newReserveFactor: U256::from(spec.reserve_factor.0) },
+            PoolConfigurator::setReserveBorrowingCall {
+                asset,
+                enabled: true,
+            },
+            "setReserveBorrowing",
+        )
+        .await?;
+        d.send(
+            configurator,
+            PoolConfigurator::setReserveFlashLoaningCall {
+                asset,
+                enabled: true,
+            },
+            "setReserveFlashLoaning",
+        )
+        .await?;
+        d.send(
+            configurator,
+            PoolConfigurator::setReserveFactorCall {
+                asset,
+                newReserveFactor: U256::from(spec.reserve_factor.0),
+            },
             "setReserveFactor",
         )
         .await?;
@@ -300,7 +389,13 @@ pub async fn deploy(d: &mut Deployer, treasury: Address) -> eyre::Result<(AaveDe
             "setLiquidationProtocolFee",
         )
         .await?;
-        let reserve = crate::chain::view(&d.rpc, pool, Pool::getReserveDataCall { asset }, "getReserveData").await?;
+        let reserve = crate::chain::view(
+            &d.rpc,
+            pool,
+            Pool::getReserveDataCall { asset },
+            "getReserveData",
+        )
+        .await?;
         assets.push(DeployedAsset {
             symbol: spec.symbol.to_owned(),
             address: asset,
@@ -335,7 +430,11 @@ pub async fn set_seeding_ltvs(
     seeding: bool,
 ) -> eyre::Result<()> {
     for (spec, asset) in ASSETS.iter().zip(assets) {
-        let ltv = if seeding { spec.liquidation_threshold } else { spec.ltv };
+        let ltv = if seeding {
+            spec.liquidation_threshold
+        } else {
+            spec.ltv
+        };
         d.send(
             market.configurator,
             PoolConfigurator::configureReserveAsCollateralCall {

@@ -98,10 +98,15 @@ impl NpmArtifact {
     /// Reads an artifact file. Both Hardhat (`bytecode` is a string) and Waffle (`evm.bytecode.object`)
     /// layouts are accepted; the Uniswap V2 package ships the latter.
     pub fn load(path: &Path) -> Result<Self, ArtifactError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ArtifactError::Read { path: path.to_owned(), source })?;
-        let value: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|source| ArtifactError::Parse { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ArtifactError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|source| ArtifactError::Parse {
+                path: path.to_owned(),
+                source,
+            })?;
         let mut artifact: Self = if value.get("bytecode").is_some_and(|b| b.is_string()) {
             serde_json::from_value(value)
         } else {
@@ -127,7 +132,10 @@ impl NpmArtifact {
                 link_references: w.evm.bytecode.link_references,
             })
         }
-        .map_err(|source| ArtifactError::Parse { path: path.to_owned(), source })?;
+        .map_err(|source| ArtifactError::Parse {
+            path: path.to_owned(),
+            source,
+        })?;
         if artifact.contract_name.is_empty() {
             artifact.contract_name = path
                 .file_stem()
@@ -152,10 +160,13 @@ impl NpmArtifact {
         for (source, libs) in &self.link_references {
             for (name, offsets) in libs {
                 let library = format!("{source}:{name}");
-                let address = libraries.get(&library).ok_or_else(|| ArtifactError::MissingLibrary {
-                    contract: self.contract_name.clone(),
-                    library: library.clone(),
-                })?;
+                let address =
+                    libraries
+                        .get(&library)
+                        .ok_or_else(|| ArtifactError::MissingLibrary {
+                            contract: self.contract_name.clone(),
+                            library: library.clone(),
+                        })?;
                 let expected = placeholder(&library);
                 let replacement = alloy::hex::encode(address);
                 for offset in offsets {
@@ -181,7 +192,10 @@ impl NpmArtifact {
         }
         alloy::hex::decode(&hex)
             .map(Bytes::from)
-            .map_err(|e| ArtifactError::NotHex { contract: self.contract_name.clone(), reason: e.to_string() })
+            .map_err(|e| ArtifactError::NotHex {
+                contract: self.contract_name.clone(),
+                reason: e.to_string(),
+            })
     }
 
     /// The creation bytecode of a contract that needs no libraries.
@@ -238,18 +252,27 @@ mod tests {
     #[test]
     fn refuses_missing_library_and_wrong_offsets() {
         let art = artifact_with_two_sites();
-        assert!(matches!(art.link(&BTreeMap::new()), Err(ArtifactError::MissingLibrary { .. })));
+        assert!(matches!(
+            art.link(&BTreeMap::new()),
+            Err(ArtifactError::MissingLibrary { .. })
+        ));
 
         let mut shifted = art.clone();
         shifted.link_references.values_mut().for_each(|libs| {
             libs.values_mut().for_each(|offs| offs[0].start = 4);
         });
         let libs = BTreeMap::from([(LIB.to_owned(), Address::ZERO)]);
-        assert!(matches!(shifted.link(&libs), Err(ArtifactError::BadPlaceholder { offset: 4, .. })));
+        assert!(matches!(
+            shifted.link(&libs),
+            Err(ArtifactError::BadPlaceholder { offset: 4, .. })
+        ));
     }
 
     #[test]
     fn unlinked_bytecode_is_not_hex() {
-        assert!(matches!(artifact_with_two_sites().bytecode(), Err(ArtifactError::MissingLibrary { .. })));
+        assert!(matches!(
+            artifact_with_two_sites().bytecode(),
+            Err(ArtifactError::MissingLibrary { .. })
+        ));
     }
 }

@@ -25,7 +25,13 @@ pub struct Deployer {
 impl Deployer {
     /// A deployer over the project's `anvil/node_modules`.
     pub fn new(rpc: Rpc, from: Address, node_modules: PathBuf) -> Self {
-        Self { rpc, from, node_modules, libraries: BTreeMap::new(), deployed: Vec::new() }
+        Self {
+            rpc,
+            from,
+            node_modules,
+            libraries: BTreeMap::new(),
+            deployed: Vec::new(),
+        }
     }
 
     /// Loads `<package>/<path>`.
@@ -35,7 +41,12 @@ impl Deployer {
 
     /// Deploys the artifact at `package_path` (under node_modules) with ABI-encoded constructor
     /// arguments, deploying any library it links first. `name` is for errors and the summary.
-    pub async fn deploy(&mut self, name: &str, package_path: &str, args: Vec<u8>) -> eyre::Result<Address> {
+    pub async fn deploy(
+        &mut self,
+        name: &str,
+        package_path: &str,
+        args: Vec<u8>,
+    ) -> eyre::Result<Address> {
         let artifact = self.artifact(package_path)?;
         let artifacts_root = artifacts_root(package_path);
         for library in artifact.libraries() {
@@ -55,7 +66,8 @@ impl Deployer {
         package_path: &str,
         constructor: C,
     ) -> eyre::Result<Address> {
-        self.deploy(name, package_path, constructor.abi_encode()).await
+        self.deploy(name, package_path, constructor.abi_encode())
+            .await
     }
 
     /// Sends a call from the deploying account.
@@ -85,7 +97,10 @@ impl Deployer {
 fn artifacts_root(package_path: &str) -> String {
     match package_path.find("/artifacts/") {
         Some(i) => package_path[..i + "/artifacts".len()].to_owned(),
-        None => package_path.rsplit_once('/').map(|(d, _)| d.to_owned()).unwrap_or_default(),
+        None => package_path
+            .rsplit_once('/')
+            .map(|(d, _)| d.to_owned())
+            .unwrap_or_default(),
     }
 }
 
@@ -94,7 +109,9 @@ mod tests {
     #[test]
     fn artifacts_root_is_the_hardhat_artifacts_dir() {
         assert_eq!(
-            super::artifacts_root("@aave/core-v3/artifacts/contracts/protocol/pool/Pool.sol/Pool.json"),
+            super::artifacts_root(
+                "@aave/core-v3/artifacts/contracts/protocol/pool/Pool.sol/Pool.json"
+            ),
             "@aave/core-v3/artifacts"
         );
     }

@@ -45,13 +45,18 @@ impl AssetSpec {
     }
 }
 
+/// Whole dollars in base units (8 decimals).
+pub const fn usd(dollars: u64) -> u64 {
+    dollars * 100_000_000
+}
+
 /// The devnet's assets, in the order they are listed on Aave.
 pub const ASSETS: [AssetSpec; 4] = [
     AssetSpec {
         symbol: "WETH",
         name: "Wrapped Ether",
         decimals: 18,
-        price_base: 2_000_00000000,
+        price_base: usd(2_000),
         ltv: Bps(8000),
         liquidation_threshold: Bps(8250),
         liquidation_bonus: Bps(10500),
@@ -63,7 +68,7 @@ pub const ASSETS: [AssetSpec; 4] = [
         symbol: "USDC",
         name: "USD Coin",
         decimals: 6,
-        price_base: 1_00000000,
+        price_base: usd(1),
         ltv: Bps(8000),
         liquidation_threshold: Bps(8500),
         liquidation_bonus: Bps(10500),
@@ -75,7 +80,7 @@ pub const ASSETS: [AssetSpec; 4] = [
         symbol: "WBTC",
         name: "Wrapped BTC",
         decimals: 8,
-        price_base: 60_000_00000000,
+        price_base: usd(60_000),
         ltv: Bps(7000),
         liquidation_threshold: Bps(7500),
         liquidation_bonus: Bps(11000),
@@ -87,7 +92,7 @@ pub const ASSETS: [AssetSpec; 4] = [
         symbol: "ALT",
         name: "Volatile Altcoin",
         decimals: 18,
-        price_base: 50_000_000,
+        price_base: usd(1) / 2,
         ltv: Bps(5000),
         liquidation_threshold: Bps(6500),
         liquidation_bonus: Bps(11000),
@@ -99,7 +104,9 @@ pub const ASSETS: [AssetSpec; 4] = [
 
 /// Index of an asset in [`ASSETS`] by symbol.
 pub fn asset_index(symbol: &str) -> Option<usize> {
-    ASSETS.iter().position(|a| a.symbol.eq_ignore_ascii_case(symbol))
+    ASSETS
+        .iter()
+        .position(|a| a.symbol.eq_ignore_ascii_case(symbol))
 }
 
 /// A Uniswap V3 pool the devnet creates, and the liquidity it puts in it.
@@ -128,7 +135,12 @@ pub const POOLS: [PoolSpec; 6] = [
         asset_a: WETH,
         asset_b: USDC,
         fee: 500,
-        positions: &[(500, 20_000_000), (2000, 20_000_000), (5000, 10_000_000), (0, 5_000_000)],
+        positions: &[
+            (500, 20_000_000),
+            (2000, 20_000_000),
+            (5000, 10_000_000),
+            (0, 5_000_000),
+        ],
     },
     PoolSpec {
         asset_a: WETH,
@@ -173,7 +185,8 @@ mod tests {
             assert!(a.liquidation_bonus > Bps::ONE, "{}", a.symbol);
             // PoolConfigurator: threshold × bonus ≤ 100%.
             assert!(
-                u64::from(a.liquidation_threshold.0) * u64::from(a.liquidation_bonus.0) <= 100_000_000,
+                u64::from(a.liquidation_threshold.0) * u64::from(a.liquidation_bonus.0)
+                    <= 100_000_000,
                 "{}",
                 a.symbol
             );

@@ -14,7 +14,10 @@ pub use deployer::Deployer;
 
 use crate::{
     chain::{self, Rpc, multicall::MULTICALL3},
-    config::{AaveConfig, ChainConfig, Config, DevnetAsset, DevnetConfig, MulticallConfig, StoreConfig, UniswapV3Config},
+    config::{
+        AaveConfig, ChainConfig, Config, DevnetAsset, DevnetConfig, MulticallConfig, StoreConfig,
+        UniswapV3Config,
+    },
     contracts::Contracts,
     toolchain,
 };
@@ -44,7 +47,12 @@ pub struct DevnetOptions {
 
 impl Default for DevnetOptions {
     fn default() -> Self {
-        Self { port: None, rpc_url: None, borrowers: 50, block_time_secs: None }
+        Self {
+            port: None,
+            rpc_url: None,
+            borrowers: 50,
+            block_time_secs: None,
+        }
     }
 }
 
@@ -74,7 +82,9 @@ pub struct Deployment {
 impl Deployment {
     /// The asset with this symbol.
     pub fn asset(&self, symbol: &str) -> Option<&DeployedAsset> {
-        self.assets.iter().find(|a| a.symbol.eq_ignore_ascii_case(symbol))
+        self.assets
+            .iter()
+            .find(|a| a.symbol.eq_ignore_ascii_case(symbol))
     }
 
     /// A ready-to-use keeper config for this devnet.
@@ -90,7 +100,9 @@ impl Deployment {
                 addresses_provider: self.aave.addresses_provider,
                 deployment_block: self.deployment_block,
             },
-            multicall: MulticallConfig { address: self.multicall },
+            multicall: MulticallConfig {
+                address: self.multicall,
+            },
             uniswap_v3: Some(UniswapV3Config {
                 factory: self.uniswap.factory,
                 quoter: self.uniswap.quoter,
@@ -102,7 +114,12 @@ impl Deployment {
                 assets: self
                     .assets
                     .iter()
-                    .map(|a| DevnetAsset { symbol: a.symbol.clone(), address: a.address, decimals: a.decimals, feed: a.feed })
+                    .map(|a| DevnetAsset {
+                        symbol: a.symbol.clone(),
+                        address: a.address,
+                        decimals: a.decimals,
+                        feed: a.feed,
+                    })
                     .collect(),
             }),
         }
@@ -126,7 +143,9 @@ pub struct Devnet {
 /// Starts anvil from the pinned toolchain with auto-impersonation (seeded borrowers have no keys).
 pub fn spawn_anvil(port: Option<u16>, extra_args: &[&str]) -> eyre::Result<AnvilInstance> {
     let path = toolchain::anvil()?;
-    let mut anvil = Anvil::at(path).arg("--auto-impersonate").args(extra_args.iter().copied());
+    let mut anvil = Anvil::at(path)
+        .arg("--auto-impersonate")
+        .args(extra_args.iter().copied());
     if let Some(port) = port {
         anvil = anvil.port(port);
     }
@@ -148,20 +167,35 @@ impl Devnet {
         let started = Instant::now();
         let deployment = deploy(&rpc, opts.borrowers).await?;
         if let Some(secs) = opts.block_time_secs {
-            rpc.anvil_set_interval_mining(secs).await.wrap_err("switching anvil to interval mining")?;
+            rpc.anvil_set_interval_mining(secs)
+                .await
+                .wrap_err("switching anvil to interval mining")?;
         }
-        Ok(Self { anvil, rpc_url, rpc, deployment, setup_secs: started.elapsed().as_secs_f64() })
+        Ok(Self {
+            anvil,
+            rpc_url,
+            rpc,
+            deployment,
+            setup_secs: started.elapsed().as_secs_f64(),
+        })
     }
 
     /// A provider-independent handle for more seeding after start.
     pub fn deployer(&self) -> Deployer {
-        Deployer::new(self.rpc.clone(), self.deployment.admin, toolchain::node_modules())
+        Deployer::new(
+            self.rpc.clone(),
+            self.deployment.admin,
+            toolchain::node_modules(),
+        )
     }
 }
 
 /// Deploys the whole devnet on an anvil node at `rpc` and opens `borrowers` positions.
 pub async fn deploy(rpc: &Rpc, borrowers: u64) -> eyre::Result<Deployment> {
-    let chain_id = rpc.get_chain_id().await.wrap_err("reading the devnet's chain id")?;
+    let chain_id = rpc
+        .get_chain_id()
+        .await
+        .wrap_err("reading the devnet's chain id")?;
     rpc.anvil_auto_impersonate_account(true)
         .await
         .wrap_err("the devnet needs anvil (anvil_autoImpersonateAccount failed)")?;
@@ -175,11 +209,18 @@ pub async fn deploy(rpc: &Rpc, borrowers: u64) -> eyre::Result<Deployment> {
     install_multicall(rpc).await?;
 
     let deployment_block = rpc.get_block_number().await? + 1;
-    let treasury = Address::from_slice(&alloy::primitives::keccak256("cascade devnet treasury")[12..]);
-    let (aave, assets) = aave::deploy(&mut d, treasury).await.wrap_err("deploying Aave V3")?;
-    let uniswap = uniswap::deploy(&mut d, &assets).await.wrap_err("deploying Uniswap V3")?;
+    let treasury =
+        Address::from_slice(&alloy::primitives::keccak256("cascade devnet treasury")[12..]);
+    let (aave, assets) = aave::deploy(&mut d, treasury)
+        .await
+        .wrap_err("deploying Aave V3")?;
+    let uniswap = uniswap::deploy(&mut d, &assets)
+        .await
+        .wrap_err("deploying Uniswap V3")?;
 
-    seed::fund_market(&d, &aave, &assets, borrowers).await.wrap_err("funding the market")?;
+    seed::fund_market(&d, &aave, &assets, borrowers)
+        .await
+        .wrap_err("funding the market")?;
     aave::set_seeding_ltvs(&d, &aave, &assets, true).await?;
     let opened = seed::open_borrowers(&d, &aave, &assets, 0..borrowers, borrowers)
         .await

@@ -64,7 +64,8 @@ const BANDS: [(&str, u64); 8] = [
 
 fn table(header: &[&str]) -> Table {
     let mut t = Table::new();
-    t.load_preset(UTF8_FULL_CONDENSED).set_header(header.to_vec());
+    t.load_preset(UTF8_FULL_CONDENSED)
+        .set_header(header.to_vec());
     t
 }
 
@@ -73,12 +74,21 @@ pub fn health_bands(accounts: &[AccountHealth]) -> Table {
     let mut t = table(&["health factor", "borrowers", "debt (USD)"]);
     let mut lower = HealthFactor(alloy::primitives::U256::ZERO);
     for (label, upper_milli) in BANDS {
-        let upper = if upper_milli == u64::MAX { HealthFactor::INFINITE } else { HealthFactor::from_milli(upper_milli) };
+        let upper = if upper_milli == u64::MAX {
+            HealthFactor::INFINITE
+        } else {
+            HealthFactor::from_milli(upper_milli)
+        };
         let in_band: Vec<_> = accounts
             .iter()
-            .filter(|a| a.health_factor >= lower && (a.health_factor < upper || upper == HealthFactor::INFINITE))
+            .filter(|a| {
+                a.health_factor >= lower
+                    && (a.health_factor < upper || upper == HealthFactor::INFINITE)
+            })
             .collect();
-        let debt = in_band.iter().fold(BaseAmount::default(), |acc, a| BaseAmount(acc.0 + a.debt.0));
+        let debt = in_band
+            .iter()
+            .fold(BaseAmount::default(), |acc, a| BaseAmount(acc.0 + a.debt.0));
         t.add_row(vec![
             Cell::new(label),
             Cell::new(in_band.len()).set_alignment(CellAlignment::Right),
@@ -91,14 +101,23 @@ pub fn health_bands(accounts: &[AccountHealth]) -> Table {
 
 /// Positions below a health factor of 1, worst first.
 pub fn liquidatable(accounts: &[AccountHealth]) -> Table {
-    let mut rows: Vec<_> = accounts.iter().filter(|a| a.health_factor.is_liquidatable()).collect();
+    let mut rows: Vec<_> = accounts
+        .iter()
+        .filter(|a| a.health_factor.is_liquidatable())
+        .collect();
     rows.sort_by_key(|a| a.health_factor);
-    let mut t = table(&["borrower", "health factor", "collateral (USD)", "debt (USD)"]);
+    let mut t = table(&[
+        "borrower",
+        "health factor",
+        "collateral (USD)",
+        "debt (USD)",
+    ]);
     for a in rows {
         t.add_row(vec![
             Cell::new(a.borrower),
             Cell::new(a.health_factor).set_alignment(CellAlignment::Right),
-            Cell::new(format!("{:.2}", a.collateral.to_usd_f64())).set_alignment(CellAlignment::Right),
+            Cell::new(format!("{:.2}", a.collateral.to_usd_f64()))
+                .set_alignment(CellAlignment::Right),
             Cell::new(format!("{:.2}", a.debt.to_usd_f64())).set_alignment(CellAlignment::Right),
         ]);
     }
@@ -116,7 +135,15 @@ pub fn contracts(deployment: &Deployment) -> Table {
 
 /// The reserves with their risk parameters and the oracle's current prices.
 pub fn reserves(deployment: &Deployment, prices: &[BaseAmount]) -> Table {
-    let mut t = table(&["reserve", "decimals", "price (USD)", "LTV", "liq. threshold", "liq. bonus", "token"]);
+    let mut t = table(&[
+        "reserve",
+        "decimals",
+        "price (USD)",
+        "LTV",
+        "liq. threshold",
+        "liq. bonus",
+        "token",
+    ]);
     for ((asset, spec), price) in deployment.assets.iter().zip(ASSETS.iter()).zip(prices) {
         t.add_row(vec![
             Cell::new(&asset.symbol),
@@ -146,7 +173,9 @@ mod tests {
 
     #[test]
     fn bands_count_every_account_once() {
-        let accounts: Vec<_> = [990, 1_000, 1_049, 1_100, 2_999, 3_000, 9_000].map(account).into();
+        let accounts: Vec<_> = [990, 1_000, 1_049, 1_100, 2_999, 3_000, 9_000]
+            .map(account)
+            .into();
         let rendered = health_bands(&accounts).to_string();
         let counts: Vec<usize> = rendered
             .lines()

@@ -11,7 +11,10 @@ use super::{
     market::ASSETS,
 };
 use crate::{
-    chain::{self, bindings::{MintableERC20, Pool}},
+    chain::{
+        self,
+        bindings::{MintableERC20, Pool},
+    },
     units::{BaseAmount, Bps},
 };
 use alloy::{
@@ -88,7 +91,10 @@ pub fn plan(index: u64, count: u64) -> BorrowerPlan {
     let sizes_usd = [2_000u64, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000];
     let total = BaseAmount::from_usd(sizes_usd[((r >> 16) % sizes_usd.len() as u64) as usize]);
     let primary_value = BaseAmount(Bps(6500).apply(total.0));
-    let collateral = vec![(primary, primary_value), (secondary, BaseAmount(total.0 - primary_value.0))];
+    let collateral = vec![
+        (primary, primary_value),
+        (secondary, BaseAmount(total.0 - primary_value.0)),
+    ];
 
     // Debt such that Σ collateral·LT / debt = target HF.
     let weighted: U256 = collateral
@@ -96,7 +102,9 @@ pub fn plan(index: u64, count: u64) -> BorrowerPlan {
         .map(|&(a, v)| ASSETS[a].liquidation_threshold.apply(v.0))
         .fold(U256::ZERO, |acc, x| acc + x);
     let total_debt = weighted * U256::from(1_000u64) / U256::from(target_hf_milli);
-    let mut debt_assets = [1usize, 0, 2, 3].into_iter().filter(|a| collateral.iter().all(|(c, _)| c != a));
+    let mut debt_assets = [1usize, 0, 2, 3]
+        .into_iter()
+        .filter(|a| collateral.iter().all(|(c, _)| c != a));
     let first = debt_assets.next().unwrap_or(1);
     let second = debt_assets.next().unwrap_or(0);
     let first_value = Bps(7000).apply(total_debt);
@@ -104,13 +112,24 @@ pub fn plan(index: u64, count: u64) -> BorrowerPlan {
         (first, BaseAmount(first_value)),
         (second, BaseAmount(total_debt - first_value)),
     ];
-    BorrowerPlan { collateral, debt, target_hf_milli }
+    BorrowerPlan {
+        collateral,
+        debt,
+        target_hf_milli,
+    }
 }
 
 /// Supplies every reserve from [`supplier_address`] with enough to fund `borrowers` positions.
-pub async fn fund_market(d: &Deployer, market: &AaveDeployment, assets: &[DeployedAsset], borrowers: u64) -> eyre::Result<()> {
+pub async fn fund_market(
+    d: &Deployer,
+    market: &AaveDeployment,
+    assets: &[DeployedAsset],
+    borrowers: u64,
+) -> eyre::Result<()> {
     let supplier = supplier_address();
-    d.rpc.anvil_set_balance(supplier, U256::from(10u64).pow(U256::from(21))).await?;
+    d.rpc
+        .anvil_set_balance(supplier, U256::from(10u64).pow(U256::from(21)))
+        .await?;
     // The largest plan borrows $250k·0.85 in total; $300k of every reserve per borrower covers any mix.
     let per_reserve = BaseAmount::from_usd(1_000_000 + 300_000 * borrowers);
     for (spec, asset) in ASSETS.iter().zip(assets) {
@@ -121,22 +140,61 @@ pub async fn fund_market(d: &Deployer, market: &AaveDeployment, assets: &[Deploy
 }
 
 /// Mints `amount` of `token` to `account`, approves the Pool, and supplies it as collateral.
-async fn supply(d: &Deployer, account: Address, pool: Address, token: Address, amount: U256) -> eyre::Result<()> {
-    send_as(d, account, token, MintableERC20::mintCall { account, value: amount }, "mint").await?;
-    send_as(d, account, token, MintableERC20::approveCall { spender: pool, amount: U256::MAX }, "approve Pool")
-        .await?;
+async fn supply(
+    d: &Deployer,
+    account: Address,
+    pool: Address,
+    token: Address,
+    amount: U256,
+) -> eyre::Result<()> {
+    send_as(
+        d,
+        account,
+        token,
+        MintableERC20::mintCall {
+            account,
+            value: amount,
+        },
+        "mint",
+    )
+    .await?;
+    send_as(
+        d,
+        account,
+        token,
+        MintableERC20::approveCall {
+            spender: pool,
+            amount: U256::MAX,
+        },
+        "approve Pool",
+    )
+    .await?;
     send_as(
         d,
         account,
         pool,
-        Pool::supplyCall { asset: token, amount, onBehalfOf: account, referralCode: 0 },
+        Pool::supplyCall {
+            asset: token,
+            amount,
+            onBehalfOf: account,
+            referralCode: 0,
+        },
         "supply",
     )
     .await
 }
 
-async fn send_as<C: SolCall>(d: &Deployer, from: Address, to: Address, call: C, what: &str) -> eyre::Result<()> {
-    let tx = TransactionRequest::default().from(from).to(to).with_input(call.abi_encode());
+async fn send_as<C: SolCall>(
+    d: &Deployer,
+    from: Address,
+    to: Address,
+    call: C,
+    what: &str,
+) -> eyre::Result<()> {
+    let tx = TransactionRequest::default()
+        .from(from)
+        .to(to)
+        .with_input(call.abi_encode());
     chain::send_unlocked(&d.rpc, tx, &format!("{what} from {from}")).await?;
     Ok(())
 }
@@ -153,7 +211,9 @@ pub async fn open_borrowers(
     for index in range {
         let borrower = borrower_address(index);
         let p = plan(index, count);
-        d.rpc.anvil_set_balance(borrower, U256::from(10u64).pow(U256::from(18))).await?;
+        d.rpc
+            .anvil_set_balance(borrower, U256::from(10u64).pow(U256::from(18)))
+            .await?;
         for &(a, value) in &p.collateral {
             let amount = value.to_tokens(ASSETS[a].price(), ASSETS[a].decimals);
             supply(d, borrower, market.pool, assets[a].address, amount).await?;
@@ -204,7 +264,10 @@ mod tests {
             assert_eq!(p.debt.len(), 2);
             assert_ne!(p.debt[0].0, p.debt[1].0);
             for (d, _) in &p.debt {
-                assert!(p.collateral.iter().all(|(c, _)| c != d), "borrower {i} borrows its collateral");
+                assert!(
+                    p.collateral.iter().all(|(c, _)| c != d),
+                    "borrower {i} borrows its collateral"
+                );
             }
         }
     }
@@ -218,10 +281,17 @@ mod tests {
                 .iter()
                 .map(|&(a, v)| ASSETS[a].liquidation_threshold.apply(v.0))
                 .fold(U256::ZERO, |acc, x| acc + x);
-            let debt: U256 = p.debt.iter().map(|(_, v)| v.0).fold(U256::ZERO, |acc, x| acc + x);
+            let debt: U256 = p
+                .debt
+                .iter()
+                .map(|(_, v)| v.0)
+                .fold(U256::ZERO, |acc, x| acc + x);
             let hf_milli = weighted * U256::from(1_000u64) / debt;
             let target = U256::from(p.target_hf_milli);
-            assert!(hf_milli >= target && hf_milli <= target + U256::from(1u8), "borrower {i}: {hf_milli} vs {target}");
+            assert!(
+                hf_milli >= target && hf_milli <= target + U256::from(1u8),
+                "borrower {i}: {hf_milli} vs {target}"
+            );
         }
     }
 

@@ -32,9 +32,20 @@ impl std::str::FromStr for PriceMoveBps {
         if whole.is_empty() && frac.is_empty() || frac.len() > 2 {
             return Err(bad());
         }
-        let whole: i64 = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| bad())? };
-        let frac: i64 = if frac.is_empty() { 0 } else { format!("{frac:0<2}").parse().map_err(|_| bad())? };
-        let bps = whole.checked_mul(100).and_then(|w| w.checked_add(frac)).ok_or_else(bad)?;
+        let whole: i64 = if whole.is_empty() {
+            0
+        } else {
+            whole.parse().map_err(|_| bad())?
+        };
+        let frac: i64 = if frac.is_empty() {
+            0
+        } else {
+            format!("{frac:0<2}").parse().map_err(|_| bad())?
+        };
+        let bps = whole
+            .checked_mul(100)
+            .and_then(|w| w.checked_add(frac))
+            .ok_or_else(bad)?;
         let bps = if neg { -bps } else { bps };
         if bps <= -10_000 {
             return Err(format!("{s}% would take the price to zero or below"));
@@ -59,15 +70,30 @@ pub fn moved(price: U256, bps: PriceMoveBps) -> U256 {
 }
 
 /// Moves `asset`'s feed by `bps` and mines a block.
-pub async fn shock(rpc: &Rpc, asset: &DevnetAsset, bps: PriceMoveBps) -> Result<PriceChange, ChainError> {
-    let old = view(rpc, asset.feed, MockAggregator::latestAnswerCall {}, "read the feed").await?;
+pub async fn shock(
+    rpc: &Rpc,
+    asset: &DevnetAsset,
+    bps: PriceMoveBps,
+) -> Result<PriceChange, ChainError> {
+    let old = view(
+        rpc,
+        asset.feed,
+        MockAggregator::latestAnswerCall {},
+        "read the feed",
+    )
+    .await?;
     let old = old.into_raw();
     let new = moved(old, bps);
     rpc.anvil_set_storage_at(asset.feed, U256::ZERO, B256::from(new))
         .await
         .map_err(|e| ChainError::rpc("write the feed's answer (is this an anvil devnet?)", e))?;
-    rpc.evm_mine(None).await.map_err(|e| ChainError::rpc("mine the price update", e))?;
-    Ok(PriceChange { old: BaseAmount(old), new: BaseAmount(new) })
+    rpc.evm_mine(None)
+        .await
+        .map_err(|e| ChainError::rpc("mine the price update", e))?;
+    Ok(PriceChange {
+        old: BaseAmount(old),
+        new: BaseAmount(new),
+    })
 }
 
 #[cfg(test)]
@@ -87,8 +113,14 @@ mod tests {
 
     #[test]
     fn moves_prices() {
-        let p = U256::from(2_000_00000000u64);
-        assert_eq!(moved(p, PriceMoveBps(-2000)), U256::from(1_600_00000000u64));
-        assert_eq!(moved(p, PriceMoveBps(1000)), U256::from(2_200_00000000u64));
+        let p = U256::from(crate::devnet::market::usd(2_000));
+        assert_eq!(
+            moved(p, PriceMoveBps(-2000)),
+            U256::from(crate::devnet::market::usd(1_600))
+        );
+        assert_eq!(
+            moved(p, PriceMoveBps(1000)),
+            U256::from(crate::devnet::market::usd(2_200))
+        );
     }
 }

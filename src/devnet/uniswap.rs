@@ -8,7 +8,8 @@ use super::{
     market::{ASSETS, POOLS},
 };
 use crate::chain::bindings::{
-    MintableERC20, NonfungiblePositionManager, QuoterV2, SwapRouter, UniswapV3Factory, UniswapV3Pool,
+    MintableERC20, NonfungiblePositionManager, QuoterV2, SwapRouter, UniswapV3Factory,
+    UniswapV3Pool,
 };
 use alloy::primitives::{Address, U256, U512, aliases::I24, aliases::U160};
 use serde::{Deserialize, Serialize};
@@ -99,7 +100,11 @@ pub async fn deploy(d: &mut Deployer, assets: &[DeployedAsset]) -> eyre::Result<
     // An ERC-20 WETH stands in for WETH9: nothing on the devnet wraps ETH.
     let weth = assets[0].address;
     let factory = d
-        .deploy("UniswapV3Factory", &format!("{CORE}/UniswapV3Factory.sol/UniswapV3Factory.json"), Vec::new())
+        .deploy(
+            "UniswapV3Factory",
+            &format!("{CORE}/UniswapV3Factory.sol/UniswapV3Factory.json"),
+            Vec::new(),
+        )
         .await?;
     let position_manager = d
         .deploy_with(
@@ -116,21 +121,30 @@ pub async fn deploy(d: &mut Deployer, assets: &[DeployedAsset]) -> eyre::Result<
         .deploy_with(
             "SwapRouter",
             &format!("{PERIPHERY}/SwapRouter.sol/SwapRouter.json"),
-            SwapRouter::constructorCall { factory, weth9: weth },
+            SwapRouter::constructorCall {
+                factory,
+                weth9: weth,
+            },
         )
         .await?;
     let quoter = d
         .deploy_with(
             "QuoterV2",
             &format!("{PERIPHERY}/lens/QuoterV2.sol/QuoterV2.json"),
-            QuoterV2::constructorCall { factory, weth9: weth },
+            QuoterV2::constructorCall {
+                factory,
+                weth9: weth,
+            },
         )
         .await?;
 
     for asset in assets {
         d.send(
             asset.address,
-            MintableERC20::approveCall { spender: position_manager, amount: U256::MAX },
+            MintableERC20::approveCall {
+                spender: position_manager,
+                amount: U256::MAX,
+            },
             "approve position manager",
         )
         .await?;
@@ -141,27 +155,52 @@ pub async fn deploy(d: &mut Deployer, assets: &[DeployedAsset]) -> eyre::Result<
         let (a, b) = (&assets[spec.asset_a], &assets[spec.asset_b]);
         let (sa, sb) = (&ASSETS[spec.asset_a], &ASSETS[spec.asset_b]);
         let ((t0, p0, d0), (t1, p1, d1)) = if a.address < b.address {
-            ((a.address, sa.price(), sa.decimals), (b.address, sb.price(), sb.decimals))
+            (
+                (a.address, sa.price(), sa.decimals),
+                (b.address, sb.price(), sb.decimals),
+            )
         } else {
-            ((b.address, sb.price(), sb.decimals), (a.address, sa.price(), sa.decimals))
+            (
+                (b.address, sb.price(), sb.decimals),
+                (a.address, sa.price(), sa.decimals),
+            )
         };
-        let label = format!("{}/{} {}%", sa.symbol, sb.symbol, f64::from(spec.fee) / 10_000.0);
+        let label = format!(
+            "{}/{} {}%",
+            sa.symbol,
+            sb.symbol,
+            f64::from(spec.fee) / 10_000.0
+        );
         d.send(
             factory,
-            UniswapV3Factory::createPoolCall { tokenA: t0, tokenB: t1, fee: spec.fee.try_into()? },
+            UniswapV3Factory::createPoolCall {
+                tokenA: t0,
+                tokenB: t1,
+                fee: spec.fee.try_into()?,
+            },
             &format!("createPool {label}"),
         )
         .await?;
         let pool = crate::chain::view(
             &d.rpc,
             factory,
-            UniswapV3Factory::getPoolCall { tokenA: t0, tokenB: t1, fee: spec.fee.try_into()? },
+            UniswapV3Factory::getPoolCall {
+                tokenA: t0,
+                tokenB: t1,
+                fee: spec.fee.try_into()?,
+            },
             "getPool",
         )
         .await?;
         let sqrt_price = sqrt_price_x96(p0.0, d0, p1.0, d1);
-        d.send(pool, UniswapV3Pool::initializeCall { sqrtPriceX96: U160::from(sqrt_price) }, "initialize pool")
-            .await?;
+        d.send(
+            pool,
+            UniswapV3Pool::initializeCall {
+                sqrtPriceX96: U160::from(sqrt_price),
+            },
+            "initialize pool",
+        )
+        .await?;
         let tick = tick_at(sqrt_price);
         for &(half_width_bps, usd) in spec.positions {
             let (lower, upper) = range_around(tick, half_width_bps, tick_spacing(spec.fee));
@@ -170,8 +209,15 @@ pub async fn deploy(d: &mut Deployer, assets: &[DeployedAsset]) -> eyre::Result<
             let amount0 = half.to_tokens(p0, d0);
             let amount1 = half.to_tokens(p1, d1);
             for (token, amount) in [(t0, amount0), (t1, amount1)] {
-                d.send(token, MintableERC20::mintCall { account: d.from, value: amount }, "mint LP tokens")
-                    .await?;
+                d.send(
+                    token,
+                    MintableERC20::mintCall {
+                        account: d.from,
+                        value: amount,
+                    },
+                    "mint LP tokens",
+                )
+                .await?;
             }
             d.send(
                 position_manager,
@@ -195,10 +241,22 @@ pub async fn deploy(d: &mut Deployer, assets: &[DeployedAsset]) -> eyre::Result<
             .await?;
         }
         d.deployed.push((format!("Uniswap V3 pool {label}"), pool));
-        pools.push(DeployedPool { address: pool, token0: t0, token1: t1, fee: spec.fee, label });
+        pools.push(DeployedPool {
+            address: pool,
+            token0: t0,
+            token1: t1,
+            fee: spec.fee,
+            label,
+        });
     }
 
-    Ok(UniswapDeployment { factory, position_manager, router, quoter, pools })
+    Ok(UniswapDeployment {
+        factory,
+        position_manager,
+        router,
+        quoter,
+        pools,
+    })
 }
 
 #[cfg(test)]
@@ -208,7 +266,12 @@ mod tests {
     #[test]
     fn sqrt_price_of_weth_at_2000_usdc() {
         // WETH (18 decimals) as token0 at 2000 USDC (6 decimals), from shared/reference/devnet-notes.md.
-        let p = sqrt_price_x96(U256::from(2_000_00000000u64), 18, U256::from(1_00000000u64), 6);
+        let p = sqrt_price_x96(
+            U256::from(crate::devnet::market::usd(2_000)),
+            18,
+            U256::from(crate::devnet::market::usd(1)),
+            6,
+        );
         assert_eq!(p, U256::from(3_543_191_142_285_914_205_922_034u128));
         assert_eq!(tick_at(p), -200_312);
     }
@@ -216,7 +279,12 @@ mod tests {
     #[test]
     fn inverse_pair_does_not_overflow() {
         // USDC as token0: 1e26·2^192 needs more than 256 bits before the square root.
-        let p = sqrt_price_x96(U256::from(1_00000000u64), 6, U256::from(2_000_00000000u64), 18);
+        let p = sqrt_price_x96(
+            U256::from(crate::devnet::market::usd(1)),
+            6,
+            U256::from(crate::devnet::market::usd(2_000)),
+            18,
+        );
         assert_eq!(tick_at(p), 200_311);
     }
 
