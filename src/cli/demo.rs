@@ -21,8 +21,8 @@ pub struct Args {
     /// The crash, in percent.
     #[arg(long, allow_hyphen_values = true, default_value = "-20")]
     pub pct: PriceMoveBps,
-    /// Where to write the devnet's config.
-    #[arg(long, default_value = "config/devnet.toml")]
+    /// Where to write the demo devnet's config (it lives only as long as the demo).
+    #[arg(long, default_value = ".cascade/demo.toml")]
     pub write_config: PathBuf,
 }
 

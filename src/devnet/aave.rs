@@ -60,9 +60,6 @@ fn ray_bps(bps: u64) -> U256 {
 }
 
 /// Deploys tokens, feeds and the whole Aave market; lists and configures every asset in [`ASSETS`].
-///
-/// `seeding_ltv`: when true, each reserve's LTV is set equal to its liquidation threshold so seeded
-/// borrowers can open positions close to liquidation; [`restore_ltvs`] puts the real LTVs back.
 pub async fn deploy(
     d: &mut Deployer,
     treasury: Address,
