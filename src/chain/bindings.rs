@@ -112,6 +112,14 @@ sol! {
             uint128 isolationModeTotalDebt;
         }
 
+        struct EModeCategory {
+            uint16 ltv;
+            uint16 liquidationThreshold;
+            uint16 liquidationBonus;
+            address priceSource;
+            string label;
+        }
+
         constructor(address provider);
         function supply(address asset, uint256 amount, address onBehalfOf, uint16 referralCode) external;
         function withdraw(address asset, uint256 amount, address to) external returns (uint256);
@@ -132,6 +140,8 @@ sol! {
         function getReserveData(address asset) external view returns (ReserveData memory);
         function getReservesList() external view returns (address[] memory);
         function getUserEMode(address user) external view returns (uint256);
+        function getUserConfiguration(address user) external view returns (ReserveConfigurationMap memory);
+        function getEModeCategoryData(uint8 id) external view returns (EModeCategory memory);
         function FLASHLOAN_PREMIUM_TOTAL() external view returns (uint128);
         function POOL_REVISION() external view returns (uint256);
 
@@ -143,6 +153,25 @@ sol! {
         event ReserveUsedAsCollateralEnabled(address indexed reserve, address indexed user);
         event ReserveUsedAsCollateralDisabled(address indexed reserve, address indexed user);
         event UserEModeSet(address indexed user, uint8 categoryId);
+        event SwapBorrowRateMode(address indexed reserve, address indexed user, uint8 interestRateMode);
+        event RebalanceStableBorrowRate(address indexed reserve, address indexed user);
+    }
+
+    /// aTokens and debt tokens store balances divided by the reserve's index.
+    #[sol(rpc)]
+    contract ScaledBalanceToken {
+        function scaledBalanceOf(address user) external view returns (uint256);
+        function balanceOf(address user) external view returns (uint256);
+        /// aToken transfers: collateral moving between users without a Pool event.
+        event BalanceTransfer(address indexed from, address indexed to, uint256 value, uint256 index);
+    }
+
+    /// V3.0 to V3.1 stable debt: balances compound at each user's own rate since their last update.
+    #[sol(rpc)]
+    contract StableDebtToken {
+        function principalBalanceOf(address user) external view returns (uint256);
+        function getUserStableRate(address user) external view returns (uint256);
+        function getUserLastUpdated(address user) external view returns (uint40);
     }
 
     #[sol(rpc)]

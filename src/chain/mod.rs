@@ -1,6 +1,7 @@
 //! Chain access: providers, contract bindings, batched reads and transaction sending.
 
 pub mod bindings;
+pub mod metered;
 pub mod multicall;
 
 use alloy::{
@@ -56,6 +57,20 @@ pub fn connect_http(url: &str) -> Result<Rpc, ChainError> {
     Ok(ProviderBuilder::new()
         .disable_recommended_fillers()
         .connect_http(parsed)
+        .erased())
+}
+
+/// Connects over HTTP with every request counted by `meter`.
+pub fn connect_http_metered(url: &str, meter: &metered::RpcMeter) -> Result<Rpc, ChainError> {
+    let parsed: url::Url = url
+        .parse()
+        .map_err(|_| ChainError::BadUrl(redact_url(url)))?;
+    let client = alloy::rpc::client::ClientBuilder::default()
+        .layer(meter.clone())
+        .http(parsed);
+    Ok(ProviderBuilder::new()
+        .disable_recommended_fillers()
+        .connect_client(client)
         .erased())
 }
 

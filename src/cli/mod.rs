@@ -2,6 +2,7 @@
 
 pub mod demo;
 pub mod devnet;
+pub mod positions;
 pub mod shock;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -36,6 +37,8 @@ pub enum Command {
     Shock(shock::Args),
     /// Devnet, borrowers, a price crash, and the positions it makes liquidatable.
     Demo(demo::Args),
+    /// The positions closest to liquidation, from the store after catching up with the chain.
+    Positions(positions::Args),
 }
 
 impl Cli {
@@ -45,6 +48,7 @@ impl Cli {
             Command::Devnet(args) => devnet::run(args).await,
             Command::Shock(args) => shock::run(args).await,
             Command::Demo(args) => demo::run(args).await,
+            Command::Positions(args) => positions::run(args).await,
         }
     }
 }

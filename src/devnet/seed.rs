@@ -119,6 +119,137 @@ pub fn plan(index: u64, count: u64) -> BorrowerPlan {
     }
 }
 
+/// Transactions mined together. Seeding thousands of borrowers one block per transaction would take
+/// minutes; with automine paused, each borrower's transactions (in nonce order) and many borrowers'
+/// go into one block. Gas limits are set per call, since nothing can be estimated against state that
+/// earlier transactions in the same block create.
+struct BlockBatch<'a> {
+    d: &'a Deployer,
+    sent: Vec<(alloy::primitives::B256, String)>,
+}
+
+/// Gas for each seeding call: generous upper bounds of what Aave and the token use.
+const MINT_GAS: u64 = 120_000;
+const APPROVE_GAS: u64 = 80_000;
+const SUPPLY_GAS: u64 = 450_000;
+const BORROW_GAS: u64 = 600_000;
+
+impl<'a> BlockBatch<'a> {
+    fn new(d: &'a Deployer) -> Self {
+        Self {
+            d,
+            sent: Vec::new(),
+        }
+    }
+
+    async fn send<C: SolCall>(
+        &mut self,
+        from: Address,
+        to: Address,
+        call: C,
+        gas: u64,
+        what: String,
+    ) -> eyre::Result<()> {
+        use alloy::providers::Provider;
+        let tx = TransactionRequest::default()
+            .from(from)
+            .to(to)
+            .with_input(call.abi_encode())
+            .with_gas_limit(gas);
+        let pending = self
+            .d
+            .rpc
+            .send_transaction(tx)
+            .await
+            .map_err(|e| chain::ChainError::rpc(what.clone(), e))?;
+        self.sent.push((*pending.tx_hash(), what));
+        Ok(())
+    }
+
+    /// Mints, approves the Pool and supplies `amount` of `token` for `account`.
+    async fn supply(
+        &mut self,
+        account: Address,
+        pool: Address,
+        token: Address,
+        amount: U256,
+    ) -> eyre::Result<()> {
+        self.send(
+            account,
+            token,
+            MintableERC20::mintCall {
+                account,
+                value: amount,
+            },
+            MINT_GAS,
+            format!("mint for {account}"),
+        )
+        .await?;
+        self.send(
+            account,
+            token,
+            MintableERC20::approveCall {
+                spender: pool,
+                amount: U256::MAX,
+            },
+            APPROVE_GAS,
+            format!("approve for {account}"),
+        )
+        .await?;
+        self.send(
+            account,
+            pool,
+            Pool::supplyCall {
+                asset: token,
+                amount,
+                onBehalfOf: account,
+                referralCode: 0,
+            },
+            SUPPLY_GAS,
+            format!("supply from {account}"),
+        )
+        .await
+    }
+
+    /// Mines until every sent transaction is in a block, and checks each succeeded.
+    async fn mine(&mut self) -> eyre::Result<()> {
+        use alloy::providers::Provider;
+        let mut pending: Vec<_> = std::mem::take(&mut self.sent);
+        // More than a block holds stays in the pool for the next block.
+        for _ in 0..1_000 {
+            if pending.is_empty() {
+                return Ok(());
+            }
+            self.d.rpc.evm_mine(None).await?;
+            let mut still = Vec::new();
+            for (hash, what) in pending {
+                match self.d.rpc.get_transaction_receipt(hash).await? {
+                    Some(r) if r.status() => {}
+                    Some(r) => eyre::bail!(
+                        "{what}: transaction {hash} reverted (gas used {})",
+                        r.gas_used
+                    ),
+                    None => still.push((hash, what)),
+                }
+            }
+            pending = still;
+        }
+        eyre::bail!("{} seeding transactions were never mined", pending.len())
+    }
+}
+
+/// Runs `f` with automine paused, restoring it afterwards even when `f` fails.
+async fn without_automine<T>(
+    d: &Deployer,
+    f: impl std::future::Future<Output = eyre::Result<T>>,
+) -> eyre::Result<T> {
+    let was = d.rpc.anvil_get_auto_mine().await?;
+    d.rpc.anvil_set_auto_mine(false).await?;
+    let out = f.await;
+    d.rpc.anvil_set_auto_mine(was).await?;
+    out
+}
+
 /// Supplies every reserve from [`supplier_address`] with enough to fund `borrowers` positions.
 pub async fn fund_market(
     d: &Deployer,
@@ -132,74 +263,23 @@ pub async fn fund_market(
         .await?;
     // The largest plan borrows $250k·0.85 in total; $300k of every reserve per borrower covers any mix.
     let per_reserve = BaseAmount::from_usd(1_000_000 + 300_000 * borrowers);
-    for (spec, asset) in ASSETS.iter().zip(assets) {
-        let amount = per_reserve.to_tokens(spec.price(), spec.decimals);
-        supply(d, supplier, market.pool, asset.address, amount).await?;
-    }
-    Ok(())
-}
-
-/// Mints `amount` of `token` to `account`, approves the Pool, and supplies it as collateral.
-async fn supply(
-    d: &Deployer,
-    account: Address,
-    pool: Address,
-    token: Address,
-    amount: U256,
-) -> eyre::Result<()> {
-    send_as(
-        d,
-        account,
-        token,
-        MintableERC20::mintCall {
-            account,
-            value: amount,
-        },
-        "mint",
-    )
-    .await?;
-    send_as(
-        d,
-        account,
-        token,
-        MintableERC20::approveCall {
-            spender: pool,
-            amount: U256::MAX,
-        },
-        "approve Pool",
-    )
-    .await?;
-    send_as(
-        d,
-        account,
-        pool,
-        Pool::supplyCall {
-            asset: token,
-            amount,
-            onBehalfOf: account,
-            referralCode: 0,
-        },
-        "supply",
-    )
+    without_automine(d, async {
+        let mut batch = BlockBatch::new(d);
+        for (spec, asset) in ASSETS.iter().zip(assets) {
+            let amount = per_reserve.to_tokens(spec.price(), spec.decimals);
+            batch
+                .supply(supplier, market.pool, asset.address, amount)
+                .await?;
+        }
+        batch.mine().await
+    })
     .await
 }
 
-async fn send_as<C: SolCall>(
-    d: &Deployer,
-    from: Address,
-    to: Address,
-    call: C,
-    what: &str,
-) -> eyre::Result<()> {
-    let tx = TransactionRequest::default()
-        .from(from)
-        .to(to)
-        .with_input(call.abi_encode());
-    chain::send_unlocked(&d.rpc, tx, &format!("{what} from {from}")).await?;
-    Ok(())
-}
+/// Borrowers opened per mined block.
+const BORROWERS_PER_BLOCK: u64 = 25;
 
-/// Opens the positions of borrowers `from..to` (of `count` planned) at the current oracle prices.
+/// Opens the positions of borrowers `range` (of `count` planned) at the current oracle prices.
 pub async fn open_borrowers(
     d: &Deployer,
     market: &AaveDeployment,
@@ -208,35 +288,47 @@ pub async fn open_borrowers(
     count: u64,
 ) -> eyre::Result<Vec<Address>> {
     let mut opened = Vec::new();
-    for index in range {
-        let borrower = borrower_address(index);
-        let p = plan(index, count);
-        d.rpc
-            .anvil_set_balance(borrower, U256::from(10u64).pow(U256::from(18)))
-            .await?;
-        for &(a, value) in &p.collateral {
-            let amount = value.to_tokens(ASSETS[a].price(), ASSETS[a].decimals);
-            supply(d, borrower, market.pool, assets[a].address, amount).await?;
-        }
-        for &(a, value) in &p.debt {
-            let amount = value.to_tokens(ASSETS[a].price(), ASSETS[a].decimals);
-            send_as(
-                d,
-                borrower,
-                market.pool,
-                Pool::borrowCall {
+    without_automine(d, async {
+        let mut batch = BlockBatch::new(d);
+        for index in range {
+            let borrower = borrower_address(index);
+            let p = plan(index, count);
+            d.rpc
+                .anvil_set_balance(borrower, U256::from(10u64).pow(U256::from(18)))
+                .await?;
+            for &(a, value) in &p.collateral {
+                let amount = value.to_tokens(ASSETS[a].price(), ASSETS[a].decimals);
+                batch
+                    .supply(borrower, market.pool, assets[a].address, amount)
+                    .await?;
+            }
+            for &(a, value) in &p.debt {
+                let amount = value.to_tokens(ASSETS[a].price(), ASSETS[a].decimals);
+                let borrow = Pool::borrowCall {
                     asset: assets[a].address,
                     amount,
                     interestRateMode: U256::from(2u8),
                     referralCode: 0,
                     onBehalfOf: borrower,
-                },
-                &format!("borrow {}", ASSETS[a].symbol),
-            )
-            .await?;
+                };
+                batch
+                    .send(
+                        borrower,
+                        market.pool,
+                        borrow,
+                        BORROW_GAS,
+                        format!("borrow {} by {borrower}", ASSETS[a].symbol),
+                    )
+                    .await?;
+            }
+            opened.push(borrower);
+            if opened.len() as u64 % BORROWERS_PER_BLOCK == 0 {
+                batch.mine().await?;
+            }
         }
-        opened.push(borrower);
-    }
+        batch.mine().await
+    })
+    .await?;
     Ok(opened)
 }
 

@@ -1,0 +1,151 @@
+//! `cascade positions`: the positions closest to liquidation, from the store after catching up.
+
+use crate::{
+    chain,
+    config::Config,
+    protocol::aave_v3::AaveV3,
+    store::Store,
+    units::{BaseAmount, HealthFactor, u256_to_f64},
+    watcher::{Watcher, WatcherOptions},
+};
+use alloy::primitives::U256;
+use comfy_table::{Cell, CellAlignment, Table, presets::UTF8_FULL_CONDENSED};
+use eyre::{WrapErr, eyre};
+use std::{io::IsTerminal, path::PathBuf};
+
+/// Arguments of `cascade positions`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The config file.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// How many positions to show.
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+    /// Delete the store and rebuild it from the chain.
+    #[arg(long)]
+    pub rebuild_store: bool,
+}
+
+/// Runs `cascade positions`.
+pub async fn run(args: Args) -> eyre::Result<()> {
+    let config = Config::load(&args.config)?;
+    let url = config
+        .rpc_urls(&args.config)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| eyre!("no RPC URL in the config"))?;
+    let rpc = chain::connect_http(&url)?;
+    let shown_url = chain::redact_url(&url);
+    let chain_id = alloy::providers::Provider::get_chain_id(&rpc)
+        .await
+        .wrap_err_with(|| format!("cannot reach the RPC at {shown_url}: is the node running?"))?;
+    if chain_id != config.chain.chain_id {
+        return Err(eyre!(
+            "the RPC at {shown_url} is chain {chain_id}, the config says {}: check chain.rpc_urls and chain.chain_id",
+            config.chain.chain_id
+        ));
+    }
+    let store = Store::open(&config.store.path, args.rebuild_store)?;
+    let market = store.market(config.aave.addresses_provider)?;
+    let aave = AaveV3::connect(
+        &rpc,
+        config.aave.addresses_provider,
+        config.multicall.address,
+    )
+    .await
+    .wrap_err("reading the Aave market behind aave.addresses_provider")?;
+    let opts = WatcherOptions {
+        deployment_block: config.aave.deployment_block,
+        progress: std::io::stderr().is_terminal(),
+        ..Default::default()
+    };
+    let mut watcher = Watcher::open(aave, rpc, market, opts)?;
+    let report = watcher.sync().await?;
+    store.flush()?;
+
+    let block = report.block.map(|b| b.number).unwrap_or_default();
+    let mut rows: Vec<_> = watcher
+        .positions()
+        .map(|(user, position, _)| {
+            (
+                user,
+                position,
+                watcher.current_health(user).unwrap_or_default(),
+            )
+        })
+        .collect();
+    rows.sort_by_key(|(_, _, h)| h.health_factor);
+
+    let market = watcher.protocol();
+    let largest = |position: &crate::store::StoredPosition, collateral: bool| -> String {
+        let now = market.block.map(|b| b.timestamp).unwrap_or_default();
+        position
+            .holdings
+            .iter()
+            .filter_map(|h| {
+                let r = market.reserves.get(&h.reserve_id)?;
+                let amount = if collateral {
+                    if !h.collateral_enabled {
+                        return None;
+                    }
+                    crate::protocol::aave_v3::math::ray_mul(
+                        h.scaled_a_token,
+                        r.indexes.normalized_income(now),
+                    )
+                } else {
+                    crate::protocol::aave_v3::math::ray_mul(
+                        h.scaled_variable_debt,
+                        r.indexes.normalized_debt(now),
+                    )
+                };
+                let value = BaseAmount::of_tokens(amount, BaseAmount(r.price), r.config.decimals);
+                (value.0 > U256::ZERO).then_some((value, r.asset))
+            })
+            .max_by_key(|(v, _)| *v)
+            .map(|(v, asset)| format!("{} ${:.0}", symbol_of(&config, asset), v.to_usd_f64()))
+            .unwrap_or_else(|| "-".into())
+    };
+
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED).set_header(vec![
+        "borrower",
+        "health factor",
+        "collateral (USD)",
+        "debt (USD)",
+        "largest collateral",
+        "largest debt",
+    ]);
+    for (user, position, health) in rows.iter().take(args.limit) {
+        table.add_row(vec![
+            Cell::new(user),
+            Cell::new(HealthFactor(health.health_factor)).set_alignment(CellAlignment::Right),
+            Cell::new(format!("{:.2}", u256_to_f64(health.collateral_base) / 1e8))
+                .set_alignment(CellAlignment::Right),
+            Cell::new(format!("{:.2}", u256_to_f64(health.debt_base) / 1e8))
+                .set_alignment(CellAlignment::Right),
+            Cell::new(largest(position, true)),
+            Cell::new(largest(position, false)),
+        ]);
+    }
+    println!("{table}");
+    let below = rows
+        .iter()
+        .filter(|(_, _, h)| h.health_factor < crate::units::WAD)
+        .count();
+    println!(
+        "{} positions at block {block}; {below} below a health factor of 1",
+        rows.len()
+    );
+    Ok(())
+}
+
+/// A symbol for an asset: from the devnet section when there is one, else the address.
+fn symbol_of(config: &Config, asset: alloy::primitives::Address) -> String {
+    config
+        .devnet
+        .as_ref()
+        .and_then(|d| d.assets.iter().find(|a| a.address == asset))
+        .map(|a| a.symbol.clone())
+        .unwrap_or_else(|| format!("{asset:#}"))
+}

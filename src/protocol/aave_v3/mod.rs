@@ -1,0 +1,570 @@
+//! Aave V3 (and forks with its Pool interface) behind [`LendingProtocol`].
+
+pub mod math;
+
+use super::{BlockRef, Health, LendingProtocol, MarketChange};
+use crate::{
+    chain::{
+        ChainError, Rpc,
+        bindings::{AaveOracle, Pool, PoolAddressesProvider, ScaledBalanceToken, StableDebtToken},
+        multicall::{self, CallFailure},
+        view,
+    },
+    store::StoredPosition,
+};
+use alloy::{
+    eips::BlockId,
+    primitives::{Address, B256, U256},
+    rpc::types::Log,
+    sol_types::{SolCall, SolEvent},
+};
+use math::{EModeCategory, ReserveConfig, ReserveIndexes, ReserveView, UserReserve};
+use std::collections::BTreeMap;
+
+/// One listed reserve and its state at the last refreshed block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reserve {
+    /// The underlying asset.
+    pub asset: Address,
+    /// Its id (position in the Pool's reserves list and in user configuration bitmaps).
+    pub id: u16,
+    /// aToken.
+    pub a_token: Address,
+    /// Stable debt token.
+    pub stable_debt_token: Address,
+    /// Variable debt token.
+    pub variable_debt_token: Address,
+    /// Configuration.
+    pub config: ReserveConfig,
+    /// Indexes and rates.
+    pub indexes: ReserveIndexes,
+    /// Oracle price (base currency).
+    pub price: U256,
+}
+
+/// An Aave V3 market, found through its PoolAddressesProvider.
+#[derive(Debug, Clone)]
+pub struct AaveV3 {
+    /// PoolAddressesProvider.
+    pub addresses_provider: Address,
+    /// The Pool proxy.
+    pub pool: Address,
+    /// The price oracle.
+    pub oracle: Address,
+    /// Multicall3.
+    pub multicall: Address,
+    /// Reserves by id.
+    pub reserves: BTreeMap<u16, Reserve>,
+    /// eMode categories in use, by id.
+    pub emodes: BTreeMap<u8, EModeCategory>,
+    /// The block the state was read at.
+    pub block: Option<BlockRef>,
+}
+
+/// `getUserAccountData` calls per `aggregate3` when verifying: up to ~100k gas each with several
+/// reserves, so 300 stay within geth's 50M `eth_call` cap.
+const VERIFY_BATCH: usize = 300;
+
+/// eMode categories read each block (1..=this).
+pub const MAX_EMODE_CATEGORY: u8 = 8;
+
+/// Calls per `aggregate3` for user reads: each is a cheap balance read (a few thousand gas).
+const USER_READ_BATCH: usize = 500;
+
+impl AaveV3 {
+    /// Looks up the Pool and oracle behind `addresses_provider`.
+    pub async fn connect(
+        rpc: &Rpc,
+        addresses_provider: Address,
+        multicall: Address,
+    ) -> Result<Self, ChainError> {
+        let pool = view(
+            rpc,
+            addresses_provider,
+            PoolAddressesProvider::getPoolCall {},
+            "PoolAddressesProvider.getPool",
+        )
+        .await?;
+        let oracle = view(
+            rpc,
+            addresses_provider,
+            PoolAddressesProvider::getPriceOracleCall {},
+            "getPriceOracle",
+        )
+        .await?;
+        Ok(Self {
+            addresses_provider,
+            pool,
+            oracle,
+            multicall,
+            reserves: BTreeMap::new(),
+            // Categories are read every block with the reserves, in the same request. Markets define a
+            // handful; users of a category above this fall back to the reserve's own parameters.
+            emodes: (1..=MAX_EMODE_CATEGORY)
+                .map(|id| {
+                    (
+                        id,
+                        EModeCategory {
+                            id,
+                            ..Default::default()
+                        },
+                    )
+                })
+                .collect(),
+            block: None,
+        })
+    }
+
+    /// The reserve holding `asset`.
+    pub fn reserve_of(&self, asset: Address) -> Option<&Reserve> {
+        self.reserves.values().find(|r| r.asset == asset)
+    }
+
+    fn view_of(&self, id: u16) -> Option<ReserveView<'_>> {
+        self.reserves.get(&id).map(|r| ReserveView {
+            config: &r.config,
+            indexes: &r.indexes,
+            price: r.price,
+        })
+    }
+
+    /// Full account data (as `getUserAccountData`) of a stored position at the last refreshed block.
+    pub fn account_data(&self, position: &StoredPosition) -> math::AccountData {
+        let now = self.block.map(|b| b.timestamp).unwrap_or_default();
+        let emode = self.emodes.get(&position.emode);
+        math::account_data(&position.holdings, emode, now, |id| self.view_of(id))
+    }
+}
+
+/// Raw multicall results into one type, with the failure named.
+fn decoded<T>(r: Result<T, CallFailure>, what: &str) -> Result<T, ChainError> {
+    r.map_err(|e| {
+        ChainError::rpc(
+            what.to_owned(),
+            alloy::transports::RpcError::LocalUsageError(Box::new(e)),
+        )
+    })
+}
+
+/// Multicall3 batches mixing different calls: (target, calldata) with the decoder left to the caller.
+async fn raw_batch(
+    rpc: &Rpc,
+    multicall_address: Address,
+    calls: Vec<(Address, Vec<u8>)>,
+    block: BlockId,
+    batch: usize,
+) -> Result<Vec<Result<alloy::primitives::Bytes, CallFailure>>, ChainError> {
+    use crate::chain::bindings::Multicall3;
+    let contract = Multicall3::new(multicall_address, rpc);
+    let mut out = Vec::with_capacity(calls.len());
+    for chunk in calls.chunks(batch) {
+        let batch: Vec<_> = chunk
+            .iter()
+            .map(|(target, data)| Multicall3::Call3 {
+                target: *target,
+                allowFailure: true,
+                callData: data.clone().into(),
+            })
+            .collect();
+        let results = contract
+            .aggregate3(batch)
+            .block(block)
+            .call()
+            .await
+            .map_err(|e| ChainError::rpc("aggregate3", multicall::contract_rpc_error(e)))?;
+        out.extend(results.into_iter().map(|r| {
+            if r.success {
+                Ok(r.returnData)
+            } else {
+                Err(CallFailure::Reverted(r.returnData.to_string()))
+            }
+        }));
+    }
+    Ok(out)
+}
+
+fn decode<C: SolCall>(
+    r: &Result<alloy::primitives::Bytes, CallFailure>,
+    what: &str,
+) -> Result<C::Return, ChainError> {
+    let bytes = decoded(r.clone(), what)?;
+    decoded(
+        C::abi_decode_returns(&bytes).map_err(|e| CallFailure::Undecodable(e.to_string())),
+        what,
+    )
+}
+
+impl LendingProtocol for AaveV3 {
+    fn name(&self) -> &'static str {
+        "aave-v3"
+    }
+
+    fn log_filter(&self) -> (Vec<Address>, Vec<B256>) {
+        let mut addresses = vec![self.pool];
+        addresses.extend(self.reserves.values().map(|r| r.a_token));
+        let topics = vec![
+            Pool::Supply::SIGNATURE_HASH,
+            Pool::Withdraw::SIGNATURE_HASH,
+            Pool::Borrow::SIGNATURE_HASH,
+            Pool::Repay::SIGNATURE_HASH,
+            Pool::LiquidationCall::SIGNATURE_HASH,
+            Pool::ReserveUsedAsCollateralEnabled::SIGNATURE_HASH,
+            Pool::ReserveUsedAsCollateralDisabled::SIGNATURE_HASH,
+            Pool::UserEModeSet::SIGNATURE_HASH,
+            Pool::SwapBorrowRateMode::SIGNATURE_HASH,
+            Pool::RebalanceStableBorrowRate::SIGNATURE_HASH,
+            ScaledBalanceToken::BalanceTransfer::SIGNATURE_HASH,
+        ];
+        (addresses, topics)
+    }
+
+    fn touched_users(&self, log: &Log, out: &mut Vec<Address>) {
+        let topics = log.topics();
+        let Some(&topic0) = topics.first() else {
+            return;
+        };
+        let topic_address = |i: usize| topics.get(i).map(|t| Address::from_slice(&t[12..]));
+        let users: &[Option<Address>] = &match topic0 {
+            // Supply(reserve, user, onBehalfOf, …) / Borrow(…): the position holder is onBehalfOf.
+            t if t == Pool::Supply::SIGNATURE_HASH || t == Pool::Borrow::SIGNATURE_HASH => {
+                [topic_address(2), None]
+            }
+            // Withdraw(reserve, user, to) / Repay(reserve, user, repayer): the position holder is user.
+            t if t == Pool::Withdraw::SIGNATURE_HASH || t == Pool::Repay::SIGNATURE_HASH => {
+                [topic_address(2), None]
+            }
+            t if t == Pool::LiquidationCall::SIGNATURE_HASH => {
+                // The liquidator gains aTokens when it takes them; BalanceTransfer covers that too.
+                [topic_address(3), None]
+            }
+            t if t == Pool::ReserveUsedAsCollateralEnabled::SIGNATURE_HASH
+                || t == Pool::ReserveUsedAsCollateralDisabled::SIGNATURE_HASH
+                || t == Pool::SwapBorrowRateMode::SIGNATURE_HASH
+                || t == Pool::RebalanceStableBorrowRate::SIGNATURE_HASH =>
+            {
+                [topic_address(2), None]
+            }
+            t if t == Pool::UserEModeSet::SIGNATURE_HASH => [topic_address(1), None],
+            t if t == ScaledBalanceToken::BalanceTransfer::SIGNATURE_HASH => {
+                [topic_address(1), topic_address(2)]
+            }
+            _ => [None, None],
+        };
+        out.extend(users.iter().flatten().filter(|a| !a.is_zero()));
+    }
+
+    async fn refresh_market(
+        &mut self,
+        rpc: &Rpc,
+        block: BlockRef,
+    ) -> Result<MarketChange, ChainError> {
+        let at = BlockId::hash(block.hash);
+        // The reserves list, the oracle (governance can replace it), every reserve and every price, in
+        // one request. Only when the list changed (a reserve was listed) is a second request needed.
+        let mut assets: Vec<Address> = self.reserves.values().map(|r| r.asset).collect();
+        let emode_ids: Vec<u8> = self.emodes.keys().copied().collect();
+        let results = loop {
+            let mut calls: Vec<(Address, Vec<u8>)> = vec![
+                (self.pool, Pool::getReservesListCall {}.abi_encode()),
+                (
+                    self.addresses_provider,
+                    PoolAddressesProvider::getPriceOracleCall {}.abi_encode(),
+                ),
+                (
+                    self.oracle,
+                    AaveOracle::getAssetsPricesCall {
+                        assets: assets.clone(),
+                    }
+                    .abi_encode(),
+                ),
+            ];
+            calls.extend(
+                assets
+                    .iter()
+                    .map(|&asset| (self.pool, Pool::getReserveDataCall { asset }.abi_encode())),
+            );
+            calls.extend(emode_ids.iter().map(|&id| {
+                (
+                    self.pool,
+                    Pool::getEModeCategoryDataCall { id }.abi_encode(),
+                )
+            }));
+            let results = raw_batch(rpc, self.multicall, calls, at, multicall::BATCH).await?;
+            let listed = decode::<Pool::getReservesListCall>(&results[0], "getReservesList")?;
+            if listed == assets {
+                break results;
+            }
+            assets = listed;
+        };
+        let results = &results[1..];
+
+        let mut change = MarketChange {
+            all: self.block.is_none(),
+            ..Default::default()
+        };
+        let oracle =
+            decode::<PoolAddressesProvider::getPriceOracleCall>(&results[0], "getPriceOracle")?;
+        if oracle != self.oracle {
+            // Prices were read from the old oracle; read again from the new one next block.
+            self.oracle = oracle;
+            change.all = true;
+        }
+        let prices = decode::<AaveOracle::getAssetsPricesCall>(&results[1], "getAssetsPrices")?;
+        let mut reserves = BTreeMap::new();
+        for (i, &asset) in assets.iter().enumerate() {
+            let data = decode::<Pool::getReserveDataCall>(&results[2 + i], "getReserveData")?;
+            let reserve = Reserve {
+                asset,
+                id: data.id,
+                a_token: data.aTokenAddress,
+                stable_debt_token: data.stableDebtTokenAddress,
+                variable_debt_token: data.variableDebtTokenAddress,
+                config: ReserveConfig::decode(data.configuration.data),
+                indexes: ReserveIndexes {
+                    liquidity_index: U256::from(data.liquidityIndex),
+                    liquidity_rate: U256::from(data.currentLiquidityRate),
+                    variable_borrow_index: U256::from(data.variableBorrowIndex),
+                    variable_borrow_rate: U256::from(data.currentVariableBorrowRate),
+                    last_update_timestamp: data.lastUpdateTimestamp.to::<u64>(),
+                },
+                price: prices.get(i).copied().unwrap_or_default(),
+            };
+            match self.reserves.get(&reserve.id) {
+                None => change.all = true,
+                Some(old) if old.price != reserve.price || old.config != reserve.config => {
+                    change.reserves.push(reserve.id)
+                }
+                Some(_) => {}
+            }
+            reserves.insert(reserve.id, reserve);
+        }
+        self.reserves = reserves;
+        let emode_start = 2 + assets.len();
+        for (i, id) in emode_ids.into_iter().enumerate() {
+            let data = decode::<Pool::getEModeCategoryDataCall>(
+                &results[emode_start + i],
+                "getEModeCategoryData",
+            )?;
+            let price = if data.priceSource.is_zero() {
+                U256::ZERO
+            } else {
+                view_at(
+                    rpc,
+                    self.oracle,
+                    AaveOracle::getAssetPriceCall {
+                        asset: data.priceSource,
+                    },
+                    at,
+                    "eMode price",
+                )
+                .await?
+            };
+            let category = EModeCategory {
+                id,
+                ltv: u64::from(data.ltv),
+                liquidation_threshold: u64::from(data.liquidationThreshold),
+                liquidation_bonus: u64::from(data.liquidationBonus),
+                price,
+            };
+            if self.emodes.get(&id) != Some(&category) {
+                change.all = true;
+            }
+            self.emodes.insert(id, category);
+        }
+        self.block = Some(block);
+        Ok(change)
+    }
+
+    async fn load_users(
+        &self,
+        rpc: &Rpc,
+        users: &[Address],
+        block: BlockRef,
+    ) -> Result<Vec<Option<StoredPosition>>, ChainError> {
+        let at = BlockId::hash(block.hash);
+        let reserves: Vec<&Reserve> = self.reserves.values().collect();
+        let mut calls = Vec::new();
+        for &user in users {
+            calls.push((
+                self.pool,
+                Pool::getUserConfigurationCall { user }.abi_encode(),
+            ));
+            calls.push((self.pool, Pool::getUserEModeCall { user }.abi_encode()));
+            for r in &reserves {
+                calls.push((
+                    r.a_token,
+                    ScaledBalanceToken::scaledBalanceOfCall { user }.abi_encode(),
+                ));
+                calls.push((
+                    r.variable_debt_token,
+                    ScaledBalanceToken::scaledBalanceOfCall { user }.abi_encode(),
+                ));
+                if r.config.stable_borrowing {
+                    calls.push((
+                        r.stable_debt_token,
+                        StableDebtToken::principalBalanceOfCall { user }.abi_encode(),
+                    ));
+                    calls.push((
+                        r.stable_debt_token,
+                        StableDebtToken::getUserStableRateCall { user }.abi_encode(),
+                    ));
+                    calls.push((
+                        r.stable_debt_token,
+                        StableDebtToken::getUserLastUpdatedCall { user }.abi_encode(),
+                    ));
+                }
+            }
+        }
+        let results = raw_batch(rpc, self.multicall, calls, at, USER_READ_BATCH).await?;
+        let mut it = results.iter();
+        let mut next = |what: &str| {
+            it.next().ok_or_else(|| {
+                ChainError::rpc(what.to_owned(), alloy::transports::RpcError::NullResp)
+            })
+        };
+        let mut out = Vec::with_capacity(users.len());
+        for _ in users {
+            let user_config =
+                decode::<Pool::getUserConfigurationCall>(next("config")?, "getUserConfiguration")?
+                    .data;
+            let emode = decode::<Pool::getUserEModeCall>(next("emode")?, "getUserEMode")?;
+            let mut holdings = Vec::new();
+            for r in &reserves {
+                let scaled_a_token = decode::<ScaledBalanceToken::scaledBalanceOfCall>(
+                    next("a")?,
+                    "aToken.scaledBalanceOf",
+                )?;
+                let scaled_variable_debt = decode::<ScaledBalanceToken::scaledBalanceOfCall>(
+                    next("v")?,
+                    "variableDebt.scaledBalanceOf",
+                )?;
+                let (mut stable_principal, mut stable_rate, mut stable_last_update) =
+                    (U256::ZERO, U256::ZERO, 0);
+                if r.config.stable_borrowing {
+                    stable_principal = decode::<StableDebtToken::principalBalanceOfCall>(
+                        next("s")?,
+                        "stable principal",
+                    )?;
+                    stable_rate = decode::<StableDebtToken::getUserStableRateCall>(
+                        next("s")?,
+                        "stable rate",
+                    )?;
+                    stable_last_update = decode::<StableDebtToken::getUserLastUpdatedCall>(
+                        next("s")?,
+                        "stable update",
+                    )?
+                    .to::<u64>();
+                }
+                let bit = |i: usize| (user_config >> i) & U256::from(1u8) == U256::from(1u8);
+                let borrowing = bit(usize::from(r.id) * 2);
+                let collateral_enabled = bit(usize::from(r.id) * 2 + 1);
+                if scaled_a_token.is_zero()
+                    && scaled_variable_debt.is_zero()
+                    && stable_principal.is_zero()
+                    && !borrowing
+                    && !collateral_enabled
+                {
+                    continue;
+                }
+                holdings.push(UserReserve {
+                    reserve_id: r.id,
+                    scaled_a_token,
+                    scaled_variable_debt,
+                    stable_principal,
+                    stable_rate,
+                    stable_last_update,
+                    collateral_enabled,
+                    borrowing,
+                });
+            }
+            let has_debt = holdings.iter().any(|h| h.borrowing);
+            if !has_debt {
+                // Suppliers without debt can never be liquidated; forget them until they borrow.
+                out.push(None);
+                continue;
+            }
+            let emode = u8::try_from(emode).unwrap_or(0);
+            out.push(Some(StoredPosition {
+                holdings,
+                emode,
+                health_factor: U256::MAX,
+                collateral_base: U256::ZERO,
+                debt_base: U256::ZERO,
+                loaded_block: block.number,
+                block: block.number,
+            }));
+        }
+        Ok(out)
+    }
+
+    fn health(&self, position: &StoredPosition) -> Health {
+        let data = self.account_data(position);
+        Health {
+            collateral_base: data.total_collateral_base,
+            debt_base: data.total_debt_base,
+            health_factor: data.health_factor,
+        }
+    }
+
+    fn reserves_of(&self, position: &StoredPosition) -> Vec<u16> {
+        position.holdings.iter().map(|h| h.reserve_id).collect()
+    }
+
+    async fn onchain_health(
+        &self,
+        rpc: &Rpc,
+        users: &[Address],
+        block: BlockRef,
+    ) -> Result<Vec<Option<U256>>, ChainError> {
+        let calls: Vec<_> = users
+            .iter()
+            .map(|&user| {
+                (
+                    self.pool,
+                    Pool::getUserAccountDataCall { user }.abi_encode(),
+                )
+            })
+            .collect();
+        let results = raw_batch(
+            rpc,
+            self.multicall,
+            calls,
+            BlockId::hash(block.hash),
+            VERIFY_BATCH,
+        )
+        .await?;
+        Ok(results
+            .iter()
+            .map(|r| {
+                decode::<Pool::getUserAccountDataCall>(r, "getUserAccountData")
+                    .ok()
+                    .map(|d| d.healthFactor)
+            })
+            .collect())
+    }
+}
+
+/// A view call at a block.
+async fn view_at<C: SolCall>(
+    rpc: &Rpc,
+    to: Address,
+    call: C,
+    at: BlockId,
+    context: &str,
+) -> Result<C::Return, ChainError> {
+    use alloy::{network::TransactionBuilder, providers::Provider, rpc::types::TransactionRequest};
+    let tx = TransactionRequest::default()
+        .to(to)
+        .with_input(call.abi_encode());
+    let out = rpc
+        .call(tx)
+        .block(at)
+        .await
+        .map_err(|e| ChainError::rpc(context, e))?;
+    C::abi_decode_returns(&out).map_err(|e| {
+        ChainError::rpc(
+            context,
+            alloy::transports::RpcError::LocalUsageError(Box::new(e)),
+        )
+    })
+}

@@ -1,0 +1,90 @@
+//! Lending protocols behind one trait, so the watcher does not know which market it watches.
+//!
+//! Aave V3 (and its forks) is implemented; Morpho Blue and Compound V3 fit beside it: each says which
+//! logs matter and whom they touch, how to read market-wide state once per block, how to read a user,
+//! and how to compute that user's health from what was read.
+
+pub mod aave_v3;
+
+use crate::{
+    chain::{ChainError, Rpc},
+    store::StoredPosition,
+};
+use alloy::{
+    primitives::{Address, B256, U256},
+    rpc::types::Log,
+};
+use std::future::Future;
+
+/// A block the watcher is processing: reads are pinned to its hash (EIP-1898), so a reorg cannot mix
+/// state from two chains into one computation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockRef {
+    /// Number.
+    pub number: u64,
+    /// Hash.
+    pub hash: B256,
+    /// Timestamp (interest accrues to it).
+    pub timestamp: u64,
+}
+
+/// What changed market-wide at a block.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MarketChange {
+    /// Reserves (by id) whose price, configuration or eMode changed: their holders are re-priced.
+    pub reserves: Vec<u16>,
+    /// Everything changed (first read, a new reserve, a new oracle): re-price everyone.
+    pub all: bool,
+}
+
+/// Health figures of one position, in the protocol's base currency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Health {
+    /// Collateral value.
+    pub collateral_base: U256,
+    /// Debt value.
+    pub debt_base: U256,
+    /// Health factor (WAD; `U256::MAX` with no debt).
+    pub health_factor: U256,
+}
+
+/// A lending protocol as the watcher sees it.
+pub trait LendingProtocol: Send + Sync {
+    /// A short name for logs.
+    fn name(&self) -> &'static str;
+
+    /// The addresses and event topics whose logs discover and update borrowers.
+    fn log_filter(&self) -> (Vec<Address>, Vec<B256>);
+
+    /// The users a log touches (appended to `out`).
+    fn touched_users(&self, log: &Log, out: &mut Vec<Address>);
+
+    /// Reads market-wide state (reserves, indexes, prices) at `block`, in one batched call.
+    fn refresh_market(
+        &mut self,
+        rpc: &Rpc,
+        block: BlockRef,
+    ) -> impl Future<Output = Result<MarketChange, ChainError>> + Send;
+
+    /// Reads `users`' positions at `block`; `None` for a user with nothing supplied or borrowed.
+    fn load_users(
+        &self,
+        rpc: &Rpc,
+        users: &[Address],
+        block: BlockRef,
+    ) -> impl Future<Output = Result<Vec<Option<StoredPosition>>, ChainError>> + Send;
+
+    /// Health of a stored position at the market state last refreshed.
+    fn health(&self, position: &StoredPosition) -> Health;
+
+    /// The reserves (ids) whose price moves change this position's health.
+    fn reserves_of(&self, position: &StoredPosition) -> Vec<u16>;
+
+    /// The chain's own health factor for `users` at `block` (WAD), to verify before acting.
+    fn onchain_health(
+        &self,
+        rpc: &Rpc,
+        users: &[Address],
+        block: BlockRef,
+    ) -> impl Future<Output = Result<Vec<Option<U256>>, ChainError>> + Send;
+}

@@ -1,0 +1,621 @@
+//! The watcher: finds every borrower of a market from its events and keeps their health current every
+//! block at a cost in RPC requests that does not grow with the number of borrowers.
+//!
+//! Per new block it makes two requests, both pinned to the block's hash: `eth_getLogs` for the market's
+//! events (whom they touch is re-read, batched) and one `aggregate3` with every reserve's indexes and
+//! configuration and every price. Health is then computed off-chain with the protocol's own math:
+//! users holding a reserve whose price or parameters moved, users touched by an event, and users near
+//! the threshold every block; everyone every [`WatcherOptions::full_reprice_every`] blocks (interest
+//! accrual moves health slowly). Positions computed below 1 are checked against the chain's own
+//! `getUserAccountData` (one more batched request) before anything acts on them.
+//!
+//! Reorgs: the cursor keeps recent block hashes. When a new head does not extend the cursor, the
+//! watcher walks back to the last block whose hash still matches, re-reads every user touched since
+//! then at the new head, and continues from there.
+
+pub mod backfill;
+
+use crate::{
+    chain::{ChainError, Rpc},
+    protocol::{BlockRef, LendingProtocol},
+    store::{BackfillCursor, Cursor, MarketStore, StoreError, StoredPosition},
+    units::{HealthFactor, WAD},
+};
+use alloy::{
+    eips::BlockNumberOrTag,
+    primitives::{Address, B256, U256},
+    providers::Provider,
+    rpc::types::Filter,
+};
+use backfill::{RangePolicy, RpcLogs};
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    time::{Duration, Instant},
+};
+
+/// Errors of the watcher.
+#[derive(Debug, thiserror::Error)]
+pub enum WatcherError {
+    /// Talking to the chain failed.
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A reorg went deeper than the hashes the cursor keeps.
+    #[error("reorg deeper than the {0} recent blocks kept: rebuild the store with --rebuild-store")]
+    DeepReorg(usize),
+}
+
+impl WatcherError {
+    /// Whether trying again later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Chain(e) if e.is_retryable())
+    }
+}
+
+/// Tuning.
+#[derive(Debug, Clone)]
+pub struct WatcherOptions {
+    /// Discovery starts here (the market's deployment block).
+    pub deployment_block: u64,
+    /// Positions below this health factor are re-priced every block.
+    pub at_risk: HealthFactor,
+    /// Every this many blocks, every position is re-priced (interest accrual).
+    pub full_reprice_every: u64,
+    /// getLogs ranges.
+    pub ranges: RangePolicy,
+    /// Show a progress bar during discovery (on a terminal).
+    pub progress: bool,
+}
+
+impl Default for WatcherOptions {
+    fn default() -> Self {
+        Self {
+            deployment_block: 0,
+            at_risk: HealthFactor::from_milli(1_100),
+            full_reprice_every: 100,
+            ranges: RangePolicy::default(),
+            progress: false,
+        }
+    }
+}
+
+/// A block header as far as the watcher cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head {
+    /// The block.
+    pub block: BlockRef,
+    /// Its parent's hash.
+    pub parent_hash: B256,
+}
+
+/// A position computed below a health factor of 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Candidate {
+    /// The borrower.
+    pub user: Address,
+    /// Health factor computed off-chain.
+    pub health_factor: HealthFactor,
+    /// The chain's `getUserAccountData` health factor at the same block, when it was read.
+    pub onchain_health_factor: Option<HealthFactor>,
+    /// Collateral (base currency).
+    pub collateral_base: U256,
+    /// Debt (base currency).
+    pub debt_base: U256,
+}
+
+/// What one sync did.
+#[derive(Debug, Clone, Default)]
+pub struct SyncReport {
+    /// The head reached.
+    pub block: Option<BlockRef>,
+    /// Blocks processed.
+    pub blocks: u64,
+    /// Users whose state was (re-)read.
+    pub loaded: usize,
+    /// Positions whose health was recomputed.
+    pub repriced: usize,
+    /// CPU time of the re-pricing.
+    pub reprice_time: Duration,
+    /// Liquidatable positions (computed below 1, checked on-chain).
+    pub liquidatable: Vec<Candidate>,
+    /// Depth of a reorg handled, if one was.
+    pub reorg_depth: Option<u64>,
+    /// A discovery backfill ran.
+    pub backfilled: bool,
+}
+
+/// The watcher of one market.
+pub struct Watcher<P> {
+    protocol: P,
+    rpc: Rpc,
+    store: MarketStore,
+    opts: WatcherOptions,
+    positions: HashMap<Address, (StoredPosition, crate::protocol::Health)>,
+    holders: HashMap<u16, HashSet<Address>>,
+    cursor: Option<Cursor>,
+    /// Users touched by each recent block, so a reorg can re-read them.
+    touched_in: BTreeMap<u64, Vec<Address>>,
+    last_full_reprice: u64,
+}
+
+impl<P: LendingProtocol> Watcher<P> {
+    /// A watcher resuming from what `store` holds.
+    pub fn open(
+        protocol: P,
+        rpc: Rpc,
+        store: MarketStore,
+        opts: WatcherOptions,
+    ) -> Result<Self, WatcherError> {
+        let mut watcher = Self {
+            protocol,
+            rpc,
+            cursor: store.cursor()?,
+            store,
+            opts,
+            positions: HashMap::new(),
+            holders: HashMap::new(),
+            touched_in: BTreeMap::new(),
+            last_full_reprice: 0,
+        };
+        for (user, position) in watcher.store.positions()? {
+            watcher.insert(user, position);
+        }
+        Ok(watcher)
+    }
+
+    /// The protocol (its market state as of the last block).
+    pub fn protocol(&self) -> &P {
+        &self.protocol
+    }
+
+    /// The cursor.
+    pub fn cursor(&self) -> Option<&Cursor> {
+        self.cursor.as_ref()
+    }
+
+    /// Positions tracked.
+    pub fn len(&self) -> usize {
+        self.positions.len()
+    }
+
+    /// No positions tracked.
+    pub fn is_empty(&self) -> bool {
+        self.positions.is_empty()
+    }
+
+    /// Every tracked position with its health at the last block.
+    pub fn positions(
+        &self,
+    ) -> impl Iterator<Item = (Address, &StoredPosition, crate::protocol::Health)> {
+        self.positions.iter().map(|(a, (p, h))| (*a, p, *h))
+    }
+
+    /// A position's health recomputed now, at the market state of the last block (the cached figure of
+    /// a position above the at-risk band may be up to `full_reprice_every` blocks old).
+    pub fn current_health(&self, user: Address) -> Option<crate::protocol::Health> {
+        self.positions
+            .get(&user)
+            .map(|(p, _)| self.protocol.health(p))
+    }
+
+    /// The users computed below a health factor of 1 at the last block.
+    pub fn liquidatable(&self) -> Vec<Address> {
+        self.positions
+            .iter()
+            .filter(|(_, (_, h))| h.health_factor < WAD)
+            .map(|(a, _)| *a)
+            .collect()
+    }
+
+    fn insert(&mut self, user: Address, position: StoredPosition) {
+        self.remove(user);
+        for id in self.protocol.reserves_of(&position) {
+            self.holders.entry(id).or_default().insert(user);
+        }
+        let health = crate::protocol::Health {
+            collateral_base: position.collateral_base,
+            debt_base: position.debt_base,
+            health_factor: position.health_factor,
+        };
+        self.positions.insert(user, (position, health));
+    }
+
+    fn remove(&mut self, user: Address) {
+        if let Some((old, _)) = self.positions.remove(&user) {
+            for id in self.protocol.reserves_of(&old) {
+                if let Some(set) = self.holders.get_mut(&id) {
+                    set.remove(&user);
+                }
+            }
+        }
+    }
+
+    /// The chain's latest block.
+    pub async fn latest_head(&self) -> Result<Head, WatcherError> {
+        self.head_at(BlockNumberOrTag::Latest).await
+    }
+
+    async fn head_at(&self, at: BlockNumberOrTag) -> Result<Head, WatcherError> {
+        let block = self
+            .rpc
+            .get_block_by_number(at)
+            .await
+            .map_err(|e| ChainError::rpc(format!("eth_getBlockByNumber({at})"), e))?
+            .ok_or_else(|| {
+                ChainError::rpc(
+                    format!("block {at} not found"),
+                    alloy::transports::RpcError::NullResp,
+                )
+            })?;
+        Ok(Head {
+            block: BlockRef {
+                number: block.header.number,
+                hash: block.header.hash,
+                timestamp: block.header.timestamp,
+            },
+            parent_hash: block.header.parent_hash,
+        })
+    }
+
+    /// Brings the watcher to the chain's latest block.
+    pub async fn sync(&mut self) -> Result<SyncReport, WatcherError> {
+        let head = self.latest_head().await?;
+        self.sync_to(head).await
+    }
+
+    /// Brings the watcher to `head`: discovery on first run, one block at a time when following the
+    /// chain, a range scan after a gap, and reorg handling when `head` does not extend the cursor.
+    pub async fn sync_to(&mut self, head: Head) -> Result<SyncReport, WatcherError> {
+        let Some(cursor) = self.cursor.clone() else {
+            return self.discover(head).await;
+        };
+        if head.block.number == cursor.block + 1 && head.parent_hash == cursor.hash {
+            return self.advance(cursor.block + 1, head.block, Vec::new()).await;
+        }
+        if head.block.number <= cursor.block || head.block.number == cursor.block + 1 {
+            // Either nothing new, or a head that does not build on ours.
+            if head.block.number == cursor.block && head.block.hash == cursor.hash {
+                return Ok(SyncReport {
+                    block: Some(head.block),
+                    ..Default::default()
+                });
+            }
+            return self.handle_reorg(head).await;
+        }
+        // A gap: make sure our head is still canonical, then scan the gap as a range.
+        let ours = self.head_at(BlockNumberOrTag::Number(cursor.block)).await?;
+        if ours.block.hash != cursor.hash {
+            return self.handle_reorg(head).await;
+        }
+        self.advance(cursor.block + 1, head.block, Vec::new()).await
+    }
+
+    /// First run: every event since the deployment block, in adaptive ranges, persisting progress so
+    /// an interrupted discovery resumes where it stopped.
+    async fn discover(&mut self, head: Head) -> Result<SyncReport, WatcherError> {
+        // The log filter needs the reserves (their aTokens): read the market first.
+        self.protocol.refresh_market(&self.rpc, head.block).await?;
+        let progress = self.store.backfill()?.unwrap_or(BackfillCursor {
+            next: self.opts.deployment_block,
+            to: head.block.number,
+        });
+        let to = progress.to.max(head.block.number);
+        let (addresses, topics) = self.protocol.log_filter();
+        let source = RpcLogs {
+            rpc: self.rpc.clone(),
+            addresses,
+            topics,
+        };
+        let total = to.saturating_sub(progress.next) + 1;
+        let bar = self.opts.progress.then(|| {
+            let bar = indicatif::ProgressBar::new(total);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "discovering borrowers {bar:40} {pos}/{len} blocks, {msg}",
+                )
+                .expect("static template"),
+            );
+            bar
+        });
+        let mut found = 0usize;
+        let store = self.store.clone();
+        let protocol = &self.protocol;
+        let stats = backfill::scan(
+            &source,
+            progress.next..=to,
+            self.opts.ranges,
+            |range, logs| {
+                let mut users = Vec::new();
+                for log in &logs {
+                    protocol.touched_users(log, &mut users);
+                }
+                users.sort();
+                users.dedup();
+                found += users.len();
+                store
+                    .record_backfill(
+                        BackfillCursor {
+                            next: range.end() + 1,
+                            to,
+                        },
+                        &users,
+                    )
+                    .map_err(|e| {
+                        ChainError::rpc(
+                            "recording discovery progress",
+                            alloy::transports::RpcError::LocalUsageError(Box::new(e)),
+                        )
+                    })?;
+                match &bar {
+                    Some(bar) => {
+                        bar.inc(range.end() - range.start() + 1);
+                        bar.set_message(format!("{found} user sightings"));
+                    }
+                    None => tracing::info!(
+                        from = range.start(),
+                        to = range.end(),
+                        logs = logs.len(),
+                        "discovery range scanned"
+                    ),
+                }
+                Ok(())
+            },
+        )
+        .await?;
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+        let users = self.store.pending_users()?;
+        tracing::info!(
+            users = users.len(),
+            ranges = stats.ranges.len(),
+            refused = stats.refused,
+            retried = stats.retried,
+            "discovery scanned"
+        );
+
+        // State at the head the scan ended on; events after it are picked up by the next sync.
+        let end = self.head_at(BlockNumberOrTag::Number(to)).await?;
+        let mut cursor = Cursor::default();
+        cursor.advance(end.block.number, end.block.hash);
+        let mut report = self.apply(end.block, users, true, &cursor).await?;
+        self.store.finish_backfill(&cursor)?;
+        self.cursor = Some(cursor);
+        report.backfilled = true;
+        Ok(report)
+    }
+
+    /// Processes `from..=to.number` (one block, or a gap as a range) and applies it at `to`.
+    async fn advance(
+        &mut self,
+        from: u64,
+        to: BlockRef,
+        mut extra_users: Vec<Address>,
+    ) -> Result<SyncReport, WatcherError> {
+        let (addresses, topics) = self.protocol.log_filter();
+        let mut touched = Vec::new();
+        if from == to.number {
+            // Pinned to the block's hash: these are the logs of exactly this block.
+            let filter = Filter::new()
+                .address(addresses)
+                .event_signature(topics)
+                .at_block_hash(to.hash);
+            let logs = self
+                .rpc
+                .get_logs(&filter)
+                .await
+                .map_err(|e| ChainError::rpc("eth_getLogs", e))?;
+            for log in &logs {
+                self.protocol.touched_users(log, &mut touched);
+            }
+        } else {
+            let source = RpcLogs {
+                rpc: self.rpc.clone(),
+                addresses,
+                topics,
+            };
+            let protocol = &self.protocol;
+            backfill::scan(&source, from..=to.number, self.opts.ranges, |_, logs| {
+                for log in &logs {
+                    // A removed log was undone by a reorg: its user is re-read all the same.
+                    protocol.touched_users(log, &mut touched);
+                }
+                Ok(())
+            })
+            .await?;
+        }
+        touched.append(&mut extra_users);
+        touched.sort();
+        touched.dedup();
+        let mut cursor = self.cursor.clone().unwrap_or_default();
+        cursor.advance(to.number, to.hash);
+        self.touched_in.insert(to.number, touched.clone());
+        while self.touched_in.len() > crate::store::RECENT_BLOCKS {
+            self.touched_in.pop_first();
+        }
+        let report = self.apply(to, touched, false, &cursor).await?;
+        self.cursor = Some(cursor);
+        Ok(SyncReport {
+            blocks: to.number + 1 - from,
+            ..report
+        })
+    }
+
+    /// Walks back to the last block we processed that is still canonical, then re-reads everyone
+    /// touched after it at the new head.
+    async fn handle_reorg(&mut self, head: Head) -> Result<SyncReport, WatcherError> {
+        let cursor = self.cursor.clone().unwrap_or_default();
+        let mut ancestor = None;
+        for &(number, hash) in cursor.recent.iter().rev() {
+            if number > head.block.number {
+                continue;
+            }
+            let canonical = if number == head.block.number {
+                head.block.hash
+            } else {
+                self.head_at(BlockNumberOrTag::Number(number))
+                    .await?
+                    .block
+                    .hash
+            };
+            if canonical == hash {
+                ancestor = Some(number);
+                break;
+            }
+        }
+        let Some(ancestor) = ancestor else {
+            return Err(WatcherError::DeepReorg(crate::store::RECENT_BLOCKS));
+        };
+        let depth = cursor.block - ancestor;
+        // Users touched in orphaned blocks; if we do not know them (blocks processed before a restart),
+        // re-read everyone.
+        let orphaned: Vec<u64> = self
+            .touched_in
+            .range(ancestor + 1..)
+            .map(|(n, _)| *n)
+            .collect();
+        let knows_all = (ancestor + 1..=cursor.block).all(|n| {
+            self.touched_in.contains_key(&n) || !cursor.recent.iter().any(|(m, _)| *m == n)
+        });
+        let mut users: Vec<Address> = orphaned
+            .iter()
+            .flat_map(|n| self.touched_in.remove(n).unwrap_or_default())
+            .collect();
+        if !knows_all || self.touched_in.is_empty() && users.is_empty() {
+            users = self.positions.keys().copied().collect();
+        }
+        tracing::warn!(
+            ancestor,
+            depth,
+            new_head = head.block.number,
+            reread = users.len(),
+            "reorg: rolling back to the common ancestor"
+        );
+        let mut rewound = cursor;
+        rewound.rewind_to(ancestor);
+        self.cursor = Some(rewound);
+        let mut report = if head.block.number > ancestor {
+            self.advance(ancestor + 1, head.block, users).await?
+        } else {
+            let mut c = self.cursor.clone().unwrap_or_default();
+            c.advance(head.block.number, head.block.hash);
+            let r = self.apply(head.block, users, false, &c).await?;
+            self.cursor = Some(c);
+            r
+        };
+        report.reorg_depth = Some(depth);
+        Ok(report)
+    }
+
+    /// At `block`: refresh the market, re-read `touched` users, re-price who needs it, verify
+    /// positions below 1 on-chain, and commit with `cursor`.
+    async fn apply(
+        &mut self,
+        block: BlockRef,
+        touched: Vec<Address>,
+        reprice_all: bool,
+        cursor: &Cursor,
+    ) -> Result<SyncReport, WatcherError> {
+        let change = self.protocol.refresh_market(&self.rpc, block).await?;
+
+        let mut updated = Vec::new();
+        let mut removed = Vec::new();
+        if !touched.is_empty() {
+            let loaded = self.protocol.load_users(&self.rpc, &touched, block).await?;
+            for (user, position) in touched.iter().zip(loaded) {
+                match position {
+                    Some(p) => {
+                        self.insert(*user, p.clone());
+                        updated.push((*user, p));
+                    }
+                    None => {
+                        if self.positions.contains_key(user) {
+                            removed.push(*user);
+                        }
+                        self.remove(*user);
+                    }
+                }
+            }
+        }
+
+        let full = reprice_all
+            || change.all
+            || block.number >= self.last_full_reprice + self.opts.full_reprice_every;
+        let started = Instant::now();
+        let to_price: Vec<Address> = if full {
+            self.last_full_reprice = block.number;
+            self.positions.keys().copied().collect()
+        } else {
+            let mut set: HashSet<Address> = touched
+                .iter()
+                .copied()
+                .filter(|u| self.positions.contains_key(u))
+                .collect();
+            for id in &change.reserves {
+                if let Some(holders) = self.holders.get(id) {
+                    set.extend(holders.iter().copied());
+                }
+            }
+            let at_risk = self.opts.at_risk.0;
+            set.extend(
+                self.positions
+                    .iter()
+                    .filter(|(_, (_, h))| h.health_factor < at_risk)
+                    .map(|(a, _)| *a),
+            );
+            set.into_iter().collect()
+        };
+        let mut below_one = Vec::new();
+        for user in &to_price {
+            if let Some((position, health)) = self.positions.get_mut(user) {
+                *health = self.protocol.health(position);
+                if health.health_factor < WAD {
+                    below_one.push(*user);
+                }
+            }
+        }
+        let reprice_time = started.elapsed();
+
+        // Positions as stored carry the health at the block they were loaded.
+        for (user, position) in &mut updated {
+            if let Some((_, health)) = self.positions.get(user) {
+                position.health_factor = health.health_factor;
+                position.collateral_base = health.collateral_base;
+                position.debt_base = health.debt_base;
+                position.block = block.number;
+            }
+        }
+        self.store.commit_block(&updated, &removed, cursor)?;
+
+        let mut liquidatable = Vec::new();
+        if !below_one.is_empty() {
+            below_one.sort();
+            let onchain = self
+                .protocol
+                .onchain_health(&self.rpc, &below_one, block)
+                .await?;
+            for (user, chain_hf) in below_one.iter().zip(onchain) {
+                let (_, health) = &self.positions[user];
+                liquidatable.push(Candidate {
+                    user: *user,
+                    health_factor: HealthFactor(health.health_factor),
+                    onchain_health_factor: chain_hf.map(HealthFactor),
+                    collateral_base: health.collateral_base,
+                    debt_base: health.debt_base,
+                });
+            }
+        }
+        Ok(SyncReport {
+            block: Some(block),
+            blocks: 1,
+            loaded: touched.len(),
+            repriced: to_price.len(),
+            reprice_time,
+            liquidatable,
+            reorg_depth: None,
+            backfilled: false,
+        })
+    }
+}
