@@ -379,3 +379,64 @@ async fn restart_resumes_from_the_cursor() {
     assert!(w2.sync().await.unwrap().backfilled);
     assert_eq!(w2.len(), 60);
 }
+
+#[tokio::test]
+async fn follows_new_heads_over_websocket() {
+    use cascade::watcher::follow::{Heads, follow};
+    use tokio_util::sync::CancellationToken;
+
+    let net = devnet(30).await;
+    let ws_url = net
+        .anvil
+        .as_ref()
+        .expect("an anvil we started")
+        .ws_endpoint();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), false).unwrap();
+    let meter = RpcMeter::default();
+    let mut w = watcher(&net, &store, &meter).await;
+    w.sync().await.unwrap();
+
+    let cancel = CancellationToken::new();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let task = {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            follow(&mut w, Heads::Subscribe { ws_url }, cancel, |r| {
+                let _ = tx.send((r.block.map(|b| b.number), r.liquidatable.len()));
+            })
+            .await
+            .unwrap();
+        })
+    };
+    // The first report is the catch-up on subscribing.
+    rx.recv().await.unwrap();
+    let before = meter.snapshot();
+    for _ in 0..5 {
+        net.rpc.evm_mine(None).await.unwrap();
+        rx.recv().await.unwrap();
+    }
+    let idle = meter.snapshot().since(&before);
+    eprintln!(
+        "with a newHeads subscription: {} requests over 5 idle blocks {:?}",
+        idle.requests, idle.by_method
+    );
+    assert_eq!(
+        idle.requests, 10,
+        "two requests per idle block: getLogs and aggregate3"
+    );
+
+    shock::shock(&net.rpc, &weth(&net), PriceMoveBps(-3000))
+        .await
+        .unwrap();
+    let (_, liquidatable) = tokio::time::timeout(std::time::Duration::from_secs(10), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        liquidatable > 0,
+        "the price drop should be seen in the next block's report"
+    );
+    cancel.cancel();
+    task.await.unwrap();
+}

@@ -120,16 +120,28 @@ impl ChainError {
         }
     }
 
-    /// Whether trying again may succeed (transport trouble, not a revert or bad input).
+    /// Whether trying again may succeed: transport trouble, an empty or garbled answer, rate limits and
+    /// server overload; not a revert, bad input, or a missing receipt's underlying cause.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Rpc { source, .. } => {
-                matches!(source, RpcError::Transport(kind) if kind.is_retry_err())
-                    || matches!(
-                        source,
-                        RpcError::Transport(TransportErrorKind::HttpError(_))
-                    )
-            }
+            Self::Rpc { source, .. } => match source {
+                RpcError::Transport(_) | RpcError::NullResp | RpcError::DeserError { .. } => true,
+                RpcError::ErrorResp(payload) => {
+                    let msg = payload.message.to_lowercase();
+                    matches!(payload.code, 429 | -32005 | -32603)
+                        || [
+                            "timeout",
+                            "timed out",
+                            "rate",
+                            "busy",
+                            "overload",
+                            "try again",
+                        ]
+                        .iter()
+                        .any(|w| msg.contains(w))
+                }
+                _ => false,
+            },
             Self::NoReceipt { .. } => true,
             Self::BadUrl(_) | Self::Reverted { .. } => false,
         }

@@ -4,6 +4,7 @@ pub mod demo;
 pub mod devnet;
 pub mod positions;
 pub mod shock;
+pub mod watch;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -39,6 +40,8 @@ pub enum Command {
     Demo(demo::Args),
     /// The positions closest to liquidation, from the store after catching up with the chain.
     Positions(positions::Args),
+    /// Follow the chain and report positions as they become liquidatable (until Ctrl-C).
+    Watch(watch::Args),
 }
 
 impl Cli {
@@ -49,6 +52,7 @@ impl Cli {
             Command::Shock(args) => shock::run(args).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Positions(args) => positions::run(args).await,
+            Command::Watch(args) => watch::run(args).await,
         }
     }
 }

@@ -30,22 +30,7 @@ pub struct Args {
 /// Runs `cascade positions`.
 pub async fn run(args: Args) -> eyre::Result<()> {
     let config = Config::load(&args.config)?;
-    let url = config
-        .rpc_urls(&args.config)?
-        .into_iter()
-        .next()
-        .ok_or_else(|| eyre!("no RPC URL in the config"))?;
-    let rpc = chain::connect_http(&url)?;
-    let shown_url = chain::redact_url(&url);
-    let chain_id = alloy::providers::Provider::get_chain_id(&rpc)
-        .await
-        .wrap_err_with(|| format!("cannot reach the RPC at {shown_url}: is the node running?"))?;
-    if chain_id != config.chain.chain_id {
-        return Err(eyre!(
-            "the RPC at {shown_url} is chain {chain_id}, the config says {}: check chain.rpc_urls and chain.chain_id",
-            config.chain.chain_id
-        ));
-    }
+    let (rpc, _) = connect_checked(&config, &args.config).await?;
     let store = Store::open(&config.store.path, args.rebuild_store)?;
     let market = store.market(config.aave.addresses_provider)?;
     let aave = AaveV3::connect(
@@ -138,6 +123,30 @@ pub async fn run(args: Args) -> eyre::Result<()> {
         rows.len()
     );
     Ok(())
+}
+
+/// Connects to the config's first RPC URL and checks it serves the configured chain.
+pub async fn connect_checked(
+    config: &Config,
+    path: &std::path::Path,
+) -> eyre::Result<(chain::Rpc, String)> {
+    let url = config
+        .rpc_urls(path)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| eyre!("no RPC URL in the config"))?;
+    let rpc = chain::connect_http(&url)?;
+    let shown_url = chain::redact_url(&url);
+    let chain_id = alloy::providers::Provider::get_chain_id(&rpc)
+        .await
+        .wrap_err_with(|| format!("cannot reach the RPC at {shown_url}: is the node running?"))?;
+    if chain_id != config.chain.chain_id {
+        return Err(eyre!(
+            "the RPC at {shown_url} is chain {chain_id}, the config says {}: check chain.rpc_urls and chain.chain_id",
+            config.chain.chain_id
+        ));
+    }
+    Ok((rpc, url))
 }
 
 /// A symbol for an asset: from the devnet section when there is one, else the address.

@@ -322,7 +322,7 @@ pub async fn open_borrowers(
                     .await?;
             }
             opened.push(borrower);
-            if opened.len() as u64 % BORROWERS_PER_BLOCK == 0 {
+            if (opened.len() as u64).is_multiple_of(BORROWERS_PER_BLOCK) {
                 batch.mine().await?;
             }
         }

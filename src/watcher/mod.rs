@@ -14,6 +14,7 @@
 //! then at the new head, and continues from there.
 
 pub mod backfill;
+pub mod follow;
 
 use crate::{
     chain::{ChainError, Rpc},
