@@ -1,0 +1,5 @@
+//! What a liquidation costs besides the swap: gas at the EIP-1559 price, the L1 blob base fee that
+//! drives L2 data fees, and on OP-stack chains the L1 data fee of the exact transaction.
+
+pub mod blob;
+pub mod eip1559;

@@ -1,0 +1,4 @@
+//! The planner: turns a liquidatable position into a sized, priced liquidation or a reasoned refusal.
+
+pub mod fees;
+pub mod sizing;
