@@ -170,7 +170,8 @@ pub const POOLS: [PoolSpec; 6] = [
         asset_a: ALT,
         asset_b: WETH,
         fee: 10000,
-        positions: &[(2000, 100_000), (0, 50_000)],
+        // No full-range position: a large enough sale runs out of liquidity and fills only in part.
+        positions: &[(2000, 100_000), (5000, 50_000)],
     },
 ];
 

@@ -1,0 +1,479 @@
+//! Uniswap V3 swaps simulated off-chain against a pool's on-chain state, step by step as the pool itself
+//! does (`UniswapV3Pool.swap` with `TickMath`, `SqrtPriceMath`, `SwapMath`, `TickBitmap`, in
+//! `@uniswap/v3-core`): the same steps, the same rounding, so the output equals QuoterV2's to the wei.
+
+use crate::chain::{ChainError, Rpc, bindings::UniswapV3Pool, multicall};
+use alloy::{
+    eips::BlockId,
+    primitives::{Address, I256, U256, U512, aliases::I24},
+    sol,
+};
+use std::collections::BTreeMap;
+
+sol! {
+    #[sol(rpc)]
+    contract UniswapV3PoolState {
+        function tickBitmap(int16 wordPosition) external view returns (uint256);
+        function ticks(int24 tick) external view returns (
+            uint128 liquidityGross,
+            int128 liquidityNet,
+            uint256 feeGrowthOutside0X128,
+            uint256 feeGrowthOutside1X128,
+            int56 tickCumulativeOutside,
+            uint160 secondsPerLiquidityOutsideX128,
+            uint32 secondsOutside,
+            bool initialized
+        );
+    }
+}
+
+/// Lowest tick.
+pub const MIN_TICK: i32 = -887_272;
+/// Highest tick.
+pub const MAX_TICK: i32 = 887_272;
+/// `getSqrtRatioAtTick(MIN_TICK)`.
+pub const MIN_SQRT_RATIO: U256 = U256::from_limbs([4_295_128_739, 0, 0, 0]);
+/// `getSqrtRatioAtTick(MAX_TICK)`.
+pub const MAX_SQRT_RATIO: U256 =
+    U256::from_limbs([0x5d951d5263988d26, 0xefd1fc6a50648849, 0xfffd8963, 0]);
+const Q96: U256 = U256::from_limbs([0, 1 << 32, 0, 0]);
+
+/// `TickMath.getSqrtRatioAtTick`: √1.0001^tick as a Q64.96, from the library's constants.
+pub fn sqrt_ratio_at_tick(tick: i32) -> U256 {
+    const FACTORS: [u128; 19] = [
+        0xfff97272373d413259a46990580e213a,
+        0xfff2e50f5f656932ef12357cf3c7fdcc,
+        0xffe5caca7e10e4e61c3624eaa0941cd0,
+        0xffcb9843d60f6159c9db58835c926644,
+        0xff973b41fa98c081472e6896dfb254c0,
+        0xff2ea16466c96a3843ec78b326b52861,
+        0xfe5dee046a99a2a811c461f1969c3053,
+        0xfcbe86c7900a88aedcffc83b479aa3a4,
+        0xf987a7253ac413176f2b074cf7815e54,
+        0xf3392b0822b70005940c7a398e4b70f3,
+        0xe7159475a2c29b7443b29c7fa6e889d9,
+        0xd097f3bdfd2022b8845ad8f792aa5825,
+        0xa9f746462d870fdf8a65dc1f90e061e5,
+        0x70d869a156d2a1b890bb3df62baf32f7,
+        0x31be135f97d08fd981231505542fcfa6,
+        0x9aa508b5b7a84e1c677de54f3e99bc9,
+        0x5d6af8dedb81196699c329225ee604,
+        0x2216e584f5fa1ea926041bedfe98,
+        0x48a170391f7dc42444e8fa2,
+    ];
+    let abs = tick.unsigned_abs();
+    let mut ratio = if abs & 1 != 0 {
+        U256::from(0xfffcb933bd6fad37aa2d162d1a594001u128)
+    } else {
+        U256::from(1u8) << 128
+    };
+    for (bit, factor) in FACTORS.iter().enumerate() {
+        if abs & (2 << bit) != 0 {
+            ratio = (ratio * U256::from(*factor)) >> 128;
+        }
+    }
+    if tick > 0 {
+        ratio = U256::MAX / ratio;
+    }
+    let remainder = ratio & U256::from(u32::MAX);
+    (ratio >> 32) + if remainder.is_zero() { U256::ZERO } else { U256::from(1u8) }
+}
+
+/// `TickMath.getTickAtSqrtRatio`: the greatest tick whose sqrt ratio is ≤ `sqrt_price` (by bisection
+/// over [`sqrt_ratio_at_tick`], which is what the library's log approximation is proven to return).
+pub fn tick_at_sqrt_ratio(sqrt_price: U256) -> i32 {
+    let (mut lo, mut hi) = (MIN_TICK, MAX_TICK);
+    while lo < hi {
+        let mid = lo + (hi - lo + 1) / 2;
+        if sqrt_ratio_at_tick(mid) <= sqrt_price {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    lo
+}
+
+fn mul_div(a: U256, b: U256, denominator: U256) -> U256 {
+    let r = U512::from(a) * U512::from(b) / U512::from(denominator);
+    U256::from_limbs(r.as_limbs()[..4].try_into().expect("4 limbs"))
+}
+
+fn mul_div_rounding_up(a: U256, b: U256, denominator: U256) -> U256 {
+    let product = U512::from(a) * U512::from(b);
+    let d = U512::from(denominator);
+    let mut r = product / d;
+    if !(product % d).is_zero() {
+        r += U512::from(1u8);
+    }
+    U256::from_limbs(r.as_limbs()[..4].try_into().expect("4 limbs"))
+}
+
+fn div_rounding_up(a: U256, b: U256) -> U256 {
+    a / b + if (a % b).is_zero() { U256::ZERO } else { U256::from(1u8) }
+}
+
+/// `SqrtPriceMath.getAmount0Delta`.
+pub fn amount0_delta(a: U256, b: U256, liquidity: u128, round_up: bool) -> U256 {
+    let (a, b) = if a > b { (b, a) } else { (a, b) };
+    let numerator1: U256 = U256::from(liquidity) << 96usize;
+    let numerator2 = b - a;
+    if round_up {
+        div_rounding_up(mul_div_rounding_up(numerator1, numerator2, b), a)
+    } else {
+        mul_div(numerator1, numerator2, b) / a
+    }
+}
+
+/// `SqrtPriceMath.getAmount1Delta`.
+pub fn amount1_delta(a: U256, b: U256, liquidity: u128, round_up: bool) -> U256 {
+    let (a, b) = if a > b { (b, a) } else { (a, b) };
+    if round_up {
+        mul_div_rounding_up(U256::from(liquidity), b - a, Q96)
+    } else {
+        mul_div(U256::from(liquidity), b - a, Q96)
+    }
+}
+
+/// `SqrtPriceMath.getNextSqrtPriceFromInput`.
+fn next_sqrt_price_from_input(sqrt_price: U256, liquidity: u128, amount_in: U256, zero_for_one: bool) -> U256 {
+    if amount_in.is_zero() {
+        return sqrt_price;
+    }
+    if zero_for_one {
+        // getNextSqrtPriceFromAmount0RoundingUp(add = true)
+        let numerator1: U256 = U256::from(liquidity) << 96usize;
+        let (product, overflow) = amount_in.overflowing_mul(sqrt_price);
+        if !overflow {
+            let (denominator, overflow) = numerator1.overflowing_add(product);
+            if !overflow && denominator >= numerator1 {
+                return mul_div_rounding_up(numerator1, sqrt_price, denominator);
+            }
+        }
+        div_rounding_up(numerator1, numerator1 / sqrt_price + amount_in)
+    } else {
+        // getNextSqrtPriceFromAmount1RoundingDown(add = true)
+        let quotient = if amount_in <= (U256::from(1u8) << 160) - U256::from(1u8) {
+            (amount_in << 96usize) / U256::from(liquidity)
+        } else {
+            mul_div(amount_in, Q96, U256::from(liquidity))
+        };
+        sqrt_price + quotient
+    }
+}
+
+/// One `SwapMath.computeSwapStep` for exact input: (next sqrt price, amount in, amount out, fee).
+fn swap_step(current: U256, target: U256, liquidity: u128, remaining: U256, fee_pips: u32) -> (U256, U256, U256, U256) {
+    let zero_for_one = current >= target;
+    let million = U256::from(1_000_000u32);
+    let fee = U256::from(fee_pips);
+    let remaining_less_fee = mul_div(remaining, million - fee, million);
+    let full_in = if zero_for_one {
+        amount0_delta(target, current, liquidity, true)
+    } else {
+        amount1_delta(current, target, liquidity, true)
+    };
+    let next = if remaining_less_fee >= full_in {
+        target
+    } else {
+        next_sqrt_price_from_input(current, liquidity, remaining_less_fee, zero_for_one)
+    };
+    let reached = next == target;
+    let (amount_in, amount_out) = if zero_for_one {
+        (
+            if reached { full_in } else { amount0_delta(next, current, liquidity, true) },
+            amount1_delta(next, current, liquidity, false),
+        )
+    } else {
+        (
+            if reached { full_in } else { amount1_delta(current, next, liquidity, true) },
+            amount0_delta(current, next, liquidity, false),
+        )
+    };
+    let fee_amount = if !reached { remaining - amount_in } else { mul_div_rounding_up(amount_in, fee, million - fee) };
+    (next, amount_in, amount_out, fee_amount)
+}
+
+/// A pool's state as far as a swap needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolState {
+    /// The pool.
+    pub address: Address,
+    /// token0.
+    pub token0: Address,
+    /// token1.
+    pub token1: Address,
+    /// Fee in hundredths of a bip.
+    pub fee: u32,
+    /// Tick spacing.
+    pub tick_spacing: i32,
+    /// Current sqrt price (Q64.96).
+    pub sqrt_price: U256,
+    /// Current tick.
+    pub tick: i32,
+    /// In-range liquidity.
+    pub liquidity: u128,
+    /// Bitmap words loaded, by word position.
+    pub bitmap: BTreeMap<i16, U256>,
+    /// `liquidityNet` of each initialized tick in the loaded words.
+    pub liquidity_net: BTreeMap<i32, i128>,
+}
+
+/// The outcome of a simulated exact-input swap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SwapOutcome {
+    /// Tokens out.
+    pub amount_out: U256,
+    /// Tokens in that the pool took (less than asked when it ran out of liquidity).
+    pub amount_in: U256,
+    /// Price after the swap.
+    pub sqrt_price_after: U256,
+    /// Initialized ticks crossed.
+    pub ticks_crossed: u32,
+}
+
+/// Why a swap cannot be simulated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SwapError {
+    /// The token is not in this pool.
+    #[error("token not in pool")]
+    WrongToken,
+    /// The swap walks past the bitmap words that were loaded.
+    #[error("swap leaves the loaded tick range (word {0})")]
+    BeyondLoadedTicks(i16),
+}
+
+impl PoolState {
+    fn word(&self, pos: i16) -> Result<U256, SwapError> {
+        self.bitmap.get(&pos).copied().ok_or(SwapError::BeyondLoadedTicks(pos))
+    }
+
+    /// `TickBitmap.nextInitializedTickWithinOneWord`.
+    fn next_tick_within_word(&self, tick: i32, lte: bool) -> Result<(i32, bool), SwapError> {
+        let spacing = self.tick_spacing;
+        let compressed = tick.div_euclid(spacing);
+        if lte {
+            let (word, bit) = ((compressed >> 8) as i16, (compressed & 0xff) as usize);
+            let mask = (U256::from(1u8) << bit) - U256::from(1u8) + (U256::from(1u8) << bit);
+            let masked = self.word(word)? & mask;
+            Ok(if masked.is_zero() {
+                ((compressed - bit as i32) * spacing, false)
+            } else {
+                let msb = 255 - masked.leading_zeros();
+                ((compressed - (bit as i32 - msb as i32)) * spacing, true)
+            })
+        } else {
+            let next = compressed + 1;
+            let (word, bit) = ((next >> 8) as i16, (next & 0xff) as usize);
+            let mask = !((U256::from(1u8) << bit) - U256::from(1u8));
+            let masked = self.word(word)? & mask;
+            Ok(if masked.is_zero() {
+                ((next + (255 - bit as i32)) * spacing, false)
+            } else {
+                let lsb = masked.trailing_zeros();
+                ((next + (lsb as i32 - bit as i32)) * spacing, true)
+            })
+        }
+    }
+
+    /// Simulates swapping exactly `amount_in` of `token_in` with no price limit (as QuoterV2 does with a
+    /// zero limit: the pool's extreme ratio).
+    pub fn swap_exact_in(&self, token_in: Address, amount_in: U256) -> Result<SwapOutcome, SwapError> {
+        let zero_for_one = if token_in == self.token0 {
+            true
+        } else if token_in == self.token1 {
+            false
+        } else {
+            return Err(SwapError::WrongToken);
+        };
+        let limit = if zero_for_one { MIN_SQRT_RATIO + U256::from(1u8) } else { MAX_SQRT_RATIO - U256::from(1u8) };
+        let (mut sqrt_price, mut tick, mut liquidity) = (self.sqrt_price, self.tick, self.liquidity);
+        let mut remaining = amount_in;
+        let mut out = U256::ZERO;
+        let mut crossed = 0u32;
+        while !remaining.is_zero() && sqrt_price != limit {
+            let start = sqrt_price;
+            let (mut next_tick, initialized) = self.next_tick_within_word(tick, zero_for_one)?;
+            next_tick = next_tick.clamp(MIN_TICK, MAX_TICK);
+            let next_price = sqrt_ratio_at_tick(next_tick);
+            let target = if zero_for_one { next_price.max(limit) } else { next_price.min(limit) };
+            let (new_price, step_in, step_out, fee) = swap_step(sqrt_price, target, liquidity, remaining, self.fee);
+            sqrt_price = new_price;
+            remaining -= step_in + fee;
+            out += step_out;
+            if sqrt_price == next_price {
+                if initialized {
+                    let net = self.liquidity_net.get(&next_tick).copied().unwrap_or_default();
+                    let net = if zero_for_one { -net } else { net };
+                    liquidity = liquidity.checked_add_signed(net).unwrap_or(0);
+                    crossed += 1;
+                }
+                tick = if zero_for_one { next_tick - 1 } else { next_tick };
+            } else if sqrt_price != start {
+                tick = tick_at_sqrt_ratio(sqrt_price);
+            }
+        }
+        Ok(SwapOutcome { amount_out: out, amount_in: amount_in - remaining, sqrt_price_after: sqrt_price, ticks_crossed: crossed })
+    }
+}
+
+/// Pools with at most this many bitmap words (every tick spacing from 10 up: the 0.05%, 0.3% and 1%
+/// tiers) are loaded whole, so a simulated swap can walk as far as the real one.
+pub const MAX_WORDS_LOADED_WHOLE: usize = 700;
+/// Otherwise (1-bp pools), the words on each side of the current one: 64 words at spacing 1 span
+/// 16,384 ticks, a factor of 5 in price.
+pub const WORDS_EACH_SIDE: i16 = 64;
+
+/// The bitmap words a pool with this spacing can use.
+pub fn word_range(spacing: i32) -> (i16, i16) {
+    (((MIN_TICK / spacing) >> 8) as i16, ((MAX_TICK / spacing) >> 8) as i16)
+}
+
+/// Reads a pool's state at `block`: slot0, liquidity, fee and spacing, the bitmap words around the
+/// current tick, and the `liquidityNet` of every initialized tick in them. Three batched requests.
+pub async fn load_pool(rpc: &Rpc, multicall_address: Address, pool: Address, block: BlockId) -> Result<PoolState, ChainError> {
+    let contract = UniswapV3Pool::new(pool, rpc);
+    let err = |what: &'static str| move |e: alloy::contract::Error| ChainError::rpc(what, multicall::contract_rpc_error(e));
+    let slot0 = contract.slot0().block(block).call().await.map_err(err("slot0"))?;
+    let liquidity = contract.liquidity().block(block).call().await.map_err(err("liquidity"))?;
+    let fee: u32 = contract.fee().block(block).call().await.map_err(err("fee"))?.to::<u32>();
+    let spacing: i32 = contract.tickSpacing().block(block).call().await.map_err(err("tickSpacing"))?.as_i32();
+    let token0 = contract.token0().block(block).call().await.map_err(err("token0"))?;
+    let token1 = contract.token1().block(block).call().await.map_err(err("token1"))?;
+    let tick = slot0.tick.as_i32();
+    let center = (tick.div_euclid(spacing) >> 8) as i16;
+    let (min_word, max_word) = word_range(spacing);
+    let words: Vec<i16> = if (max_word - min_word) as usize + 1 <= MAX_WORDS_LOADED_WHOLE {
+        (min_word..=max_word).collect()
+    } else {
+        (center.saturating_sub(WORDS_EACH_SIDE).max(min_word)..=center.saturating_add(WORDS_EACH_SIDE).min(max_word)).collect()
+    };
+    let calls: Vec<_> = words.iter().map(|&w| (pool, UniswapV3PoolState::tickBitmapCall { wordPosition: w })).collect();
+    let results = multicall::aggregate3(rpc, multicall_address, &calls, block).await?;
+    let mut bitmap = BTreeMap::new();
+    let mut initialized = Vec::new();
+    for (&w, r) in words.iter().zip(results) {
+        let bits = r.map_err(|e| ChainError::rpc("tickBitmap", alloy::transports::RpcError::LocalUsageError(Box::new(e))))?;
+        bitmap.insert(w, bits);
+        for bit in 0..256 {
+            if bits.bit(bit) {
+                initialized.push(((i32::from(w) << 8) + bit as i32) * spacing);
+            }
+        }
+    }
+    let calls: Vec<_> = initialized
+        .iter()
+        .map(|&t| (pool, UniswapV3PoolState::ticksCall { tick: I24::try_from(t).expect("tick in range") }))
+        .collect();
+    let results = multicall::aggregate3(rpc, multicall_address, &calls, block).await?;
+    let mut liquidity_net = BTreeMap::new();
+    for (&t, r) in initialized.iter().zip(results) {
+        let info = r.map_err(|e| ChainError::rpc("ticks", alloy::transports::RpcError::LocalUsageError(Box::new(e))))?;
+        liquidity_net.insert(t, info.liquidityNet);
+    }
+    Ok(PoolState {
+        address: pool,
+        token0,
+        token1,
+        fee,
+        tick_spacing: spacing,
+        sqrt_price: U256::from(slot0.sqrtPriceX96),
+        tick,
+        liquidity,
+        bitmap,
+        liquidity_net,
+    })
+}
+
+/// Price impact of a swap in bps: how much worse than the pool's price before it the swap filled.
+pub fn price_impact_bps(pool: &PoolState, token_in: Address, outcome: &SwapOutcome) -> u64 {
+    if outcome.amount_in.is_zero() {
+        return 0;
+    }
+    // Spot output for the same input at the starting price, before fees: in·P (0→1) or in/P (1→0).
+    let p = pool.sqrt_price;
+    let spot = if token_in == pool.token0 {
+        mul_div(mul_div(outcome.amount_in, p, Q96), p, Q96)
+    } else {
+        mul_div(mul_div(outcome.amount_in, Q96, p), Q96, p)
+    };
+    if spot.is_zero() || outcome.amount_out >= spot {
+        return 0;
+    }
+    ((spot - outcome.amount_out) * U256::from(10_000u64) / spot).to::<u64>()
+}
+
+/// A signed amount, for logs.
+pub fn signed(x: U256) -> I256 {
+    I256::try_from(x).unwrap_or(I256::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tick_math_extremes_and_known_points() {
+        assert_eq!(sqrt_ratio_at_tick(MIN_TICK), MIN_SQRT_RATIO);
+        assert_eq!(sqrt_ratio_at_tick(MAX_TICK), MAX_SQRT_RATIO);
+        assert_eq!(MAX_SQRT_RATIO.to_string(), "1461446703485210103287273052203988822378723970342");
+        assert_eq!(sqrt_ratio_at_tick(0), Q96);
+        // WETH/USDC at 2,000 (devnet-notes): tick -200312 holds sqrtPriceX96 3543191142285914205922034.
+        let p = U256::from(3_543_191_142_285_914_205_922_034u128);
+        assert_eq!(tick_at_sqrt_ratio(p), -200_312);
+        assert!(sqrt_ratio_at_tick(-200_312) <= p && sqrt_ratio_at_tick(-200_311) > p);
+        for t in [-887_271, -1, 1, 50, 887_271] {
+            assert_eq!(tick_at_sqrt_ratio(sqrt_ratio_at_tick(t)), t);
+        }
+    }
+
+    fn flat_pool(liquidity: u128) -> PoolState {
+        // One position over ticks [-600, 600] at spacing 60, price 1.
+        let spacing = 60;
+        let (min_word, max_word) = word_range(spacing);
+        let bitmap: BTreeMap<i16, U256> = (min_word..=max_word).map(|w| (w, U256::ZERO)).collect();
+        let mut pool = PoolState {
+            address: Address::ZERO,
+            token0: Address::repeat_byte(1),
+            token1: Address::repeat_byte(2),
+            fee: 3000,
+            tick_spacing: spacing,
+            sqrt_price: Q96,
+            tick: 0,
+            liquidity,
+            bitmap,
+            liquidity_net: BTreeMap::new(),
+        };
+        for (t, net) in [(-600, liquidity as i128), (600, -(liquidity as i128))] {
+            let c = t / spacing;
+            let (w, b) = ((c >> 8) as i16, (c & 0xff) as usize);
+            let word = pool.bitmap.get_mut(&w).unwrap();
+            *word |= U256::from(1u8) << b;
+            pool.liquidity_net.insert(t, net);
+        }
+        pool
+    }
+
+    #[test]
+    fn small_swap_at_price_one_pays_the_fee() {
+        let pool = flat_pool(10u128.pow(24));
+        let out = pool.swap_exact_in(pool.token0, U256::from(1_000_000u64)).unwrap();
+        // 0.3% fee, negligible impact at this depth.
+        assert_eq!(out.amount_in, U256::from(1_000_000u64));
+        assert!(out.amount_out <= U256::from(997_000u64) && out.amount_out >= U256::from(996_990u64), "{}", out.amount_out);
+        assert_eq!(out.ticks_crossed, 0);
+    }
+
+    #[test]
+    fn swap_beyond_the_liquidity_stops_at_the_edge_and_partially_fills() {
+        let pool = flat_pool(10u128.pow(18));
+        let huge = U256::from(10u128.pow(30));
+        let out = pool.swap_exact_in(pool.token0, huge).unwrap();
+        assert!(out.amount_in < huge, "the pool cannot take it all");
+        assert_eq!(out.ticks_crossed, 1);
+        // Everything token1 the position held came out.
+        let max_out = amount1_delta(sqrt_ratio_at_tick(-600), Q96, 10u128.pow(18), false);
+        assert!(out.amount_out <= max_out && out.amount_out + U256::from(2u8) >= max_out);
+        assert_eq!(pool.swap_exact_in(Address::repeat_byte(9), huge), Err(SwapError::WrongToken));
+    }
+}
