@@ -1,7 +1,10 @@
 //! Off-chain swap simulation against the devnet's real Uniswap V3 pools equals QuoterV2, to the wei:
 //! small swaps, swaps that cross several initialized ticks, and swaps larger than the pool can fill.
 
-use alloy::{eips::BlockId, primitives::{U256, aliases::U160}};
+use alloy::{
+    eips::BlockId,
+    primitives::{U256, aliases::U160},
+};
 use cascade::{
     chain::{self, bindings::QuoterV2},
     devnet::{Devnet, DevnetOptions},
@@ -14,9 +17,12 @@ fn units(n: u128, decimals: u8) -> U256 {
 
 #[tokio::test]
 async fn simulated_swaps_equal_quoter_v2() {
-    let net = Devnet::start(&DevnetOptions { borrowers: 0, ..Default::default() })
-        .await
-        .unwrap_or_else(|e| panic!("devnet did not start: {e:#}"));
+    let net = Devnet::start(&DevnetOptions {
+        borrowers: 0,
+        ..Default::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("devnet did not start: {e:#}"));
     let d = &net.deployment;
     let sym = |s: &str| d.asset(s).unwrap().address;
     let cases = [
@@ -34,10 +40,21 @@ async fn simulated_swaps_equal_quoter_v2() {
     let mut crossed_several = false;
     let mut partial = false;
     for (label, token_in, amount) in cases {
-        let deployed = d.uniswap.pools.iter().find(|p| p.label == label).unwrap_or_else(|| panic!("pool {label}"));
-        let pool = load_pool(&net.rpc, d.multicall, deployed.address, BlockId::latest()).await.expect("load pool");
+        let deployed = d
+            .uniswap
+            .pools
+            .iter()
+            .find(|p| p.label == label)
+            .unwrap_or_else(|| panic!("pool {label}"));
+        let pool = load_pool(&net.rpc, d.multicall, deployed.address, BlockId::latest())
+            .await
+            .expect("load pool");
         let token_in = sym(token_in);
-        let token_out = if token_in == pool.token0 { pool.token1 } else { pool.token0 };
+        let token_out = if token_in == pool.token0 {
+            pool.token1
+        } else {
+            pool.token0
+        };
         let ours = pool.swap_exact_in(token_in, amount).expect("simulate");
         let quote = chain::view(
             &net.rpc,
@@ -64,11 +81,21 @@ async fn simulated_swaps_equal_quoter_v2() {
             ours.amount_in == amount
         );
         assert_eq!(ours.amount_out, quote.amountOut, "{label}: amount out");
-        assert_eq!(ours.sqrt_price_after, U256::from(quote.sqrtPriceX96After), "{label}: price after");
-        assert_eq!(ours.ticks_crossed, quote.initializedTicksCrossed, "{label}: ticks crossed");
+        assert_eq!(
+            ours.sqrt_price_after,
+            U256::from(quote.sqrtPriceX96After),
+            "{label}: price after"
+        );
+        assert_eq!(
+            ours.ticks_crossed, quote.initializedTicksCrossed,
+            "{label}: ticks crossed"
+        );
         crossed_several |= ours.ticks_crossed >= 2;
         partial |= ours.amount_in < amount;
     }
-    assert!(crossed_several, "some swap should cross several initialized ticks");
+    assert!(
+        crossed_several,
+        "some swap should cross several initialized ticks"
+    );
     assert!(partial, "some swap should be larger than the pool can fill");
 }

@@ -24,6 +24,10 @@ pub struct Args {
     /// Mine a block every S seconds once deployed (default: a block per transaction).
     #[arg(long, value_name = "S")]
     pub block_time: Option<u64>,
+    /// Install the OP stack's GasPriceOracle and L1Block predeploys with L1 values, so every plan on
+    /// this devnet carries an L1 data fee.
+    #[arg(long)]
+    pub op_stack: bool,
     /// Where to write the keeper config for this devnet.
     #[arg(long, value_name = "PATH", default_value = "config/devnet.toml")]
     pub write_config: PathBuf,
@@ -36,6 +40,7 @@ pub async fn run(args: Args) -> eyre::Result<()> {
         rpc_url: args.rpc_url.clone(),
         borrowers: args.borrowers,
         block_time_secs: args.block_time,
+        op_stack: args.op_stack,
     };
     let devnet = start_and_describe(&opts, &args.write_config).await?;
     println!("\ndevnet running at {}; Ctrl-C to stop.", devnet.rpc_url);

@@ -5,6 +5,7 @@ pub mod aave;
 pub mod artifacts;
 pub mod deployer;
 pub mod market;
+pub mod op_stack;
 pub mod report;
 pub mod seed;
 pub mod shock;
@@ -43,6 +44,8 @@ pub struct DevnetOptions {
     pub borrowers: u64,
     /// Once deployed, mine a block every this many seconds (automine until then, and when `None`).
     pub block_time_secs: Option<u64>,
+    /// Make the chain an OP-stack chain for fees: GasPriceOracle and L1Block at their predeploys.
+    pub op_stack: bool,
 }
 
 impl Default for DevnetOptions {
@@ -52,6 +55,7 @@ impl Default for DevnetOptions {
             rpc_url: None,
             borrowers: 50,
             block_time_secs: None,
+            op_stack: false,
         }
     }
 }
@@ -166,6 +170,11 @@ impl Devnet {
         let rpc = chain::connect_http(&rpc_url)?;
         let started = Instant::now();
         let deployment = deploy(&rpc, opts.borrowers).await?;
+        if opts.op_stack {
+            op_stack::install(&rpc, &op_stack::typical_l1_values())
+                .await
+                .wrap_err("installing the OP-stack fee predeploys")?;
+        }
         if let Some(secs) = opts.block_time_secs {
             rpc.anvil_set_interval_mining(secs)
                 .await

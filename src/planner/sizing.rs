@@ -99,7 +99,11 @@ pub enum SizingError {
 pub fn max_repay(case: &LiquidationCase) -> U256 {
     match case.rules {
         Rules::V3_0 => {
-            let factor = if case.health_factor > CLOSE_FACTOR_HF_THRESHOLD { 5_000 } else { 10_000 };
+            let factor = if case.health_factor > CLOSE_FACTOR_HF_THRESHOLD {
+                5_000
+            } else {
+                10_000
+            };
             percent_mul(case.debt.balance, factor)
         }
         Rules::V3_3 => {
@@ -120,7 +124,10 @@ pub fn max_repay(case: &LiquidationCase) -> U256 {
 }
 
 /// What `liquidationCall(…, debtToCover = requested, receiveAToken = false)` pays out.
-pub fn liquidation_amounts(case: &LiquidationCase, requested: U256) -> Result<LiquidationAmounts, SizingError> {
+pub fn liquidation_amounts(
+    case: &LiquidationCase,
+    requested: U256,
+) -> Result<LiquidationAmounts, SizingError> {
     if case.health_factor >= crate::units::WAD {
         return Err(SizingError::Healthy);
     }
@@ -132,7 +139,10 @@ pub fn liquidation_amounts(case: &LiquidationCase, requested: U256) -> Result<Li
     let base_collateral = d.price * debt_to_cover * c.unit() / (c.price * d.unit());
     let max_collateral = percent_mul(base_collateral, case.bonus_bps);
     let (collateral_total, debt_repaid, collateral_bound) = if max_collateral > c.balance {
-        let needed = percent_div(c.price * c.balance * d.unit() / (d.price * c.unit()), case.bonus_bps);
+        let needed = percent_div(
+            c.price * c.balance * d.unit() / (d.price * c.unit()),
+            case.bonus_bps,
+        );
         (c.balance, needed, true)
     } else {
         (max_collateral, debt_to_cover, false)
@@ -147,14 +157,17 @@ pub fn liquidation_amounts(case: &LiquidationCase, requested: U256) -> Result<Li
     if case.rules == Rules::V3_3 {
         let debt_left = d.balance - debt_repaid.min(d.balance);
         let collateral_left = c.balance - collateral_total;
-        if debt_left > U256::ZERO && collateral_left > U256::ZERO {
-            if d.value(debt_left) < MIN_LEFTOVER_BASE || c.value(collateral_left) < MIN_LEFTOVER_BASE {
-                return Err(SizingError::LeavesDust);
-            }
+        let leaves_both = debt_left > U256::ZERO && collateral_left > U256::ZERO;
+        if leaves_both
+            && (d.value(debt_left) < MIN_LEFTOVER_BASE
+                || c.value(collateral_left) < MIN_LEFTOVER_BASE)
+        {
+            return Err(SizingError::LeavesDust);
         }
         // All of this collateral gone and it was the borrower's only collateral: the rest is burned.
         let this_collateral_value = c.value(c.balance);
-        creates_deficit = collateral_left.is_zero() && this_collateral_value >= case.total_collateral_base;
+        creates_deficit =
+            collateral_left.is_zero() && this_collateral_value >= case.total_collateral_base;
     }
     Ok(LiquidationAmounts {
         debt_repaid,
@@ -195,7 +208,9 @@ pub fn best_repay<E>(
             best = Some((a, p, k));
         }
     }
-    let Some((mut best_amounts, mut best_profit, k)) = best else { return Ok(None) };
+    let Some((mut best_amounts, mut best_profit, k)) = best else {
+        return Ok(None);
+    };
     // Refine between the neighbours of the best grid point.
     let (mut lo, mut hi) = (at(k.saturating_sub(1)), at((k + 1).min(STEPS)));
     for _ in 0..40 {
@@ -244,8 +259,16 @@ mod tests {
             health_factor: wad_milli(990),
             total_debt_base: usd(15_000),
             total_collateral_base: usd(18_000),
-            collateral: Side { balance: tokens(10, 18), price: usd(1_800), decimals: 18 },
-            debt: Side { balance: tokens(15_000, 6), price: usd(1), decimals: 6 },
+            collateral: Side {
+                balance: tokens(10, 18),
+                price: usd(1_800),
+                decimals: 18,
+            },
+            debt: Side {
+                balance: tokens(15_000, 6),
+                price: usd(1),
+                decimals: 6,
+            },
             bonus_bps: 10_500,
             protocol_fee_bps: 1_000,
         }
@@ -269,7 +292,10 @@ mod tests {
 
     #[test]
     fn v3_0_all_below_095() {
-        let case = LiquidationCase { health_factor: wad_milli(940), ..weth_usdc(Rules::V3_0) };
+        let case = LiquidationCase {
+            health_factor: wad_milli(940),
+            ..weth_usdc(Rules::V3_0)
+        };
         assert_eq!(max_repay(&case), tokens(15_000, 6));
         // 15,000 USDC would need 8.75 WETH: within the 10 WETH, so the whole debt goes.
         let a = liquidation_amounts(&case, U256::MAX).unwrap();
@@ -280,7 +306,10 @@ mod tests {
     #[test]
     fn collateral_bound_scales_the_repay_down() {
         // Only 5 WETH of collateral: at most 5 × 1,800 / 1.05 = 8,571.43 USDC can be repaid.
-        let mut case = LiquidationCase { health_factor: wad_milli(600), ..weth_usdc(Rules::V3_0) };
+        let mut case = LiquidationCase {
+            health_factor: wad_milli(600),
+            ..weth_usdc(Rules::V3_0)
+        };
         case.collateral.balance = tokens(5, 18);
         let a = liquidation_amounts(&case, U256::MAX).unwrap();
         assert!(a.collateral_bound);
@@ -294,7 +323,10 @@ mod tests {
         let case = weth_usdc(Rules::V3_3);
         assert_eq!(max_repay(&case), tokens(7_500, 6));
         // Below 0.95: 100%.
-        let deep = LiquidationCase { health_factor: wad_milli(940), ..case };
+        let deep = LiquidationCase {
+            health_factor: wad_milli(940),
+            ..case
+        };
         assert_eq!(max_repay(&deep), tokens(15_000, 6));
         // A small position (under $2,000 of debt): 100% even above 0.95.
         let mut small = weth_usdc(Rules::V3_3);
@@ -310,51 +342,81 @@ mod tests {
 
     #[test]
     fn v3_3_dust_rule() {
-        let case = LiquidationCase { health_factor: wad_milli(940), ..weth_usdc(Rules::V3_3) };
+        let case = LiquidationCase {
+            health_factor: wad_milli(940),
+            ..weth_usdc(Rules::V3_3)
+        };
         // Repaying 14,500 leaves $500 of debt while collateral remains: reverts with MustNotLeaveDust.
-        assert_eq!(liquidation_amounts(&case, tokens(14_500, 6)), Err(SizingError::LeavesDust));
+        assert_eq!(
+            liquidation_amounts(&case, tokens(14_500, 6)),
+            Err(SizingError::LeavesDust)
+        );
         // Repaying 13,000 leaves $2,000 of debt and 10 − 7.58 WETH: fine.
         assert!(liquidation_amounts(&case, tokens(13_000, 6)).is_ok());
         // V3.0 has no such rule.
-        let v30 = LiquidationCase { rules: Rules::V3_0, ..case };
+        let v30 = LiquidationCase {
+            rules: Rules::V3_0,
+            ..case
+        };
         assert!(liquidation_amounts(&v30, tokens(14_500, 6)).is_ok());
     }
 
     #[test]
     fn v3_3_deficit_when_the_only_collateral_is_gone() {
-        let mut case = LiquidationCase { health_factor: wad_milli(500), ..weth_usdc(Rules::V3_3) };
+        let mut case = LiquidationCase {
+            health_factor: wad_milli(500),
+            ..weth_usdc(Rules::V3_3)
+        };
         case.collateral.balance = tokens(5, 18);
         case.total_collateral_base = usd(9_000);
         let a = liquidation_amounts(&case, U256::MAX).unwrap();
         assert!(a.collateral_bound && a.creates_deficit);
         // With other collateral elsewhere, no deficit.
         case.total_collateral_base = usd(20_000);
-        assert!(!liquidation_amounts(&case, U256::MAX).unwrap().creates_deficit);
+        assert!(
+            !liquidation_amounts(&case, U256::MAX)
+                .unwrap()
+                .creates_deficit
+        );
     }
 
     #[test]
     fn healthy_positions_are_refused() {
-        let case = LiquidationCase { health_factor: WAD, ..weth_usdc(Rules::V3_0) };
-        assert_eq!(liquidation_amounts(&case, U256::MAX), Err(SizingError::Healthy));
+        let case = LiquidationCase {
+            health_factor: WAD,
+            ..weth_usdc(Rules::V3_0)
+        };
+        assert_eq!(
+            liquidation_amounts(&case, U256::MAX),
+            Err(SizingError::Healthy)
+        );
     }
 
     #[test]
     fn best_repay_stops_where_price_impact_eats_the_bonus() {
         // The collateral sells at the oracle price less an impact growing with size: output =
         // value·(1 − k·value). With a 5% bonus, profit peaks before the close-factor maximum.
-        let case = LiquidationCase { health_factor: wad_milli(940), ..weth_usdc(Rules::V3_0) };
+        let case = LiquidationCase {
+            health_factor: wad_milli(940),
+            ..weth_usdc(Rules::V3_0)
+        };
         let usdc_out = |weth: U256| -> i128 {
             let value = weth * U256::from(1_800_000_000u64) / WAD; // USDC raw units
             let v = value.to::<u128>() as i128;
             v - v * v / 200_000_000_000 // impact: 1% per $2,000
         };
         let (amounts, profit) = best_repay(&case, |a| {
-            Ok::<_, ()>(Some(usdc_out(a.collateral_to_liquidator) - a.debt_repaid.to::<u128>() as i128))
+            Ok::<_, ()>(Some(
+                usdc_out(a.collateral_to_liquidator) - a.debt_repaid.to::<u128>() as i128,
+            ))
         })
         .unwrap()
         .unwrap();
         assert!(profit > 0);
-        assert!(amounts.debt_repaid < max_repay(&case), "impact should stop short of the maximum");
+        assert!(
+            amounts.debt_repaid < max_repay(&case),
+            "impact should stop short of the maximum"
+        );
         // No other repay does better (checked on a fine grid).
         for k in 1..=200u64 {
             let repay = max_repay(&case) * U256::from(k) / U256::from(200u64);
@@ -363,6 +425,10 @@ mod tests {
             assert!(p <= profit + 2, "repay {repay} gives {p} > {profit}");
         }
         // Nothing profitable: None.
-        assert!(best_repay(&case, |_| Ok::<_, ()>(Some(-1))).unwrap().is_none());
+        assert!(
+            best_repay(&case, |_| Ok::<_, ()>(Some(-1)))
+                .unwrap()
+                .is_none()
+        );
     }
 }

@@ -31,16 +31,55 @@ pub struct BlobParams {
 /// Ethereum mainnet's schedule (activation times from EIP-7607 and the fork meta-EIPs, values from
 /// go-ethereum's mainnet `BlobScheduleConfig`), oldest first.
 pub const MAINNET: [BlobParams; 5] = [
-    BlobParams { fork: "cancun", activation: 1_710_338_135, target: 3, max: 6, update_fraction: 3_338_477, reserve_price: false },
-    BlobParams { fork: "prague", activation: 1_746_612_311, target: 6, max: 9, update_fraction: 5_007_716, reserve_price: false },
-    BlobParams { fork: "osaka", activation: 1_764_798_551, target: 6, max: 9, update_fraction: 5_007_716, reserve_price: true },
-    BlobParams { fork: "bpo1", activation: 1_765_290_071, target: 10, max: 15, update_fraction: 8_346_193, reserve_price: true },
-    BlobParams { fork: "bpo2", activation: 1_767_747_671, target: 14, max: 21, update_fraction: 11_684_671, reserve_price: true },
+    BlobParams {
+        fork: "cancun",
+        activation: 1_710_338_135,
+        target: 3,
+        max: 6,
+        update_fraction: 3_338_477,
+        reserve_price: false,
+    },
+    BlobParams {
+        fork: "prague",
+        activation: 1_746_612_311,
+        target: 6,
+        max: 9,
+        update_fraction: 5_007_716,
+        reserve_price: false,
+    },
+    BlobParams {
+        fork: "osaka",
+        activation: 1_764_798_551,
+        target: 6,
+        max: 9,
+        update_fraction: 5_007_716,
+        reserve_price: true,
+    },
+    BlobParams {
+        fork: "bpo1",
+        activation: 1_765_290_071,
+        target: 10,
+        max: 15,
+        update_fraction: 8_346_193,
+        reserve_price: true,
+    },
+    BlobParams {
+        fork: "bpo2",
+        activation: 1_767_747_671,
+        target: 14,
+        max: 21,
+        update_fraction: 11_684_671,
+        reserve_price: true,
+    },
 ];
 
 /// The parameters in force at `timestamp` (`None` before the schedule's first fork).
 pub fn params_at(schedule: &[BlobParams], timestamp: u64) -> Option<BlobParams> {
-    schedule.iter().rev().find(|p| timestamp >= p.activation).copied()
+    schedule
+        .iter()
+        .rev()
+        .find(|p| timestamp >= p.activation)
+        .copied()
 }
 
 /// `factor · e^(numerator / denominator)` by the EIP-4844 Taylor series, in integers.
@@ -58,7 +97,11 @@ pub fn fake_exponential(factor: U256, numerator: U256, denominator: U256) -> U25
 
 /// The blob base fee for a block with `excess_blob_gas` under `params`.
 pub fn blob_base_fee(excess_blob_gas: u64, params: &BlobParams) -> U256 {
-    fake_exponential(U256::from(1u8), U256::from(excess_blob_gas), U256::from(params.update_fraction))
+    fake_exponential(
+        U256::from(1u8),
+        U256::from(excess_blob_gas),
+        U256::from(params.update_fraction),
+    )
 }
 
 /// What the next block's blob fee depends on, read from the head's header.
@@ -85,14 +128,19 @@ pub fn next_excess_blob_gas(parent: &ParentBlobHeader, next: &BlobParams) -> u64
         let reserve = U256::from(BLOB_BASE_COST) * U256::from(parent.base_fee_per_gas);
         let blob_price = blob_base_fee(parent.excess_blob_gas, next) * U256::from(GAS_PER_BLOB);
         if reserve > blob_price {
-            return parent.excess_blob_gas + parent.blob_gas_used * (next.max - next.target) / next.max;
+            return parent.excess_blob_gas
+                + parent.blob_gas_used * (next.max - next.target) / next.max;
         }
     }
     total - target_gas
 }
 
 /// The blob base fee of the block after `parent`, to be mined at `next_timestamp`.
-pub fn next_blob_base_fee(schedule: &[BlobParams], parent: &ParentBlobHeader, next_timestamp: u64) -> Option<U256> {
+pub fn next_blob_base_fee(
+    schedule: &[BlobParams],
+    parent: &ParentBlobHeader,
+    next_timestamp: u64,
+) -> Option<U256> {
     let next = params_at(schedule, next_timestamp)?;
     Some(blob_base_fee(next_excess_blob_gas(parent, &next), &next))
 }
@@ -126,7 +174,11 @@ mod tests {
             (1, 50_000_000, 2_225_652, 5_709_098_764),
         ];
         for (f, n, d, want) in cases {
-            assert_eq!(fake_exponential(u(f), u(n), u(d)), u(want), "fake_exponential({f}, {n}, {d})");
+            assert_eq!(
+                fake_exponential(u(f), u(n), u(d)),
+                u(want),
+                "fake_exponential({f}, {n}, {d})"
+            );
         }
     }
 
@@ -134,7 +186,12 @@ mod tests {
     #[test]
     fn cancun_blob_fees() {
         let cancun = MAINNET[0];
-        for (excess, fee) in [(0u64, 1u64), (2_314_057, 1), (2_314_058, 2), (10 * 1024 * 1024, 23)] {
+        for (excess, fee) in [
+            (0u64, 1u64),
+            (2_314_057, 1),
+            (2_314_058, 2),
+            (10 * 1024 * 1024, 23),
+        ] {
             assert_eq!(blob_base_fee(excess, &cancun), u(fee), "excess {excess}");
         }
     }
@@ -168,8 +225,17 @@ mod tests {
                 (GAS_PER_BLOB - 1, t - 1, 0),
             ];
             for (excess, blobs, want) in cases {
-                let parent = ParentBlobHeader { excess_blob_gas: excess, blob_gas_used: blobs * GAS_PER_BLOB, base_fee_per_gas: 1 };
-                assert_eq!(next_excess_blob_gas(&parent, &params), want, "{} excess {excess} blobs {blobs}", params.fork);
+                let parent = ParentBlobHeader {
+                    excess_blob_gas: excess,
+                    blob_gas_used: blobs * GAS_PER_BLOB,
+                    base_fee_per_gas: 1,
+                };
+                assert_eq!(
+                    next_excess_blob_gas(&parent, &params),
+                    want,
+                    "{} excess {excess} blobs {blobs}",
+                    params.fork
+                );
             }
         }
     }
@@ -191,30 +257,65 @@ mod tests {
         // A full block (9 blobs) on a parent whose execution base fee is 10 gwei: the blob price at this
         // excess (1 wei per blob gas) is far below the 8192 × 10 gwei reserve, so excess grows by
         // used·(max−target)/max instead of used−target.
-        let parent = ParentBlobHeader { excess_blob_gas: 1_000_000, blob_gas_used: 9 * GAS_PER_BLOB, base_fee_per_gas: 10_000_000_000 };
-        assert_eq!(next_excess_blob_gas(&parent, &osaka), 1_000_000 + 9 * GAS_PER_BLOB * 3 / 9);
+        let parent = ParentBlobHeader {
+            excess_blob_gas: 1_000_000,
+            blob_gas_used: 9 * GAS_PER_BLOB,
+            base_fee_per_gas: 10_000_000_000,
+        };
+        assert_eq!(
+            next_excess_blob_gas(&parent, &osaka),
+            1_000_000 + 9 * GAS_PER_BLOB * 3 / 9
+        );
         // Before Osaka (Prague, same target) the plain rule applies.
-        assert_eq!(next_excess_blob_gas(&parent, &MAINNET[1]), 1_000_000 + 3 * GAS_PER_BLOB);
+        assert_eq!(
+            next_excess_blob_gas(&parent, &MAINNET[1]),
+            1_000_000 + 3 * GAS_PER_BLOB
+        );
         // With a negligible execution base fee the reserve does not bind.
-        let cheap = ParentBlobHeader { base_fee_per_gas: 1, ..parent };
-        assert_eq!(next_excess_blob_gas(&cheap, &osaka), 1_000_000 + 3 * GAS_PER_BLOB);
+        let cheap = ParentBlobHeader {
+            base_fee_per_gas: 1,
+            ..parent
+        };
+        assert_eq!(
+            next_excess_blob_gas(&cheap, &osaka),
+            1_000_000 + 3 * GAS_PER_BLOB
+        );
         // The reserve binds only while blobs are cheap: at a high excess the blob price wins.
-        let pricey = ParentBlobHeader { excess_blob_gas: 150_000_000, ..parent };
-        assert!(blob_base_fee(pricey.excess_blob_gas, &osaka) * u(GAS_PER_BLOB) > u(BLOB_BASE_COST * 10_000_000_000));
-        assert_eq!(next_excess_blob_gas(&pricey, &osaka), 150_000_000 + 3 * GAS_PER_BLOB);
+        let pricey = ParentBlobHeader {
+            excess_blob_gas: 150_000_000,
+            ..parent
+        };
+        assert!(
+            blob_base_fee(pricey.excess_blob_gas, &osaka) * u(GAS_PER_BLOB)
+                > u(BLOB_BASE_COST * 10_000_000_000)
+        );
+        assert_eq!(
+            next_excess_blob_gas(&pricey, &osaka),
+            150_000_000 + 3 * GAS_PER_BLOB
+        );
     }
 
     #[test]
     fn bpo_boundary_uses_the_next_blocks_schedule() {
         // The parent is the last Osaka block; the next block is BPO1's first: target 10, fraction 8346193.
-        let parent = ParentBlobHeader { excess_blob_gas: 20_000_000, blob_gas_used: 9 * GAS_PER_BLOB, base_fee_per_gas: 1 };
+        let parent = ParentBlobHeader {
+            excess_blob_gas: 20_000_000,
+            blob_gas_used: 9 * GAS_PER_BLOB,
+            base_fee_per_gas: 1,
+        };
         let bpo1 = MAINNET[3];
         let at_boundary = next_blob_base_fee(&MAINNET, &parent, bpo1.activation).unwrap();
         let expected_excess = 20_000_000 + 9 * GAS_PER_BLOB - 10 * GAS_PER_BLOB;
-        assert_eq!(at_boundary, fake_exponential(u(1), u(expected_excess), u(8_346_193)));
+        assert_eq!(
+            at_boundary,
+            fake_exponential(u(1), u(expected_excess), u(8_346_193))
+        );
         // One second earlier it is still Osaka: target 6, fraction 5007716.
         let before = next_blob_base_fee(&MAINNET, &parent, bpo1.activation - 1).unwrap();
-        assert_eq!(before, fake_exponential(u(1), u(20_000_000 + 3 * GAS_PER_BLOB), u(5_007_716)));
+        assert_eq!(
+            before,
+            fake_exponential(u(1), u(20_000_000 + 3 * GAS_PER_BLOB), u(5_007_716))
+        );
         assert!(at_boundary < before);
     }
 }

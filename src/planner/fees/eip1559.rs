@@ -35,7 +35,10 @@ mod tests {
     fn base_fee_moves_by_at_most_an_eighth() {
         let gwei = 1_000_000_000u128;
         assert_eq!(next_base_fee(10 * gwei, 15_000_000, 30_000_000), 10 * gwei);
-        assert_eq!(next_base_fee(10 * gwei, 30_000_000, 30_000_000), 11_250_000_000);
+        assert_eq!(
+            next_base_fee(10 * gwei, 30_000_000, 30_000_000),
+            11_250_000_000
+        );
         assert_eq!(next_base_fee(10 * gwei, 0, 30_000_000), 8_750_000_000);
         // A tiny overshoot still raises the fee by at least 1 wei.
         assert_eq!(next_base_fee(7, 15_000_001, 30_000_000), 8);

@@ -3,3 +3,4 @@
 
 pub mod blob;
 pub mod eip1559;
+pub mod op_stack;

@@ -76,7 +76,12 @@ pub fn sqrt_ratio_at_tick(tick: i32) -> U256 {
         ratio = U256::MAX / ratio;
     }
     let remainder = ratio & U256::from(u32::MAX);
-    (ratio >> 32) + if remainder.is_zero() { U256::ZERO } else { U256::from(1u8) }
+    (ratio >> 32)
+        + if remainder.is_zero() {
+            U256::ZERO
+        } else {
+            U256::from(1u8)
+        }
 }
 
 /// `TickMath.getTickAtSqrtRatio`: the greatest tick whose sqrt ratio is ≤ `sqrt_price` (by bisection
@@ -110,7 +115,12 @@ fn mul_div_rounding_up(a: U256, b: U256, denominator: U256) -> U256 {
 }
 
 fn div_rounding_up(a: U256, b: U256) -> U256 {
-    a / b + if (a % b).is_zero() { U256::ZERO } else { U256::from(1u8) }
+    a / b
+        + if (a % b).is_zero() {
+            U256::ZERO
+        } else {
+            U256::from(1u8)
+        }
 }
 
 /// `SqrtPriceMath.getAmount0Delta`.
@@ -136,7 +146,12 @@ pub fn amount1_delta(a: U256, b: U256, liquidity: u128, round_up: bool) -> U256 
 }
 
 /// `SqrtPriceMath.getNextSqrtPriceFromInput`.
-fn next_sqrt_price_from_input(sqrt_price: U256, liquidity: u128, amount_in: U256, zero_for_one: bool) -> U256 {
+fn next_sqrt_price_from_input(
+    sqrt_price: U256,
+    liquidity: u128,
+    amount_in: U256,
+    zero_for_one: bool,
+) -> U256 {
     if amount_in.is_zero() {
         return sqrt_price;
     }
@@ -163,7 +178,13 @@ fn next_sqrt_price_from_input(sqrt_price: U256, liquidity: u128, amount_in: U256
 }
 
 /// One `SwapMath.computeSwapStep` for exact input: (next sqrt price, amount in, amount out, fee).
-fn swap_step(current: U256, target: U256, liquidity: u128, remaining: U256, fee_pips: u32) -> (U256, U256, U256, U256) {
+fn swap_step(
+    current: U256,
+    target: U256,
+    liquidity: u128,
+    remaining: U256,
+    fee_pips: u32,
+) -> (U256, U256, U256, U256) {
     let zero_for_one = current >= target;
     let million = U256::from(1_000_000u32);
     let fee = U256::from(fee_pips);
@@ -181,16 +202,28 @@ fn swap_step(current: U256, target: U256, liquidity: u128, remaining: U256, fee_
     let reached = next == target;
     let (amount_in, amount_out) = if zero_for_one {
         (
-            if reached { full_in } else { amount0_delta(next, current, liquidity, true) },
+            if reached {
+                full_in
+            } else {
+                amount0_delta(next, current, liquidity, true)
+            },
             amount1_delta(next, current, liquidity, false),
         )
     } else {
         (
-            if reached { full_in } else { amount1_delta(current, next, liquidity, true) },
+            if reached {
+                full_in
+            } else {
+                amount1_delta(current, next, liquidity, true)
+            },
             amount0_delta(current, next, liquidity, false),
         )
     };
-    let fee_amount = if !reached { remaining - amount_in } else { mul_div_rounding_up(amount_in, fee, million - fee) };
+    let fee_amount = if !reached {
+        remaining - amount_in
+    } else {
+        mul_div_rounding_up(amount_in, fee, million - fee)
+    };
     (next, amount_in, amount_out, fee_amount)
 }
 
@@ -245,7 +278,10 @@ pub enum SwapError {
 
 impl PoolState {
     fn word(&self, pos: i16) -> Result<U256, SwapError> {
-        self.bitmap.get(&pos).copied().ok_or(SwapError::BeyondLoadedTicks(pos))
+        self.bitmap
+            .get(&pos)
+            .copied()
+            .ok_or(SwapError::BeyondLoadedTicks(pos))
     }
 
     /// `TickBitmap.nextInitializedTickWithinOneWord`.
@@ -278,7 +314,11 @@ impl PoolState {
 
     /// Simulates swapping exactly `amount_in` of `token_in` with no price limit (as QuoterV2 does with a
     /// zero limit: the pool's extreme ratio).
-    pub fn swap_exact_in(&self, token_in: Address, amount_in: U256) -> Result<SwapOutcome, SwapError> {
+    pub fn swap_exact_in(
+        &self,
+        token_in: Address,
+        amount_in: U256,
+    ) -> Result<SwapOutcome, SwapError> {
         let zero_for_one = if token_in == self.token0 {
             true
         } else if token_in == self.token1 {
@@ -286,8 +326,13 @@ impl PoolState {
         } else {
             return Err(SwapError::WrongToken);
         };
-        let limit = if zero_for_one { MIN_SQRT_RATIO + U256::from(1u8) } else { MAX_SQRT_RATIO - U256::from(1u8) };
-        let (mut sqrt_price, mut tick, mut liquidity) = (self.sqrt_price, self.tick, self.liquidity);
+        let limit = if zero_for_one {
+            MIN_SQRT_RATIO + U256::from(1u8)
+        } else {
+            MAX_SQRT_RATIO - U256::from(1u8)
+        };
+        let (mut sqrt_price, mut tick, mut liquidity) =
+            (self.sqrt_price, self.tick, self.liquidity);
         let mut remaining = amount_in;
         let mut out = U256::ZERO;
         let mut crossed = 0u32;
@@ -296,24 +341,42 @@ impl PoolState {
             let (mut next_tick, initialized) = self.next_tick_within_word(tick, zero_for_one)?;
             next_tick = next_tick.clamp(MIN_TICK, MAX_TICK);
             let next_price = sqrt_ratio_at_tick(next_tick);
-            let target = if zero_for_one { next_price.max(limit) } else { next_price.min(limit) };
-            let (new_price, step_in, step_out, fee) = swap_step(sqrt_price, target, liquidity, remaining, self.fee);
+            let target = if zero_for_one {
+                next_price.max(limit)
+            } else {
+                next_price.min(limit)
+            };
+            let (new_price, step_in, step_out, fee) =
+                swap_step(sqrt_price, target, liquidity, remaining, self.fee);
             sqrt_price = new_price;
             remaining -= step_in + fee;
             out += step_out;
             if sqrt_price == next_price {
                 if initialized {
-                    let net = self.liquidity_net.get(&next_tick).copied().unwrap_or_default();
+                    let net = self
+                        .liquidity_net
+                        .get(&next_tick)
+                        .copied()
+                        .unwrap_or_default();
                     let net = if zero_for_one { -net } else { net };
                     liquidity = liquidity.checked_add_signed(net).unwrap_or(0);
                     crossed += 1;
                 }
-                tick = if zero_for_one { next_tick - 1 } else { next_tick };
+                tick = if zero_for_one {
+                    next_tick - 1
+                } else {
+                    next_tick
+                };
             } else if sqrt_price != start {
                 tick = tick_at_sqrt_ratio(sqrt_price);
             }
         }
-        Ok(SwapOutcome { amount_out: out, amount_in: amount_in - remaining, sqrt_price_after: sqrt_price, ticks_crossed: crossed })
+        Ok(SwapOutcome {
+            amount_out: out,
+            amount_in: amount_in - remaining,
+            sqrt_price_after: sqrt_price,
+            ticks_crossed: crossed,
+        })
     }
 }
 
@@ -326,34 +389,86 @@ pub const WORDS_EACH_SIDE: i16 = 64;
 
 /// The bitmap words a pool with this spacing can use.
 pub fn word_range(spacing: i32) -> (i16, i16) {
-    (((MIN_TICK / spacing) >> 8) as i16, ((MAX_TICK / spacing) >> 8) as i16)
+    (
+        ((MIN_TICK / spacing) >> 8) as i16,
+        ((MAX_TICK / spacing) >> 8) as i16,
+    )
 }
 
 /// Reads a pool's state at `block`: slot0, liquidity, fee and spacing, the bitmap words around the
 /// current tick, and the `liquidityNet` of every initialized tick in them. Three batched requests.
-pub async fn load_pool(rpc: &Rpc, multicall_address: Address, pool: Address, block: BlockId) -> Result<PoolState, ChainError> {
+pub async fn load_pool(
+    rpc: &Rpc,
+    multicall_address: Address,
+    pool: Address,
+    block: BlockId,
+) -> Result<PoolState, ChainError> {
     let contract = UniswapV3Pool::new(pool, rpc);
-    let err = |what: &'static str| move |e: alloy::contract::Error| ChainError::rpc(what, multicall::contract_rpc_error(e));
-    let slot0 = contract.slot0().block(block).call().await.map_err(err("slot0"))?;
-    let liquidity = contract.liquidity().block(block).call().await.map_err(err("liquidity"))?;
-    let fee: u32 = contract.fee().block(block).call().await.map_err(err("fee"))?.to::<u32>();
-    let spacing: i32 = contract.tickSpacing().block(block).call().await.map_err(err("tickSpacing"))?.as_i32();
-    let token0 = contract.token0().block(block).call().await.map_err(err("token0"))?;
-    let token1 = contract.token1().block(block).call().await.map_err(err("token1"))?;
+    let err = |what: &'static str| {
+        move |e: alloy::contract::Error| ChainError::rpc(what, multicall::contract_rpc_error(e))
+    };
+    let slot0 = contract
+        .slot0()
+        .block(block)
+        .call()
+        .await
+        .map_err(err("slot0"))?;
+    let liquidity = contract
+        .liquidity()
+        .block(block)
+        .call()
+        .await
+        .map_err(err("liquidity"))?;
+    let fee: u32 = contract
+        .fee()
+        .block(block)
+        .call()
+        .await
+        .map_err(err("fee"))?
+        .to::<u32>();
+    let spacing: i32 = contract
+        .tickSpacing()
+        .block(block)
+        .call()
+        .await
+        .map_err(err("tickSpacing"))?
+        .as_i32();
+    let token0 = contract
+        .token0()
+        .block(block)
+        .call()
+        .await
+        .map_err(err("token0"))?;
+    let token1 = contract
+        .token1()
+        .block(block)
+        .call()
+        .await
+        .map_err(err("token1"))?;
     let tick = slot0.tick.as_i32();
     let center = (tick.div_euclid(spacing) >> 8) as i16;
     let (min_word, max_word) = word_range(spacing);
-    let words: Vec<i16> = if (max_word - min_word) as usize + 1 <= MAX_WORDS_LOADED_WHOLE {
+    let words: Vec<i16> = if ((max_word - min_word) as usize) < MAX_WORDS_LOADED_WHOLE {
         (min_word..=max_word).collect()
     } else {
-        (center.saturating_sub(WORDS_EACH_SIDE).max(min_word)..=center.saturating_add(WORDS_EACH_SIDE).min(max_word)).collect()
+        (center.saturating_sub(WORDS_EACH_SIDE).max(min_word)
+            ..=center.saturating_add(WORDS_EACH_SIDE).min(max_word))
+            .collect()
     };
-    let calls: Vec<_> = words.iter().map(|&w| (pool, UniswapV3PoolState::tickBitmapCall { wordPosition: w })).collect();
+    let calls: Vec<_> = words
+        .iter()
+        .map(|&w| (pool, UniswapV3PoolState::tickBitmapCall { wordPosition: w }))
+        .collect();
     let results = multicall::aggregate3(rpc, multicall_address, &calls, block).await?;
     let mut bitmap = BTreeMap::new();
     let mut initialized = Vec::new();
     for (&w, r) in words.iter().zip(results) {
-        let bits = r.map_err(|e| ChainError::rpc("tickBitmap", alloy::transports::RpcError::LocalUsageError(Box::new(e))))?;
+        let bits = r.map_err(|e| {
+            ChainError::rpc(
+                "tickBitmap",
+                alloy::transports::RpcError::LocalUsageError(Box::new(e)),
+            )
+        })?;
         bitmap.insert(w, bits);
         for bit in 0..256 {
             if bits.bit(bit) {
@@ -363,12 +478,24 @@ pub async fn load_pool(rpc: &Rpc, multicall_address: Address, pool: Address, blo
     }
     let calls: Vec<_> = initialized
         .iter()
-        .map(|&t| (pool, UniswapV3PoolState::ticksCall { tick: I24::try_from(t).expect("tick in range") }))
+        .map(|&t| {
+            (
+                pool,
+                UniswapV3PoolState::ticksCall {
+                    tick: I24::try_from(t).expect("tick in range"),
+                },
+            )
+        })
         .collect();
     let results = multicall::aggregate3(rpc, multicall_address, &calls, block).await?;
     let mut liquidity_net = BTreeMap::new();
     for (&t, r) in initialized.iter().zip(results) {
-        let info = r.map_err(|e| ChainError::rpc("ticks", alloy::transports::RpcError::LocalUsageError(Box::new(e))))?;
+        let info = r.map_err(|e| {
+            ChainError::rpc(
+                "ticks",
+                alloy::transports::RpcError::LocalUsageError(Box::new(e)),
+            )
+        })?;
         liquidity_net.insert(t, info.liquidityNet);
     }
     Ok(PoolState {
@@ -416,7 +543,10 @@ mod tests {
     fn tick_math_extremes_and_known_points() {
         assert_eq!(sqrt_ratio_at_tick(MIN_TICK), MIN_SQRT_RATIO);
         assert_eq!(sqrt_ratio_at_tick(MAX_TICK), MAX_SQRT_RATIO);
-        assert_eq!(MAX_SQRT_RATIO.to_string(), "1461446703485210103287273052203988822378723970342");
+        assert_eq!(
+            MAX_SQRT_RATIO.to_string(),
+            "1461446703485210103287273052203988822378723970342"
+        );
         assert_eq!(sqrt_ratio_at_tick(0), Q96);
         // WETH/USDC at 2,000 (devnet-notes): tick -200312 holds sqrtPriceX96 3543191142285914205922034.
         let p = U256::from(3_543_191_142_285_914_205_922_034u128);
@@ -457,10 +587,16 @@ mod tests {
     #[test]
     fn small_swap_at_price_one_pays_the_fee() {
         let pool = flat_pool(10u128.pow(24));
-        let out = pool.swap_exact_in(pool.token0, U256::from(1_000_000u64)).unwrap();
+        let out = pool
+            .swap_exact_in(pool.token0, U256::from(1_000_000u64))
+            .unwrap();
         // 0.3% fee, negligible impact at this depth.
         assert_eq!(out.amount_in, U256::from(1_000_000u64));
-        assert!(out.amount_out <= U256::from(997_000u64) && out.amount_out >= U256::from(996_990u64), "{}", out.amount_out);
+        assert!(
+            out.amount_out <= U256::from(997_000u64) && out.amount_out >= U256::from(996_990u64),
+            "{}",
+            out.amount_out
+        );
         assert_eq!(out.ticks_crossed, 0);
     }
 
@@ -474,6 +610,9 @@ mod tests {
         // Everything token1 the position held came out.
         let max_out = amount1_delta(sqrt_ratio_at_tick(-600), Q96, 10u128.pow(18), false);
         assert!(out.amount_out <= max_out && out.amount_out + U256::from(2u8) >= max_out);
-        assert_eq!(pool.swap_exact_in(Address::repeat_byte(9), huge), Err(SwapError::WrongToken));
+        assert_eq!(
+            pool.swap_exact_in(Address::repeat_byte(9), huge),
+            Err(SwapError::WrongToken)
+        );
     }
 }
