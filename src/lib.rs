@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod contracts;
 pub mod devnet;
+pub mod executor;
 pub mod planner;
 pub mod protocol;
 pub mod store;

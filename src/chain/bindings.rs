@@ -335,3 +335,38 @@ sol! {
         function getBlockNumber() external view returns (uint256 blockNumber);
     }
 }
+
+sol! {
+    /// cascade's flash-loan liquidator (contracts/Liquidator.sol).
+    #[sol(rpc, all_derives)]
+    contract Liquidator {
+        enum Venue { UniswapV3, UniswapV2 }
+
+        struct Liquidation {
+            address collateral;
+            address debt;
+            address borrower;
+            uint256 debtToCover;
+            Venue venue;
+            address swapPool;
+            uint256 minProfit;
+        }
+
+        constructor(address aavePool_, address owner_);
+        function owner() external view returns (address);
+        function liquidate(Liquidation l) external returns (uint256 profit);
+        function liquidateBatch(Liquidation[] ls) external returns (uint256[] profits);
+        function setOperator(address operator, bool allowed) external;
+        function sweep(address token, address to, uint256 amount) external;
+        function executeOperation(address asset, uint256 amount, uint256 premium, address initiator, bytes params) external returns (bool);
+        function uniswapV3SwapCallback(int256 amount0Delta, int256 amount1Delta, bytes data) external;
+
+        event Liquidated(address indexed borrower, address indexed collateral, address indexed debt, uint256 debtRepaid, uint256 collateralSold, uint256 profit);
+
+        error NotOwner();
+        error NotOperator();
+        error UnexpectedCallback();
+        error InsufficientProfit(uint256 profit, uint256 minProfit);
+        error NothingSeized();
+    }
+}

@@ -1,5 +1,610 @@
-//! The planner: turns a liquidatable position into a sized, priced liquidation or a reasoned refusal.
+//! The planner: turns a liquidatable position into a sized, priced liquidation (a [`Plan`]) or a
+//! reasoned refusal.
+//!
+//! For every collateral × debt pair of the borrower it sizes the liquidation by the protocol's rules
+//! ([`sizing`]), sells the collateral it would receive on every Uniswap V3 pool of the pair (simulated
+//! against the pools' state, [`venues`]), and searches the repay amount that maximises the debt asset
+//! left after repaying the flash loan and its premium and paying gas. The best pair is then built
+//! into the exact `Liquidator` transaction, whose gas is estimated and which is simulated with
+//! `eth_call` on the latest state; a revert is decoded and the plan dropped with the reason.
 
 pub mod fees;
 pub mod sizing;
 pub mod venues;
+
+use crate::{
+    chain::{
+        ChainError, Rpc,
+        bindings::{Liquidator, Pool, UniswapV3Factory},
+        view,
+    },
+    protocol::aave_v3::{AaveV3, math},
+    store::StoredPosition,
+    units::BaseAmount,
+};
+use alloy::{
+    eips::BlockId,
+    network::TransactionBuilder,
+    primitives::{Address, Bytes, U256, aliases::U24},
+    providers::Provider,
+    rpc::types::TransactionRequest,
+    sol_types::{SolCall, SolInterface},
+};
+use fees::op_stack::L1FeeParams;
+use sizing::{LiquidationAmounts, LiquidationCase, Rules, Side};
+use std::collections::HashMap;
+use venues::uniswap_v3::{PoolState, load_pool, price_impact_bps};
+
+/// A priced liquidation, with everything that went into the price.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Plan {
+    /// The borrower.
+    pub borrower: Address,
+    /// Collateral seized and sold.
+    pub collateral: Address,
+    /// Debt repaid (and flash-borrowed).
+    pub debt: Address,
+    /// The rules it was sized by.
+    pub rules: Rules,
+    /// Repay, collateral received, protocol fee.
+    pub amounts: LiquidationAmounts,
+    /// The pool the collateral is sold on.
+    pub swap_pool: Address,
+    /// Its fee tier (hundredths of a bip).
+    pub swap_fee: u32,
+    /// Debt asset the sale returns.
+    pub swap_out: U256,
+    /// How much worse than the pool's price before it the sale fills, bps.
+    pub price_impact_bps: u64,
+    /// Flash-loan premium (debt asset).
+    pub flash_premium: U256,
+    /// Gas limit of the transaction (estimated, with headroom).
+    pub gas_limit: u64,
+    /// Price per gas assumed (wei).
+    pub gas_price_wei: u128,
+    /// Gas cost (wei).
+    pub gas_cost_wei: U256,
+    /// L1 data fee (wei), on OP-stack chains.
+    pub l1_fee_wei: U256,
+    /// All fees in the debt asset.
+    pub fees_in_debt: U256,
+    /// swap_out − repay − premium − fees, in the debt asset (negative when it loses).
+    pub net_profit_debt: i128,
+    /// The same in USD (base currency).
+    pub net_profit_base: i128,
+    /// The minimum profit the Liquidator must keep, in the debt asset (covers the fees).
+    pub min_profit: U256,
+    /// The `Liquidator.liquidate` calldata.
+    pub calldata: Bytes,
+}
+
+/// Why there is no plan.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// Not liquidatable.
+    #[error("health factor {0} is not below 1")]
+    Healthy(String),
+    /// No collateral × debt pair has a pool to sell on.
+    #[error("no Uniswap V3 pool sells any of the borrower's collateral for any of its debt")]
+    NoVenue,
+    /// Every size loses money after the swap, the premium and gas.
+    #[error("no liquidation size is profitable: best net {best_net_base} USD (×1e-8) for {pair}")]
+    Unprofitable {
+        /// The best net outcome found, base units.
+        best_net_base: i128,
+        /// Which pair.
+        pair: String,
+    },
+    /// The exact transaction reverts on the latest state.
+    #[error("simulation reverted: {0}")]
+    Reverted(String),
+}
+
+/// Errors of the planner that are not refusals.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// Talking to the chain failed.
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+    /// The position cannot be liquidated profitably.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+}
+
+/// What planning needs besides the market.
+#[derive(Debug, Clone)]
+pub struct PlannerSettings {
+    /// The Liquidator contract.
+    pub liquidator: Address,
+    /// The account that sends (owner or operator of the Liquidator).
+    pub sender: Address,
+    /// Uniswap V3 factory.
+    pub uniswap_factory: Address,
+    /// Fee tiers to try.
+    pub fee_tiers: Vec<u32>,
+    /// Asset whose price stands for the chain's native currency (WETH), to price gas in USD.
+    pub native_asset: Address,
+    /// Priority fee to offer (wei per gas).
+    pub priority_fee_wei: u128,
+    /// Multicall3.
+    pub multicall: Address,
+}
+
+/// Gas assumed for one liquidation while sizing; the chosen plan is estimated exactly.
+const SIZING_GAS: u64 = 700_000;
+
+/// Which rules a Pool follows: V3.3 added `getReserveDeficit`; its presence is the test.
+pub async fn detect_rules(rpc: &Rpc, pool: Address) -> Result<(Rules, Option<U256>), ChainError> {
+    alloy::sol! {
+        function getReserveDeficit(address asset) external view returns (uint256);
+    }
+    let revision = view(rpc, pool, Pool::POOL_REVISIONCall {}, "POOL_REVISION")
+        .await
+        .ok();
+    let rules = match view(
+        rpc,
+        pool,
+        getReserveDeficitCall {
+            asset: Address::ZERO,
+        },
+        "getReserveDeficit",
+    )
+    .await
+    {
+        Ok(_) => Rules::V3_3,
+        Err(_) => Rules::V3_0,
+    };
+    Ok((rules, revision))
+}
+
+/// Plans liquidations on one Aave market.
+pub struct Planner {
+    rpc: Rpc,
+    settings: PlannerSettings,
+    rules: Rules,
+    flash_premium_bps: u64,
+    l1: Option<L1FeeParams>,
+}
+
+impl Planner {
+    /// Reads the Pool's rules and flash-loan premium, and the L1 fee parameters on an OP-stack chain.
+    pub async fn new(
+        rpc: Rpc,
+        market: &AaveV3,
+        settings: PlannerSettings,
+    ) -> Result<Self, ChainError> {
+        let (rules, _) = detect_rules(&rpc, market.pool).await?;
+        let premium = view(
+            &rpc,
+            market.pool,
+            Pool::FLASHLOAN_PREMIUM_TOTALCall {},
+            "FLASHLOAN_PREMIUM_TOTAL",
+        )
+        .await?;
+        let l1 = L1FeeParams::read(&rpc)
+            .await
+            .ok()
+            .filter(|p| !p.l1_base_fee.is_zero());
+        Ok(Self {
+            rpc,
+            settings,
+            rules,
+            flash_premium_bps: premium as u64,
+            l1,
+        })
+    }
+
+    /// The rules in force.
+    pub fn rules(&self) -> Rules {
+        self.rules
+    }
+
+    /// The most profitable liquidation of `borrower`, or why there is none.
+    pub async fn plan(
+        &self,
+        market: &AaveV3,
+        borrower: Address,
+        position: &StoredPosition,
+    ) -> Result<Plan, PlanError> {
+        let account = market.account_data(position);
+        if account.health_factor >= crate::units::WAD {
+            return Err(Refusal::Healthy(
+                crate::units::HealthFactor(account.health_factor).to_string(),
+            )
+            .into());
+        }
+        let now = market.block.map(|b| b.timestamp).unwrap_or_default();
+        let header = self
+            .rpc
+            .get_block_by_number(alloy::eips::BlockNumberOrTag::Latest)
+            .await
+            .map_err(|e| ChainError::rpc("latest block", e))?;
+        let base_fee = header
+            .as_ref()
+            .and_then(|b| b.header.base_fee_per_gas)
+            .map(|f| {
+                fees::eip1559::next_base_fee(
+                    u128::from(f),
+                    header.as_ref().map_or(0, |b| b.header.gas_used),
+                    header.as_ref().map_or(30_000_000, |b| b.header.gas_limit),
+                )
+            })
+            .unwrap_or(1_000_000_000);
+        let gas_price = base_fee + self.settings.priority_fee_wei;
+        let native_price = market
+            .reserve_of(self.settings.native_asset)
+            .map(|r| r.price)
+            .unwrap_or_default();
+
+        let mut pools: HashMap<(Address, Address), Vec<PoolState>> = HashMap::new();
+        let mut best: Option<(i128, Plan)> = None;
+        let mut best_loss: Option<(i128, String)> = None;
+        for c in position
+            .holdings
+            .iter()
+            .filter(|h| h.collateral_enabled && !h.scaled_a_token.is_zero())
+        {
+            let Some(cr) = market.reserves.get(&c.reserve_id) else {
+                continue;
+            };
+            if cr.config.liquidation_threshold == 0 {
+                continue;
+            }
+            for d in position.holdings.iter().filter(|h| h.borrowing) {
+                let Some(dr) = market.reserves.get(&d.reserve_id) else {
+                    continue;
+                };
+                if dr.asset == cr.asset {
+                    continue;
+                }
+                let key = (cr.asset, dr.asset);
+                if let std::collections::hash_map::Entry::Vacant(slot) = pools.entry(key) {
+                    slot.insert(self.pools_for(cr.asset, dr.asset).await?);
+                }
+                let candidates = &pools[&key];
+                if candidates.is_empty() {
+                    continue;
+                }
+                let emode = market
+                    .emodes
+                    .get(&position.emode)
+                    .filter(|e| e.id != 0 && e.id == cr.config.emode_category);
+                let case = LiquidationCase {
+                    rules: self.rules,
+                    health_factor: account.health_factor,
+                    total_debt_base: account.total_debt_base,
+                    total_collateral_base: account.total_collateral_base,
+                    collateral: Side {
+                        balance: math::ray_mul(c.scaled_a_token, cr.indexes.normalized_income(now)),
+                        price: cr.price,
+                        decimals: cr.config.decimals,
+                    },
+                    debt: Side {
+                        balance: math::ray_mul(
+                            d.scaled_variable_debt,
+                            dr.indexes.normalized_debt(now),
+                        ),
+                        price: dr.price,
+                        decimals: dr.config.decimals,
+                    },
+                    bonus_bps: emode.map_or(cr.config.liquidation_bonus, |e| e.liquidation_bonus),
+                    protocol_fee_bps: cr.config.liquidation_protocol_fee,
+                };
+                let fees_in_debt = |gas: u64| -> U256 {
+                    let wei = U256::from(gas) * U256::from(gas_price);
+                    // wei → base (native price per 1e18) → debt units.
+                    let base = wei * native_price / crate::units::WAD;
+                    (base * U256::from(10u64).pow(U256::from(dr.config.decimals)))
+                        .div_ceil(dr.price.max(U256::from(1u8)))
+                };
+                let sizing_fees = fees_in_debt(SIZING_GAS);
+                let sell = |amount: U256| -> Option<(U256, &PoolState)> {
+                    candidates
+                        .iter()
+                        .filter_map(|p| {
+                            p.swap_exact_in(cr.asset, amount)
+                                .ok()
+                                .filter(|o| o.amount_in == amount)
+                                .map(|o| (o.amount_out, p))
+                        })
+                        .max_by_key(|(out, _)| *out)
+                };
+                let premium = |repay: U256| math::percent_mul(repay, self.flash_premium_bps);
+                let net = |a: &LiquidationAmounts| -> Option<i128> {
+                    let (out, _) = sell(a.collateral_to_liquidator)?;
+                    let cost = a.debt_repaid + premium(a.debt_repaid) + sizing_fees;
+                    Some(signed(out) - signed(cost))
+                };
+                let result = sizing::best_repay(&case, |a| Ok::<_, ()>(net(a))).unwrap_or(None);
+                let pair = format!("{} → {}", cr.asset, dr.asset);
+                let Some((amounts, net_debt)) = result else {
+                    // Record how close the best attempt came, for the refusal.
+                    let full = sizing::liquidation_amounts(&case, U256::MAX).ok();
+                    if let Some(n) = full.as_ref().and_then(net) {
+                        let base = n * signed(dr.price)
+                            / signed(U256::from(10u64).pow(U256::from(dr.config.decimals)));
+                        if best_loss.as_ref().is_none_or(|(b, _)| base > *b) {
+                            best_loss = Some((base, pair));
+                        }
+                    }
+                    continue;
+                };
+                let (swap_out, pool) =
+                    sell(amounts.collateral_to_liquidator).expect("priced above");
+                let unit = signed(U256::from(10u64).pow(U256::from(dr.config.decimals)));
+                let net_base = net_debt * signed(dr.price) / unit;
+                if best.as_ref().is_some_and(|(b, _)| *b >= net_base) {
+                    continue;
+                }
+                let outcome = pool
+                    .swap_exact_in(cr.asset, amounts.collateral_to_liquidator)
+                    .expect("priced above");
+                let plan = Plan {
+                    borrower,
+                    collateral: cr.asset,
+                    debt: dr.asset,
+                    rules: self.rules,
+                    amounts,
+                    swap_pool: pool.address,
+                    swap_fee: pool.fee,
+                    swap_out,
+                    price_impact_bps: price_impact_bps(pool, cr.asset, &outcome),
+                    flash_premium: premium(amounts.debt_repaid),
+                    gas_limit: SIZING_GAS,
+                    gas_price_wei: gas_price,
+                    gas_cost_wei: U256::from(SIZING_GAS) * U256::from(gas_price),
+                    l1_fee_wei: U256::ZERO,
+                    fees_in_debt: sizing_fees,
+                    net_profit_debt: net_debt,
+                    net_profit_base: net_base,
+                    min_profit: sizing_fees,
+                    calldata: Bytes::new(),
+                };
+                best = Some((net_base, plan));
+            }
+        }
+        let Some((_, mut plan)) = best else {
+            return Err(match best_loss {
+                Some((best_net_base, pair)) => Refusal::Unprofitable {
+                    best_net_base,
+                    pair,
+                },
+                None => Refusal::NoVenue,
+            }
+            .into());
+        };
+        self.finalise(&mut plan, market, native_price).await?;
+        Ok(plan)
+    }
+
+    /// Builds the exact transaction, estimates its gas, adds the L1 fee, recomputes the profit, and
+    /// simulates it on the latest state.
+    async fn finalise(
+        &self,
+        plan: &mut Plan,
+        market: &AaveV3,
+        native_price: U256,
+    ) -> Result<(), PlanError> {
+        let debt_unit = U256::from(10u64).pow(U256::from(
+            market
+                .reserve_of(plan.debt)
+                .map_or(18, |r| r.config.decimals),
+        ));
+        let debt_price = market
+            .reserve_of(plan.debt)
+            .map_or(U256::from(1u8), |r| r.price);
+        let to_debt = |wei: U256| {
+            (wei * native_price / crate::units::WAD * debt_unit)
+                .div_ceil(debt_price.max(U256::from(1u8)))
+        };
+        let build = |min_profit: U256| -> Bytes {
+            Liquidator::liquidateCall {
+                l: Liquidator::Liquidation {
+                    collateral: plan.collateral,
+                    debt: plan.debt,
+                    borrower: plan.borrower,
+                    debtToCover: plan.amounts.debt_repaid,
+                    venue: Liquidator::Venue::UniswapV3,
+                    swapPool: plan.swap_pool,
+                    minProfit: min_profit,
+                },
+            }
+            .abi_encode()
+            .into()
+        };
+        let tx = |data: Bytes| {
+            TransactionRequest::default()
+                .from(self.settings.sender)
+                .to(self.settings.liquidator)
+                .with_input(data)
+        };
+        // Simulate with no minimum first: a revert here is the plan's own fault, decoded.
+        if let Err(e) = self
+            .rpc
+            .call(tx(build(U256::ZERO)))
+            .block(BlockId::latest())
+            .await
+        {
+            return Err(Refusal::Reverted(decode_revert(&e)).into());
+        }
+        let gas = self
+            .rpc
+            .estimate_gas(tx(build(U256::ZERO)))
+            .await
+            .map_err(|e| ChainError::rpc("estimate the liquidation's gas", e))?;
+        plan.gas_limit = gas * 12 / 10;
+        plan.gas_cost_wei = U256::from(gas) * U256::from(plan.gas_price_wei);
+        if let Some(l1) = &self.l1 {
+            // The unsigned EIP-1559 transaction, as GasPriceOracle.getL1Fee would be given it.
+            let unsigned =
+                unsigned_bytes(&tx(build(plan.min_profit)), plan, self.settings.liquidator);
+            plan.l1_fee_wei = fees::op_stack::l1_fee_unsigned(&unsigned, l1);
+        }
+        plan.fees_in_debt = to_debt(plan.gas_cost_wei + plan.l1_fee_wei);
+        let net = signed(plan.swap_out)
+            - signed(plan.amounts.debt_repaid + plan.flash_premium + plan.fees_in_debt);
+        plan.net_profit_debt = net;
+        plan.net_profit_base = net * signed(debt_price) / signed(debt_unit);
+        if net <= 0 {
+            return Err(Refusal::Unprofitable {
+                best_net_base: plan.net_profit_base,
+                pair: format!("{} → {}", plan.collateral, plan.debt),
+            }
+            .into());
+        }
+        // The contract keeps at least the fees: a liquidation that cannot pay for itself reverts.
+        plan.min_profit = plan.fees_in_debt;
+        plan.calldata = build(plan.min_profit);
+        if let Err(e) = self
+            .rpc
+            .call(tx(plan.calldata.clone()))
+            .block(BlockId::latest())
+            .await
+        {
+            return Err(Refusal::Reverted(decode_revert(&e)).into());
+        }
+        Ok(())
+    }
+
+    async fn pools_for(&self, a: Address, b: Address) -> Result<Vec<PoolState>, ChainError> {
+        let mut out = Vec::new();
+        for &fee in &self.settings.fee_tiers {
+            let Ok(fee24) = U24::try_from(fee) else {
+                continue;
+            };
+            let pool = view(
+                &self.rpc,
+                self.settings.uniswap_factory,
+                UniswapV3Factory::getPoolCall {
+                    tokenA: a,
+                    tokenB: b,
+                    fee: fee24,
+                },
+                "getPool",
+            )
+            .await?;
+            if pool.is_zero() {
+                continue;
+            }
+            out.push(load_pool(&self.rpc, self.settings.multicall, pool, BlockId::latest()).await?);
+        }
+        Ok(out)
+    }
+}
+
+/// The bytes `GasPriceOracle.getL1Fee` is given: an unsigned EIP-1559 transaction's RLP.
+fn unsigned_bytes(tx: &TransactionRequest, plan: &Plan, to: Address) -> Vec<u8> {
+    use alloy::{
+        consensus::{SignableTransaction, TxEip1559},
+        primitives::TxKind,
+    };
+    let unsigned = TxEip1559 {
+        chain_id: 0,
+        nonce: 0,
+        gas_limit: plan.gas_limit,
+        max_fee_per_gas: plan.gas_price_wei,
+        max_priority_fee_per_gas: plan.gas_price_wei,
+        to: TxKind::Call(to),
+        value: U256::ZERO,
+        access_list: Default::default(),
+        input: tx.input.input().cloned().unwrap_or_default(),
+    };
+    let mut out = Vec::new();
+    unsigned.encode_for_signing(&mut out);
+    out
+}
+
+/// A revert's reason: the Liquidator's custom errors and Aave's numeric error strings by name where known.
+pub fn decode_revert(
+    err: &alloy::transports::RpcError<alloy::transports::TransportErrorKind>,
+) -> String {
+    if let Some(payload) = err.as_error_resp()
+        && let Some(data) = payload.as_revert_data()
+    {
+        if let Ok(e) = Liquidator::LiquidatorErrors::abi_decode(&data) {
+            return format!("Liquidator: {e:?}");
+        }
+        if let Some(reason) = alloy::sol_types::decode_revert_reason(&data) {
+            return aave_error(&reason).map_or(reason.clone(), |name| format!("{reason} ({name})"));
+        }
+        return format!("revert data {data}");
+    }
+    err.to_string()
+}
+
+/// Names of the Aave V3 error codes a liquidation can meet (`Errors.sol`).
+fn aave_error(code: &str) -> Option<&'static str> {
+    let code = code.trim_start_matches("execution reverted: ");
+    Some(match code {
+        "27" => "RESERVE_INACTIVE",
+        "29" => "RESERVE_PAUSED",
+        "34" => "COLLATERAL_BALANCE_IS_ZERO",
+        "45" => "HEALTH_FACTOR_NOT_BELOW_THRESHOLD",
+        "46" => "COLLATERAL_CANNOT_BE_LIQUIDATED",
+        "47" => "SPECIFIED_CURRENCY_NOT_BORROWED_BY_USER",
+        "91" => "FLASHLOAN_DISABLED",
+        _ => return None,
+    })
+}
+
+fn signed(x: U256) -> i128 {
+    i128::try_from(x).unwrap_or(i128::MAX)
+}
+
+/// A plan's figures for a person.
+pub fn describe(plan: &Plan, symbol: impl Fn(Address) -> (String, u8)) -> String {
+    let (cs, cd) = symbol(plan.collateral);
+    let (ds, dd) = symbol(plan.debt);
+    let tok = |x: U256, d: u8| crate::units::format_token(x, d);
+    let usd = |b: i128| format!("{:.2}", b as f64 / 1e8);
+    [
+        format!("borrower           {}", plan.borrower),
+        format!("rules              {:?}", plan.rules),
+        format!(
+            "repay              {} {ds}",
+            tok(plan.amounts.debt_repaid, dd)
+        ),
+        format!(
+            "seized (to us)     {} {cs}",
+            tok(plan.amounts.collateral_to_liquidator, cd)
+        ),
+        format!(
+            "protocol fee       {} {cs}",
+            tok(plan.amounts.protocol_fee, cd)
+        ),
+        format!(
+            "sold on            {} ({}% pool), impact {} bps",
+            plan.swap_pool,
+            plan.swap_fee as f64 / 10_000.0,
+            plan.price_impact_bps
+        ),
+        format!("swap output        {} {ds}", tok(plan.swap_out, dd)),
+        format!("flash premium      {} {ds}", tok(plan.flash_premium, dd)),
+        format!(
+            "gas                {} × {} gwei = {} ETH",
+            plan.gas_limit * 10 / 12,
+            plan.gas_price_wei as f64 / 1e9,
+            tok(plan.gas_cost_wei, 18)
+        ),
+        format!("L1 data fee        {} ETH", tok(plan.l1_fee_wei, 18)),
+        format!("fees in {ds:<11}{} {ds}", tok(plan.fees_in_debt, dd)),
+        format!(
+            "net profit         {} {ds} (${})",
+            if plan.net_profit_debt < 0 {
+                format!(
+                    "-{}",
+                    tok(U256::from(plan.net_profit_debt.unsigned_abs()), dd)
+                )
+            } else {
+                tok(U256::from(plan.net_profit_debt as u128), dd)
+            },
+            usd(plan.net_profit_base)
+        ),
+    ]
+    .join("\n")
+}
+
+/// The base value of a debt amount, for display.
+pub fn base_value(amount: U256, price: U256, decimals: u8) -> BaseAmount {
+    BaseAmount::of_tokens(amount, BaseAmount(price), decimals)
+}

@@ -1,0 +1,3 @@
+//! The executor: turns plans into included transactions through the `Liquidator` contract.
+
+pub mod liquidator;

@@ -1,0 +1,334 @@
+//! Plans on the devnet with the real Aave V3 and Uniswap V3, executed through the Liquidator: the
+//! predicted profit is what the Liquidator realises, a plan made unprofitable reverts and loses
+//! nothing, only the owner can liquidate, and the callbacks refuse strangers.
+
+use alloy::{
+    network::TransactionBuilder,
+    primitives::{Address, U256},
+    providers::{Provider, ext::AnvilApi},
+    rpc::types::TransactionRequest,
+    sol_types::{SolCall, SolEvent},
+};
+use cascade::{
+    chain::{
+        self,
+        bindings::{Liquidator, MintableERC20},
+        metered::RpcMeter,
+    },
+    devnet::{
+        Devnet, DevnetOptions,
+        shock::{self, PriceMoveBps},
+    },
+    executor,
+    planner::{PlanError, Planner, PlannerSettings, Refusal, decode_revert, describe},
+    protocol::aave_v3::AaveV3,
+    store::Store,
+    watcher::{Watcher, WatcherOptions},
+};
+
+struct Setup {
+    net: Devnet,
+    liquidator: Address,
+    watcher: Watcher<AaveV3>,
+    planner: Planner,
+    _dir: tempfile::TempDir,
+}
+
+async fn setup(op_stack: bool) -> Setup {
+    let net = Devnet::start(&DevnetOptions {
+        borrowers: 40,
+        op_stack,
+        ..Default::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("devnet did not start: {e:#}"));
+    let d = net.deployment.clone();
+    let liquidator = executor::liquidator::deploy(&net.rpc, d.admin, d.aave.pool, d.admin)
+        .await
+        .expect("deploy Liquidator");
+    let weth = d.asset("WETH").unwrap();
+    let feed = cascade::config::DevnetAsset {
+        symbol: "WETH".into(),
+        address: weth.address,
+        decimals: 18,
+        feed: weth.feed,
+    };
+    shock::shock(&net.rpc, &feed, PriceMoveBps(-2500))
+        .await
+        .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), false).unwrap();
+    let rpc = chain::connect_http_metered(&net.rpc_url, &RpcMeter::default()).unwrap();
+    let aave = AaveV3::connect(&rpc, d.aave.addresses_provider, d.multicall)
+        .await
+        .unwrap();
+    let mut watcher = Watcher::open(
+        aave,
+        rpc.clone(),
+        store.market(d.aave.addresses_provider).unwrap(),
+        WatcherOptions {
+            deployment_block: d.deployment_block,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    watcher.sync().await.unwrap();
+    let settings = PlannerSettings {
+        liquidator,
+        sender: d.admin,
+        uniswap_factory: d.uniswap.factory,
+        fee_tiers: vec![500, 3000, 10000],
+        native_asset: weth.address,
+        priority_fee_wei: 1_000_000_000,
+        multicall: d.multicall,
+    };
+    let planner = Planner::new(rpc, watcher.protocol(), settings)
+        .await
+        .unwrap();
+    Setup {
+        net,
+        liquidator,
+        watcher,
+        planner,
+        _dir: dir,
+    }
+}
+
+fn symbols(net: &Devnet) -> impl Fn(Address) -> (String, u8) + '_ {
+    |a| {
+        net.deployment
+            .assets
+            .iter()
+            .find(|x| x.address == a)
+            .map(|x| (x.symbol.clone(), x.decimals))
+            .unwrap_or_default()
+    }
+}
+
+async fn send(
+    net: &Devnet,
+    from: Address,
+    to: Address,
+    data: Vec<u8>,
+) -> Result<alloy::rpc::types::TransactionReceipt, chain::ChainError> {
+    let tx = TransactionRequest::default()
+        .from(from)
+        .to(to)
+        .with_input(data);
+    chain::send_unlocked(&net.rpc, tx, "test transaction").await
+}
+
+#[tokio::test]
+async fn predicted_profit_is_realised() {
+    let mut s = setup(false).await;
+    let liquidatable = s.watcher.liquidatable();
+    assert!(!liquidatable.is_empty());
+    let mut executed = 0;
+    let mut refused = Vec::new();
+    for user in liquidatable {
+        // Plan on the latest state: an earlier liquidation moved the reserves' indexes and the pools.
+        s.watcher.sync().await.unwrap();
+        let position = s
+            .watcher
+            .positions()
+            .find(|(u, _, _)| *u == user)
+            .map(|(_, p, _)| p.clone())
+            .unwrap();
+        match s.planner.plan(s.watcher.protocol(), user, &position).await {
+            Ok(plan) => {
+                eprintln!("{}\n", describe(&plan, symbols(&s.net)));
+                let receipt = send(
+                    &s.net,
+                    s.net.deployment.admin,
+                    s.liquidator,
+                    plan.calldata.to_vec(),
+                )
+                .await
+                .expect("the planned liquidation succeeds");
+                let event = receipt
+                    .inner
+                    .logs()
+                    .iter()
+                    .find_map(|l| Liquidator::Liquidated::decode_log_data(l.data()).ok())
+                    .expect("Liquidated event");
+                // The Liquidator's profit is swap output − repay − premium; the plan's net profit
+                // further subtracts gas and the L1 fee, paid by the sender in ETH.
+                let predicted = plan.swap_out - plan.amounts.debt_repaid - plan.flash_premium;
+                eprintln!(
+                    "predicted {predicted}, realised {} (difference {})",
+                    event.profit,
+                    event.profit.abs_diff(predicted)
+                );
+                assert_eq!(event.debtRepaid, plan.amounts.debt_repaid);
+                if plan.amounts.collateral_bound {
+                    // All the collateral is seized, and it earns a second of supply interest between the
+                    // plan (latest block) and execution (the next): the amounts move by that much.
+                    assert!(
+                        event
+                            .collateralSold
+                            .abs_diff(plan.amounts.collateral_to_liquidator)
+                            * U256::from(100_000u64)
+                            <= plan.amounts.collateral_to_liquidator
+                    );
+                    assert!(
+                        event.profit.abs_diff(predicted) * U256::from(100_000u64) <= predicted,
+                        "within 0.001%"
+                    );
+                } else {
+                    assert_eq!(event.collateralSold, plan.amounts.collateral_to_liquidator);
+                    assert_eq!(
+                        event.profit, predicted,
+                        "realised profit equals the prediction"
+                    );
+                }
+                let held = chain::view(
+                    &s.net.rpc,
+                    plan.debt,
+                    MintableERC20::balanceOfCall {
+                        account: s.liquidator,
+                    },
+                    "balance",
+                )
+                .await
+                .unwrap();
+                assert!(held >= event.profit);
+                executed += 1;
+                if executed == 3 {
+                    break;
+                }
+            }
+            Err(PlanError::Refused(r)) => refused.push(r),
+            Err(e) => panic!("planning failed: {e}"),
+        }
+    }
+    eprintln!("{executed} executed; refused: {refused:?}");
+    assert!(executed > 0);
+}
+
+#[tokio::test]
+async fn unprofitable_plan_reverts_and_loses_nothing_and_strangers_are_refused() {
+    let s = setup(false).await;
+    let d = &s.net.deployment;
+    let user = s.watcher.liquidatable()[0];
+    let position = s
+        .watcher
+        .positions()
+        .find(|(u, _, _)| *u == user)
+        .map(|(_, p, _)| p.clone())
+        .unwrap();
+    let plan = match s.planner.plan(s.watcher.protocol(), user, &position).await {
+        Ok(p) => p,
+        Err(e) => panic!("no plan for {user}: {e}"),
+    };
+    // Demand more profit than the swap can yield.
+    let greedy = Liquidator::liquidateCall {
+        l: Liquidator::Liquidation {
+            collateral: plan.collateral,
+            debt: plan.debt,
+            borrower: user,
+            debtToCover: plan.amounts.debt_repaid,
+            venue: Liquidator::Venue::UniswapV3,
+            swapPool: plan.swap_pool,
+            minProfit: plan.swap_out,
+        },
+    };
+    let before = chain::view(
+        &s.net.rpc,
+        plan.debt,
+        MintableERC20::balanceOfCall {
+            account: s.liquidator,
+        },
+        "balance",
+    )
+    .await
+    .unwrap();
+    let call = TransactionRequest::default()
+        .from(d.admin)
+        .to(s.liquidator)
+        .with_input(greedy.abi_encode());
+    let err = s.net.rpc.call(call).await.unwrap_err();
+    let reason = decode_revert(&err);
+    assert!(reason.contains("InsufficientProfit"), "{reason}");
+    // Sent anyway (with a fixed gas limit so it is mined): it reverts and nothing moves.
+    let tx = TransactionRequest::default()
+        .from(d.admin)
+        .to(s.liquidator)
+        .with_input(greedy.abi_encode())
+        .with_gas_limit(2_000_000);
+    let pending = s.net.rpc.send_transaction(tx).await.unwrap();
+    let receipt = pending.get_receipt().await.unwrap();
+    assert!(!receipt.status());
+    let after = chain::view(
+        &s.net.rpc,
+        plan.debt,
+        MintableERC20::balanceOfCall {
+            account: s.liquidator,
+        },
+        "balance",
+    )
+    .await
+    .unwrap();
+    assert_eq!(before, after);
+
+    // A stranger cannot liquidate, call the flash-loan callback, or the swap callback.
+    let stranger = Address::repeat_byte(0x66);
+    s.net
+        .rpc
+        .anvil_set_balance(stranger, U256::from(10u64).pow(U256::from(18)))
+        .await
+        .unwrap();
+    let not_operator = send(&s.net, stranger, s.liquidator, plan.calldata.to_vec())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(not_operator.contains("revert"), "{not_operator}");
+    let callback = Liquidator::executeOperationCall {
+        asset: plan.debt,
+        amount: U256::from(1u8),
+        premium: U256::ZERO,
+        initiator: s.liquidator,
+        params: Default::default(),
+    };
+    let call = TransactionRequest::default()
+        .from(stranger)
+        .to(s.liquidator)
+        .with_input(callback.abi_encode());
+    assert!(decode_revert(&s.net.rpc.call(call).await.unwrap_err()).contains("UnexpectedCallback"));
+    let swap_cb = Liquidator::uniswapV3SwapCallbackCall {
+        amount0Delta: alloy::primitives::I256::ONE,
+        amount1Delta: alloy::primitives::I256::ZERO,
+        data: alloy::sol_types::SolValue::abi_encode(&plan.debt).into(),
+    };
+    let call = TransactionRequest::default()
+        .from(plan.swap_pool)
+        .to(s.liquidator)
+        .with_input(swap_cb.abi_encode());
+    assert!(decode_revert(&s.net.rpc.call(call).await.unwrap_err()).contains("UnexpectedCallback"));
+}
+
+#[tokio::test]
+async fn op_stack_plans_carry_an_l1_fee() {
+    let s = setup(true).await;
+    let mut planned = 0;
+    for user in s.watcher.liquidatable() {
+        let position = s
+            .watcher
+            .positions()
+            .find(|(u, _, _)| *u == user)
+            .map(|(_, p, _)| p.clone())
+            .unwrap();
+        match s.planner.plan(s.watcher.protocol(), user, &position).await {
+            Ok(plan) => {
+                assert!(
+                    plan.l1_fee_wei > U256::ZERO,
+                    "an OP-stack plan carries an L1 data fee"
+                );
+                planned += 1;
+            }
+            Err(PlanError::Refused(Refusal::Unprofitable { .. } | Refusal::NoVenue)) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(planned > 0);
+}
