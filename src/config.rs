@@ -25,6 +25,12 @@ pub struct Config {
     /// Where the store lives.
     #[serde(default)]
     pub store: StoreConfig,
+    /// The Liquidator contract and the account that calls it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executor: Option<ExecutorConfig>,
+    /// Planning knobs.
+    #[serde(default)]
+    pub planner: PlannerConfig,
     /// Present only in configs written by `cascade devnet`: what `cascade shock` needs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub devnet: Option<DevnetConfig>,
@@ -102,6 +108,42 @@ impl Default for StoreConfig {
             path: PathBuf::from(".cascade/store"),
         }
     }
+}
+
+/// `[executor]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecutorConfig {
+    /// The deployed Liquidator (`cascade deploy-liquidator` prints it).
+    pub liquidator: Address,
+    /// The account that sends liquidations (the Liquidator's owner or an operator).
+    pub account: Address,
+}
+
+/// `[planner]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlannerConfig {
+    /// Priority fee offered, in wei per gas.
+    #[serde(default = "default_priority_fee")]
+    pub priority_fee_wei: u64,
+    /// The reserve whose price stands for the chain's native currency, to value gas (WETH).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub native_asset: Option<Address>,
+}
+
+impl Default for PlannerConfig {
+    fn default() -> Self {
+        Self {
+            priority_fee_wei: default_priority_fee(),
+            native_asset: None,
+        }
+    }
+}
+
+/// 1 gwei.
+fn default_priority_fee() -> u64 {
+    1_000_000_000
 }
 
 /// `[devnet]`: facts about a devnet that only its own tools use.

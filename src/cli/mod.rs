@@ -2,6 +2,7 @@
 
 pub mod demo;
 pub mod devnet;
+pub mod plan;
 pub mod positions;
 pub mod shock;
 pub mod watch;
@@ -42,6 +43,8 @@ pub enum Command {
     Positions(positions::Args),
     /// Follow the chain and report positions as they become liquidatable (until Ctrl-C).
     Watch(watch::Args),
+    /// The liquidation the keeper would make for one borrower now, with every figure, or why none.
+    Plan(plan::Args),
 }
 
 impl Cli {
@@ -53,6 +56,7 @@ impl Cli {
             Command::Demo(args) => demo::run(args).await,
             Command::Positions(args) => positions::run(args).await,
             Command::Watch(args) => watch::run(args).await,
+            Command::Plan(args) => plan::run(args).await,
         }
     }
 }

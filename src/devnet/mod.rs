@@ -16,8 +16,8 @@ pub use deployer::Deployer;
 use crate::{
     chain::{self, Rpc, multicall::MULTICALL3},
     config::{
-        AaveConfig, ChainConfig, Config, DevnetAsset, DevnetConfig, MulticallConfig, StoreConfig,
-        UniswapV3Config,
+        AaveConfig, ChainConfig, Config, DevnetAsset, DevnetConfig, ExecutorConfig,
+        MulticallConfig, PlannerConfig, StoreConfig, UniswapV3Config,
     },
     contracts::Contracts,
     toolchain,
@@ -81,6 +81,8 @@ pub struct Deployment {
     pub borrowers: Vec<Address>,
     /// Every contract deployed, by name, in order.
     pub contracts: Vec<(String, Address)>,
+    /// cascade's Liquidator, owned by the admin.
+    pub liquidator: Address,
 }
 
 impl Deployment {
@@ -113,6 +115,14 @@ impl Deployment {
                 fee_tiers: vec![500, 3000, 10000],
             }),
             store: StoreConfig { path: store },
+            executor: Some(ExecutorConfig {
+                liquidator: self.liquidator,
+                account: self.admin,
+            }),
+            planner: PlannerConfig {
+                native_asset: self.asset("WETH").map(|a| a.address),
+                ..Default::default()
+            },
             devnet: Some(DevnetConfig {
                 admin: self.admin,
                 assets: self
@@ -236,8 +246,12 @@ pub async fn deploy(rpc: &Rpc, borrowers: u64) -> eyre::Result<Deployment> {
         .wrap_err("opening borrowers")?;
     aave::set_seeding_ltvs(&d, &aave, &assets, false).await?;
 
+    let liquidator = crate::executor::liquidator::deploy(rpc, admin, aave.pool, admin)
+        .await
+        .wrap_err("deploying the Liquidator")?;
     let mut contracts = vec![("Multicall3".to_owned(), MULTICALL3)];
     contracts.append(&mut d.deployed);
+    contracts.push(("Liquidator (cascade)".to_owned(), liquidator));
     Ok(Deployment {
         chain_id,
         admin,
@@ -248,6 +262,7 @@ pub async fn deploy(rpc: &Rpc, borrowers: u64) -> eyre::Result<Deployment> {
         multicall: MULTICALL3,
         borrowers: opened,
         contracts,
+        liquidator,
     })
 }
 

@@ -139,6 +139,8 @@ pub struct Watcher<P> {
     /// Users touched by each recent block, so a reorg can re-read them.
     touched_in: BTreeMap<u64, Vec<Address>>,
     last_full_reprice: u64,
+    /// The protocol's market state has been read in this process.
+    market_loaded: bool,
 }
 
 impl<P: LendingProtocol> Watcher<P> {
@@ -159,6 +161,7 @@ impl<P: LendingProtocol> Watcher<P> {
             holders: HashMap::new(),
             touched_in: BTreeMap::new(),
             last_full_reprice: 0,
+            market_loaded: false,
         };
         for (user, position) in watcher.store.positions()? {
             watcher.insert(user, position);
@@ -278,6 +281,11 @@ impl<P: LendingProtocol> Watcher<P> {
         if head.block.number <= cursor.block || head.block.number == cursor.block + 1 {
             // Either nothing new, or a head that does not build on ours.
             if head.block.number == cursor.block && head.block.hash == cursor.hash {
+                if !self.market_loaded {
+                    // Restarted with nothing new on chain: the positions came from the store, the
+                    // market state (indexes, prices) has to be read before any health is computed.
+                    return self.apply(head.block, Vec::new(), true, &cursor).await;
+                }
                 return Ok(SyncReport {
                     block: Some(head.block),
                     ..Default::default()
@@ -298,6 +306,7 @@ impl<P: LendingProtocol> Watcher<P> {
     async fn discover(&mut self, head: Head) -> Result<SyncReport, WatcherError> {
         // The log filter needs the reserves (their aTokens): read the market first.
         self.protocol.refresh_market(&self.rpc, head.block).await?;
+        self.market_loaded = true;
         let progress = self.store.backfill()?.unwrap_or(BackfillCursor {
             next: self.opts.deployment_block,
             to: head.block.number,
@@ -520,6 +529,7 @@ impl<P: LendingProtocol> Watcher<P> {
         cursor: &Cursor,
     ) -> Result<SyncReport, WatcherError> {
         let change = self.protocol.refresh_market(&self.rpc, block).await?;
+        self.market_loaded = true;
 
         let mut updated = Vec::new();
         let mut removed = Vec::new();
