@@ -22,6 +22,9 @@ pub struct Config {
     /// Uniswap V3 venues for selling seized collateral.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uniswap_v3: Option<UniswapV3Config>,
+    /// Uniswap V2 pairs as a further venue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uniswap_v2: Option<UniswapV2Config>,
     /// Where the store lives.
     #[serde(default)]
     pub store: StoreConfig,
@@ -92,6 +95,14 @@ pub struct UniswapV3Config {
 
 fn default_fee_tiers() -> Vec<u32> {
     vec![100, 500, 3000, 10000]
+}
+
+/// `[uniswap_v2]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UniswapV2Config {
+    /// The factory, for pair addresses.
+    pub factory: Address,
 }
 
 /// `[store]`.

@@ -78,6 +78,7 @@ async fn setup(op_stack: bool) -> Setup {
         liquidator,
         sender: d.admin,
         uniswap_factory: d.uniswap.factory,
+        uniswap_v2_factory: Some(d.uniswap.v2_factory),
         fee_tiers: vec![500, 3000, 10000],
         native_asset: weth.address,
         priority_fee_wei: 1_000_000_000,
@@ -331,4 +332,61 @@ async fn op_stack_plans_carry_an_l1_fee() {
         }
     }
     assert!(planned > 0);
+}
+
+#[tokio::test]
+async fn v2_venue_plans_are_realised_too() {
+    let mut s = setup(false).await;
+    let d = s.net.deployment.clone();
+    // Only Uniswap V2 pairs as venues: WETH/USDC and ALT/USDC.
+    let settings = PlannerSettings {
+        liquidator: s.liquidator,
+        sender: d.admin,
+        uniswap_factory: d.uniswap.factory,
+        uniswap_v2_factory: Some(d.uniswap.v2_factory),
+        fee_tiers: vec![],
+        native_asset: d.asset("WETH").unwrap().address,
+        priority_fee_wei: 1_000_000_000,
+        multicall: d.multicall,
+    };
+    let rpc = chain::connect_http(&s.net.rpc_url).unwrap();
+    let planner = Planner::new(rpc, s.watcher.protocol(), settings)
+        .await
+        .unwrap();
+    let mut executed = 0;
+    for user in s.watcher.liquidatable() {
+        s.watcher.sync().await.unwrap();
+        let position = s
+            .watcher
+            .positions()
+            .find(|(u, _, _)| *u == user)
+            .map(|(_, p, _)| p.clone())
+            .unwrap();
+        let Ok(plan) = planner.plan(s.watcher.protocol(), user, &position).await else {
+            continue;
+        };
+        assert_eq!(plan.venue, cascade::planner::venues::VenueKind::UniswapV2);
+        let receipt = send(&s.net, d.admin, s.liquidator, plan.calldata.to_vec())
+            .await
+            .expect("the V2 liquidation succeeds");
+        let event = receipt
+            .inner
+            .logs()
+            .iter()
+            .find_map(|l| Liquidator::Liquidated::decode_log_data(l.data()).ok())
+            .unwrap();
+        let predicted = plan.swap_out - plan.amounts.debt_repaid - plan.flash_premium;
+        eprintln!("V2: predicted {predicted}, realised {}", event.profit);
+        if !plan.amounts.collateral_bound {
+            assert_eq!(event.profit, predicted);
+        }
+        executed += 1;
+        if executed == 2 {
+            break;
+        }
+    }
+    assert!(
+        executed > 0,
+        "some borrower should be liquidatable through a V2 pair"
+    );
 }

@@ -99,3 +99,95 @@ async fn simulated_swaps_equal_quoter_v2() {
     );
     assert!(partial, "some swap should be larger than the pool can fill");
 }
+
+#[tokio::test]
+async fn v2_amount_out_is_exactly_what_the_pair_pays() {
+    use alloy::{
+        network::TransactionBuilder, providers::ext::AnvilApi, rpc::types::TransactionRequest,
+        sol_types::SolCall,
+    };
+    use cascade::{
+        chain::bindings::MintableERC20,
+        planner::venues::uniswap_v2::{UniswapV2Pair, load_pair},
+    };
+
+    let net = Devnet::start(&DevnetOptions {
+        borrowers: 0,
+        ..Default::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("devnet did not start: {e:#}"));
+    let d = &net.deployment;
+    let trader = alloy::primitives::Address::repeat_byte(0x77);
+    net.rpc
+        .anvil_set_balance(trader, units(1, 18))
+        .await
+        .unwrap();
+    for deployed in &d.uniswap.v2_pairs {
+        for (token_in, amount) in [(deployed.token0, 7u128), (deployed.token1, 3u128)] {
+            let pair = load_pair(&net.rpc, deployed.address, BlockId::latest())
+                .await
+                .unwrap();
+            // A sale a few percent of the reserve deep.
+            let reserve_in = if token_in == pair.token0 {
+                pair.reserve0
+            } else {
+                pair.reserve1
+            };
+            let amount_in = reserve_in * U256::from(amount) / U256::from(100u8);
+            let out = pair.swap_exact_in(token_in, amount_in).unwrap();
+            let rpc = &net.rpc;
+            let send = |to, data: Vec<u8>| {
+                let tx = TransactionRequest::default()
+                    .from(trader)
+                    .to(to)
+                    .with_input(data)
+                    .with_gas_limit(300_000);
+                async move { chain::send_unlocked(rpc, tx, "v2 test").await }
+            };
+            send(
+                token_in,
+                MintableERC20::mintCall {
+                    account: deployed.address,
+                    value: amount_in,
+                }
+                .abi_encode(),
+            )
+            .await
+            .unwrap();
+            let outs = |x: U256| {
+                if token_in == pair.token0 {
+                    (U256::ZERO, x)
+                } else {
+                    (x, U256::ZERO)
+                }
+            };
+            // One wei more than computed breaks the constant product; exactly the computed amount does not.
+            let (m0, m1) = outs(out + U256::from(1u8));
+            let too_much = UniswapV2Pair::swapCall {
+                amount0Out: m0,
+                amount1Out: m1,
+                to: trader,
+                data: Default::default(),
+            };
+            assert!(
+                send(deployed.address, too_much.abi_encode()).await.is_err(),
+                "{}: out + 1 must fail",
+                deployed.label
+            );
+            let (a0, a1) = outs(out);
+            let exact = UniswapV2Pair::swapCall {
+                amount0Out: a0,
+                amount1Out: a1,
+                to: trader,
+                data: Default::default(),
+            };
+            send(deployed.address, exact.abi_encode())
+                .await
+                .unwrap_or_else(|e| {
+                    panic!("{}: computed amount must succeed: {e}", deployed.label)
+                });
+            eprintln!("{}: {amount_in} in → {out} out, exact", deployed.label);
+        }
+    }
+}

@@ -66,6 +66,7 @@ pub async fn run(args: Args) -> eyre::Result<()> {
         .native_asset
         .ok_or_else(|| eyre!("set planner.native_asset (the WETH reserve) to price gas"))?;
     let settings = PlannerSettings {
+        uniswap_v2_factory: config.uniswap_v2.as_ref().map(|v| v.factory),
         liquidator: executor.liquidator,
         sender: executor.account,
         uniswap_factory: uniswap.factory,

@@ -17,7 +17,7 @@ use crate::{
     chain::{self, Rpc, multicall::MULTICALL3},
     config::{
         AaveConfig, ChainConfig, Config, DevnetAsset, DevnetConfig, ExecutorConfig,
-        MulticallConfig, PlannerConfig, StoreConfig, UniswapV3Config,
+        MulticallConfig, PlannerConfig, StoreConfig, UniswapV2Config, UniswapV3Config,
     },
     contracts::Contracts,
     toolchain,
@@ -113,6 +113,9 @@ impl Deployment {
                 factory: self.uniswap.factory,
                 quoter: self.uniswap.quoter,
                 fee_tiers: vec![500, 3000, 10000],
+            }),
+            uniswap_v2: Some(UniswapV2Config {
+                factory: self.uniswap.v2_factory,
             }),
             store: StoreConfig { path: store },
             executor: Some(ExecutorConfig {

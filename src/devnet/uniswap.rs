@@ -32,6 +32,10 @@ pub struct UniswapDeployment {
     pub quoter: Address,
     /// The pools created.
     pub pools: Vec<DeployedPool>,
+    /// Uniswap V2 factory.
+    pub v2_factory: Address,
+    /// Uniswap V2 pairs created (fee 3000 = V2's 0.3%).
+    pub v2_pairs: Vec<DeployedPool>,
 }
 
 /// A pool and its pair.
@@ -250,13 +254,89 @@ pub async fn deploy(d: &mut Deployer, assets: &[DeployedAsset]) -> eyre::Result<
         });
     }
 
+    let (v2_factory, v2_pairs) = deploy_v2(d, assets).await?;
     Ok(UniswapDeployment {
         factory,
         position_manager,
         router,
         quoter,
         pools,
+        v2_factory,
+        v2_pairs,
     })
+}
+
+/// Uniswap V2 pairs and their value at the oracle price, in USD: a second venue beside V3.
+const V2_PAIRS: [(usize, usize, u64); 2] = [(0, 1, 2_000_000), (3, 1, 400_000)];
+
+/// Deploys the Uniswap V2 factory from `@uniswap/v2-core` and the pairs of [`V2_PAIRS`] with liquidity.
+async fn deploy_v2(
+    d: &mut Deployer,
+    assets: &[DeployedAsset],
+) -> eyre::Result<(Address, Vec<DeployedPool>)> {
+    use crate::planner::venues::uniswap_v2::{UniswapV2Factory, UniswapV2Pair};
+    let factory = d
+        .deploy_with(
+            "UniswapV2Factory",
+            "@uniswap/v2-core/build/UniswapV2Factory.json",
+            UniswapV2Factory::constructorCall {
+                feeToSetter: d.from,
+            },
+        )
+        .await?;
+    let mut pairs = Vec::new();
+    for (a, b, usd) in V2_PAIRS {
+        let (ta, tb) = (assets[a].address, assets[b].address);
+        d.send(
+            factory,
+            UniswapV2Factory::createPairCall {
+                tokenA: ta,
+                tokenB: tb,
+            },
+            "createPair",
+        )
+        .await?;
+        let pair = crate::chain::view(
+            &d.rpc,
+            factory,
+            UniswapV2Factory::getPairCall {
+                tokenA: ta,
+                tokenB: tb,
+            },
+            "getPair",
+        )
+        .await?;
+        let half = crate::units::BaseAmount::from_usd(usd / 2);
+        for (i, token) in [(a, ta), (b, tb)] {
+            let amount = half.to_tokens(ASSETS[i].price(), ASSETS[i].decimals);
+            d.send(
+                token,
+                MintableERC20::mintCall {
+                    account: pair,
+                    value: amount,
+                },
+                "fund V2 pair",
+            )
+            .await?;
+        }
+        d.send(
+            pair,
+            UniswapV2Pair::mintCall { to: d.from },
+            "mint V2 liquidity",
+        )
+        .await?;
+        let (t0, t1) = if ta < tb { (ta, tb) } else { (tb, ta) };
+        let label = format!("{}/{} v2", ASSETS[a].symbol, ASSETS[b].symbol);
+        d.deployed.push((format!("Uniswap V2 pair {label}"), pair));
+        pairs.push(DeployedPool {
+            address: pair,
+            token0: t0,
+            token1: t1,
+            fee: 3000,
+            label,
+        });
+    }
+    Ok((factory, pairs))
 }
 
 #[cfg(test)]

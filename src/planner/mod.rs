@@ -33,7 +33,7 @@ use alloy::{
 use fees::op_stack::L1FeeParams;
 use sizing::{LiquidationAmounts, LiquidationCase, Rules, Side};
 use std::collections::HashMap;
-use venues::uniswap_v3::{PoolState, load_pool, price_impact_bps};
+use venues::{Venue, VenueKind, uniswap_v2::load_pair, uniswap_v3::load_pool};
 
 /// A priced liquidation, with everything that went into the price.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -48,6 +48,8 @@ pub struct Plan {
     pub rules: Rules,
     /// Repay, collateral received, protocol fee.
     pub amounts: LiquidationAmounts,
+    /// Uniswap V3 or V2.
+    pub venue: VenueKind,
     /// The pool the collateral is sold on.
     pub swap_pool: Address,
     /// Its fee tier (hundredths of a bip).
@@ -120,6 +122,8 @@ pub struct PlannerSettings {
     pub sender: Address,
     /// Uniswap V3 factory.
     pub uniswap_factory: Address,
+    /// Uniswap V2 factory, where V2 pairs are a venue too.
+    pub uniswap_v2_factory: Option<Address>,
     /// Fee tiers to try.
     pub fee_tiers: Vec<u32>,
     /// Asset whose price stands for the chain's native currency (WETH), to price gas in USD.
@@ -236,7 +240,7 @@ impl Planner {
             .map(|r| r.price)
             .unwrap_or_default();
 
-        let mut pools: HashMap<(Address, Address), Vec<PoolState>> = HashMap::new();
+        let mut pools: HashMap<(Address, Address), Vec<Venue>> = HashMap::new();
         let mut best: Option<(i128, Plan)> = None;
         let mut best_loss: Option<(i128, String)> = None;
         for c in position
@@ -298,15 +302,10 @@ impl Planner {
                         .div_ceil(dr.price.max(U256::from(1u8)))
                 };
                 let sizing_fees = fees_in_debt(SIZING_GAS);
-                let sell = |amount: U256| -> Option<(U256, &PoolState)> {
+                let sell = |amount: U256| -> Option<(U256, &Venue)> {
                     candidates
                         .iter()
-                        .filter_map(|p| {
-                            p.swap_exact_in(cr.asset, amount)
-                                .ok()
-                                .filter(|o| o.amount_in == amount)
-                                .map(|o| (o.amount_out, p))
-                        })
+                        .filter_map(|v| v.sell(cr.asset, amount).map(|out| (out, v)))
                         .max_by_key(|(out, _)| *out)
                 };
                 let premium = |repay: U256| math::percent_mul(repay, self.flash_premium_bps);
@@ -336,19 +335,18 @@ impl Planner {
                 if best.as_ref().is_some_and(|(b, _)| *b >= net_base) {
                     continue;
                 }
-                let outcome = pool
-                    .swap_exact_in(cr.asset, amounts.collateral_to_liquidator)
-                    .expect("priced above");
                 let plan = Plan {
                     borrower,
                     collateral: cr.asset,
                     debt: dr.asset,
                     rules: self.rules,
                     amounts,
-                    swap_pool: pool.address,
-                    swap_fee: pool.fee,
+                    venue: pool.kind(),
+                    swap_pool: pool.address(),
+                    swap_fee: pool.fee(),
                     swap_out,
-                    price_impact_bps: price_impact_bps(pool, cr.asset, &outcome),
+                    price_impact_bps: pool
+                        .price_impact_bps(cr.asset, amounts.collateral_to_liquidator),
                     flash_premium: premium(amounts.debt_repaid),
                     gas_limit: SIZING_GAS,
                     gas_price_wei: gas_price,
@@ -404,7 +402,10 @@ impl Planner {
                     debt: plan.debt,
                     borrower: plan.borrower,
                     debtToCover: plan.amounts.debt_repaid,
-                    venue: Liquidator::Venue::UniswapV3,
+                    venue: match plan.venue {
+                        VenueKind::UniswapV3 => Liquidator::Venue::UniswapV3,
+                        VenueKind::UniswapV2 => Liquidator::Venue::UniswapV2,
+                    },
                     swapPool: plan.swap_pool,
                     minProfit: min_profit,
                 },
@@ -466,8 +467,28 @@ impl Planner {
         Ok(())
     }
 
-    async fn pools_for(&self, a: Address, b: Address) -> Result<Vec<PoolState>, ChainError> {
+    async fn pools_for(&self, a: Address, b: Address) -> Result<Vec<Venue>, ChainError> {
         let mut out = Vec::new();
+        if let Some(factory) = self.settings.uniswap_v2_factory {
+            alloy::sol! {
+                function getPair(address tokenA, address tokenB) external view returns (address pair);
+            }
+            let pair = view(
+                &self.rpc,
+                factory,
+                getPairCall {
+                    tokenA: a,
+                    tokenB: b,
+                },
+                "UniswapV2Factory.getPair",
+            )
+            .await?;
+            if !pair.is_zero() {
+                out.push(Venue::V2(
+                    load_pair(&self.rpc, pair, BlockId::latest()).await?,
+                ));
+            }
+        }
         for &fee in &self.settings.fee_tiers {
             let Ok(fee24) = U24::try_from(fee) else {
                 continue;
@@ -486,7 +507,9 @@ impl Planner {
             if pool.is_zero() {
                 continue;
             }
-            out.push(load_pool(&self.rpc, self.settings.multicall, pool, BlockId::latest()).await?);
+            out.push(Venue::V3(
+                load_pool(&self.rpc, self.settings.multicall, pool, BlockId::latest()).await?,
+            ));
         }
         Ok(out)
     }
@@ -573,8 +596,9 @@ pub fn describe(plan: &Plan, symbol: impl Fn(Address) -> (String, u8)) -> String
             tok(plan.amounts.protocol_fee, cd)
         ),
         format!(
-            "sold on            {} ({}% pool), impact {} bps",
+            "sold on            {} ({:?} {}%), impact {} bps",
             plan.swap_pool,
+            plan.venue,
             plan.swap_fee as f64 / 10_000.0,
             plan.price_impact_bps
         ),

@@ -1,3 +1,90 @@
 //! Where seized collateral is sold: swaps simulated against the pools' on-chain state.
 
+pub mod uniswap_v2;
 pub mod uniswap_v3;
+
+use alloy::primitives::{Address, U256};
+
+/// A place to sell collateral.
+#[derive(Debug, Clone)]
+pub enum Venue {
+    /// A Uniswap V3 pool.
+    V3(uniswap_v3::PoolState),
+    /// A Uniswap V2 pair.
+    V2(uniswap_v2::PairState),
+}
+
+/// Which kind of venue, as the Liquidator names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum VenueKind {
+    /// Uniswap V3.
+    UniswapV3,
+    /// Uniswap V2.
+    UniswapV2,
+}
+
+impl Venue {
+    /// What selling exactly `amount` of `token_in` returns; `None` when the venue cannot take all of it.
+    pub fn sell(&self, token_in: Address, amount: U256) -> Option<U256> {
+        match self {
+            Self::V3(pool) => pool
+                .swap_exact_in(token_in, amount)
+                .ok()
+                .filter(|o| o.amount_in == amount)
+                .map(|o| o.amount_out),
+            Self::V2(pair) => pair.swap_exact_in(token_in, amount),
+        }
+    }
+
+    /// The pool or pair.
+    pub fn address(&self) -> Address {
+        match self {
+            Self::V3(pool) => pool.address,
+            Self::V2(pair) => pair.address,
+        }
+    }
+
+    /// Fee in hundredths of a bip.
+    pub fn fee(&self) -> u32 {
+        match self {
+            Self::V3(pool) => pool.fee,
+            Self::V2(_) => 3000,
+        }
+    }
+
+    /// Its kind.
+    pub fn kind(&self) -> VenueKind {
+        match self {
+            Self::V3(_) => VenueKind::UniswapV3,
+            Self::V2(_) => VenueKind::UniswapV2,
+        }
+    }
+
+    /// How much worse than the price before it a sale of `amount` fills, bps.
+    pub fn price_impact_bps(&self, token_in: Address, amount: U256) -> u64 {
+        match self {
+            Self::V3(pool) => pool
+                .swap_exact_in(token_in, amount)
+                .map(|o| uniswap_v3::price_impact_bps(pool, token_in, &o))
+                .unwrap_or(10_000),
+            Self::V2(pair) => {
+                let (r_in, r_out) = if token_in == pair.token0 {
+                    (pair.reserve0, pair.reserve1)
+                } else {
+                    (pair.reserve1, pair.reserve0)
+                };
+                let spot = if r_in.is_zero() {
+                    U256::ZERO
+                } else {
+                    amount * r_out / r_in
+                };
+                let out = pair.swap_exact_in(token_in, amount).unwrap_or_default();
+                if spot.is_zero() || out >= spot {
+                    0
+                } else {
+                    ((spot - out) * U256::from(10_000u64) / spot).to::<u64>()
+                }
+            }
+        }
+    }
+}
