@@ -165,6 +165,28 @@ pub struct DevnetConfig {
     pub admin: Address,
     /// The market's assets and their price feeds.
     pub assets: Vec<DevnetAsset>,
+    /// The AaveOracle.
+    pub oracle: Address,
+    /// Uniswap V3 SwapRouter, through which a shock's arbitrage moves the pools.
+    pub router: Address,
+    /// Every Uniswap pool (V3) and pair (V2) on the devnet.
+    pub pools: Vec<DevnetPool>,
+}
+
+/// A devnet pool, so a shock can bring it to the new price.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DevnetPool {
+    /// The pool or pair.
+    pub address: Address,
+    /// token0.
+    pub token0: Address,
+    /// token1.
+    pub token1: Address,
+    /// Fee tier (hundredths of a bip).
+    pub fee: u32,
+    /// Uniswap V2 pair rather than a V3 pool.
+    pub v2: bool,
 }
 
 /// One asset of a devnet market.

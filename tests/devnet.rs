@@ -411,3 +411,79 @@ async fn swap_returns_what_quoter_v2_quoted() {
     );
     let _ = net.rpc.get_block_number().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_market_shock_brings_the_pools_to_the_new_price() {
+    use cascade::{devnet::uniswap::sqrt_price_x96, planner::venues::uniswap_v2::UniswapV2Pair};
+    let net = devnet(0).await;
+    let d = &net.deployment;
+    let config = d
+        .config(&net.rpc_url, None, std::path::PathBuf::new())
+        .devnet
+        .unwrap();
+    let weth = config
+        .assets
+        .iter()
+        .find(|a| a.symbol == "WETH")
+        .unwrap()
+        .clone();
+    let change = shock::shock_market(&net.rpc, &config, &weth, PriceMoveBps(-2000))
+        .await
+        .expect("shock");
+    assert_eq!(
+        change.new.0 * U256::from(5u8),
+        change.old.0 * U256::from(4u8)
+    );
+    let price = |a: Address| {
+        chain::view(
+            &net.rpc,
+            d.aave.oracle,
+            AaveOracle::getAssetPriceCall { asset: a },
+            "price",
+        )
+    };
+    let decimals = |a: Address| d.assets.iter().find(|x| x.address == a).unwrap().decimals;
+    for pool in config
+        .pools
+        .iter()
+        .filter(|p| p.token0 == weth.address || p.token1 == weth.address)
+    {
+        let (p0, p1) = (
+            price(pool.token0).await.unwrap(),
+            price(pool.token1).await.unwrap(),
+        );
+        if pool.v2 {
+            let r = chain::view(
+                &net.rpc,
+                pool.address,
+                UniswapV2Pair::getReservesCall {},
+                "reserves",
+            )
+            .await
+            .unwrap();
+            // reserve1/reserve0 in raw units vs the oracle's p0/p1 in raw units, within 0.1%.
+            let lhs = U256::from(r.reserve1)
+                * p1
+                * U256::from(10u64).pow(U256::from(decimals(pool.token0)));
+            let rhs = U256::from(r.reserve0)
+                * p0
+                * U256::from(10u64).pow(U256::from(decimals(pool.token1)));
+            assert!(
+                close(lhs, rhs, 10),
+                "V2 pair {} off the oracle price",
+                pool.address
+            );
+        } else {
+            let slot0 = chain::view(&net.rpc, pool.address, UniswapV3Pool::slot0Call {}, "slot0")
+                .await
+                .unwrap();
+            let target = sqrt_price_x96(p0, decimals(pool.token0), p1, decimals(pool.token1));
+            assert!(
+                close(U256::from(slot0.sqrtPriceX96), target, 1),
+                "V3 pool {} at {} not {target}",
+                pool.address,
+                slot0.sqrtPriceX96
+            );
+        }
+    }
+}

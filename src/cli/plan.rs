@@ -26,15 +26,8 @@ pub struct Args {
 /// Runs `cascade plan`.
 pub async fn run(args: Args) -> eyre::Result<()> {
     let config = Config::load(&args.config)?;
-    let executor = config.executor.as_ref().ok_or_else(|| {
-        eyre!("{} has no [executor] section: planning needs the Liquidator's address and the sending account", args.config.display())
-    })?;
-    let uniswap = config.uniswap_v3.as_ref().ok_or_else(|| {
-        eyre!(
-            "{} has no [uniswap_v3] section: planning needs a venue to sell collateral on",
-            args.config.display()
-        )
-    })?;
+    let settings = PlannerSettings::from_config(&config)
+        .map_err(|e| eyre!("{}: {e}", args.config.display()))?;
     let (rpc, _) = connect_checked(&config, &args.config).await?;
     let store = Store::open(&config.store.path, false)?;
     let aave = AaveV3::connect(
@@ -61,20 +54,6 @@ pub async fn run(args: Args) -> eyre::Result<()> {
         .find(|(u, _, _)| *u == args.borrower)
         .map(|(_, p, _)| p.clone())
         .ok_or_else(|| eyre!("{} has no debt on this market", args.borrower))?;
-    let native_asset = config
-        .planner
-        .native_asset
-        .ok_or_else(|| eyre!("set planner.native_asset (the WETH reserve) to price gas"))?;
-    let settings = PlannerSettings {
-        uniswap_v2_factory: config.uniswap_v2.as_ref().map(|v| v.factory),
-        liquidator: executor.liquidator,
-        sender: executor.account,
-        uniswap_factory: uniswap.factory,
-        fee_tiers: uniswap.fee_tiers.clone(),
-        native_asset,
-        priority_fee_wei: u128::from(config.planner.priority_fee_wei),
-        multicall: config.multicall.address,
-    };
     let planner = Planner::new(rpc, watcher.protocol(), settings).await?;
     let market = watcher.protocol();
     let symbol = |a: Address| {

@@ -46,9 +46,12 @@ pub async fn run(args: Args) -> eyre::Result<()> {
         .next()
         .ok_or_else(|| eyre!("no RPC URL"))?;
     let rpc = chain::connect_http(&url)?;
-    let change = shock::shock(&rpc, asset, args.pct)
+    let change = shock::shock_market(&rpc, devnet, asset, args.pct)
         .await
         .wrap_err_with(|| format!("moving {} at {}", asset.symbol, chain::redact_url(&url)))?;
-    println!("{}: {} → {}", asset.symbol, change.old, change.new);
+    println!(
+        "{}: {} → {} (oracle, and every Uniswap pool holding it)",
+        asset.symbol, change.old, change.new
+    );
     Ok(())
 }

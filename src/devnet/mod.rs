@@ -16,7 +16,7 @@ pub use deployer::Deployer;
 use crate::{
     chain::{self, Rpc, multicall::MULTICALL3},
     config::{
-        AaveConfig, ChainConfig, Config, DevnetAsset, DevnetConfig, ExecutorConfig,
+        AaveConfig, ChainConfig, Config, DevnetAsset, DevnetConfig, DevnetPool, ExecutorConfig,
         MulticallConfig, PlannerConfig, StoreConfig, UniswapV2Config, UniswapV3Config,
     },
     contracts::Contracts,
@@ -136,6 +136,22 @@ impl Deployment {
                         address: a.address,
                         decimals: a.decimals,
                         feed: a.feed,
+                    })
+                    .collect(),
+                oracle: self.aave.oracle,
+                router: self.uniswap.router,
+                pools: self
+                    .uniswap
+                    .pools
+                    .iter()
+                    .map(|p| (p, false))
+                    .chain(self.uniswap.v2_pairs.iter().map(|p| (p, true)))
+                    .map(|(p, v2)| DevnetPool {
+                        address: p.address,
+                        token0: p.token0,
+                        token1: p.token1,
+                        fee: p.fee,
+                        v2,
                     })
                     .collect(),
             }),

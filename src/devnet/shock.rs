@@ -124,3 +124,184 @@ mod tests {
         );
     }
 }
+
+/// A market-wide shock: the feed moves, then arbitrage brings every Uniswap pool and pair holding the
+/// asset to the new oracle price, as it would on a live chain within a block or two. Without that the
+/// pools would still pay the old price for seized collateral and every liquidation would look far more
+/// profitable than it is.
+pub async fn shock_market(
+    rpc: &Rpc,
+    devnet: &crate::config::DevnetConfig,
+    asset: &DevnetAsset,
+    bps: PriceMoveBps,
+) -> eyre::Result<PriceChange> {
+    let change = shock(rpc, asset, bps).await?;
+    for pool in devnet
+        .pools
+        .iter()
+        .filter(|p| p.token0 == asset.address || p.token1 == asset.address)
+    {
+        align_pool(rpc, devnet, pool).await?;
+    }
+    Ok(change)
+}
+
+/// Swaps `pool` to the oracle's current relative price of its two tokens.
+async fn align_pool(
+    rpc: &Rpc,
+    devnet: &crate::config::DevnetConfig,
+    pool: &crate::config::DevnetPool,
+) -> eyre::Result<()> {
+    use crate::{
+        chain::{
+            bindings::{AaveOracle, MintableERC20, SwapRouter, UniswapV3Pool},
+            send_call,
+        },
+        devnet::uniswap::sqrt_price_x96,
+        planner::venues::uniswap_v2::{UniswapV2Pair, amount_out},
+    };
+    use alloy::primitives::aliases::U160;
+
+    let price = |asset| {
+        view(
+            rpc,
+            devnet.oracle,
+            AaveOracle::getAssetPriceCall { asset },
+            "oracle price",
+        )
+    };
+    let decimals = |asset| {
+        devnet
+            .assets
+            .iter()
+            .find(|a| a.address == asset)
+            .map_or(18, |a| a.decimals)
+    };
+    let (p0, p1) = (price(pool.token0).await?, price(pool.token1).await?);
+    let (d0, d1) = (decimals(pool.token0), decimals(pool.token1));
+    let admin = devnet.admin;
+    let ten = |d: u8| U256::from(10u64).pow(U256::from(d));
+
+    if !pool.v2 {
+        let slot0 = view(rpc, pool.address, UniswapV3Pool::slot0Call {}, "slot0").await?;
+        let current = U256::from(slot0.sqrtPriceX96);
+        let target = sqrt_price_x96(p0, d0, p1, d1);
+        if target == current {
+            return Ok(());
+        }
+        let (token_in, token_out) = if target < current {
+            (pool.token0, pool.token1)
+        } else {
+            (pool.token1, pool.token0)
+        };
+        let plenty = U256::from(10u64).pow(U256::from(30));
+        send_call(
+            rpc,
+            admin,
+            token_in,
+            MintableERC20::mintCall {
+                account: admin,
+                value: plenty,
+            },
+            "mint for arbitrage",
+        )
+        .await?;
+        send_call(
+            rpc,
+            admin,
+            token_in,
+            MintableERC20::approveCall {
+                spender: devnet.router,
+                amount: U256::MAX,
+            },
+            "approve router",
+        )
+        .await?;
+        let swap = SwapRouter::exactInputSingleCall {
+            params: SwapRouter::ExactInputSingleParams {
+                tokenIn: token_in,
+                tokenOut: token_out,
+                fee: pool.fee.try_into()?,
+                recipient: admin,
+                deadline: U256::MAX,
+                amountIn: plenty,
+                amountOutMinimum: U256::ZERO,
+                sqrtPriceLimitX96: U160::from(target),
+            },
+        };
+        send_call(rpc, admin, devnet.router, swap, "arbitrage swap").await?;
+        return Ok(());
+    }
+
+    // V2: sell into the pair until reserve1 / reserve0 matches the oracle's price of token0 in token1
+    // (num / den in raw units), found by bisection on the amount in.
+    let r = view(
+        rpc,
+        pool.address,
+        UniswapV2Pair::getReservesCall {},
+        "getReserves",
+    )
+    .await?;
+    let (r0, r1) = (U256::from(r.reserve0), U256::from(r.reserve1));
+    let (num, den) = (p0 * ten(d1), p1 * ten(d0));
+    let token0_overpriced = r1 * den > r0 * num;
+    let (r_in, r_out) = if token0_overpriced {
+        (r0, r1)
+    } else {
+        (r1, r0)
+    };
+    // After selling x: is the pair still on the overpriced side?
+    let still_above = |x: U256| {
+        let out = amount_out(x, r_in, r_out);
+        let (new_in, new_out) = (r_in + x, r_out - out);
+        if token0_overpriced {
+            new_out * den > new_in * num
+        } else {
+            new_out * num > new_in * den
+        }
+    };
+    let (mut lo, mut hi) = (U256::ZERO, r_in * U256::from(10u8));
+    while hi > lo + U256::from(1u8) {
+        let mid = (lo + hi) / U256::from(2u8);
+        if still_above(mid) { lo = mid } else { hi = mid }
+    }
+    if lo.is_zero() {
+        return Ok(());
+    }
+    let out = amount_out(lo, r_in, r_out);
+    let token_in = if token0_overpriced {
+        pool.token0
+    } else {
+        pool.token1
+    };
+    send_call(
+        rpc,
+        admin,
+        token_in,
+        MintableERC20::mintCall {
+            account: pool.address,
+            value: lo,
+        },
+        "arbitrage into the pair",
+    )
+    .await?;
+    let (out0, out1) = if token0_overpriced {
+        (U256::ZERO, out)
+    } else {
+        (out, U256::ZERO)
+    };
+    send_call(
+        rpc,
+        admin,
+        pool.address,
+        UniswapV2Pair::swapCall {
+            amount0Out: out0,
+            amount1Out: out1,
+            to: admin,
+            data: Default::default(),
+        },
+        "V2 arbitrage swap",
+    )
+    .await?;
+    Ok(())
+}

@@ -134,6 +134,35 @@ pub struct PlannerSettings {
     pub multicall: Address,
 }
 
+impl PlannerSettings {
+    /// From the config's `[executor]`, `[uniswap_v3]`, `[uniswap_v2]` and `[planner]`; the error names
+    /// what is missing.
+    pub fn from_config(config: &crate::config::Config) -> Result<Self, String> {
+        let executor = config
+            .executor
+            .as_ref()
+            .ok_or("no [executor] section: planning needs the Liquidator's address and the sending account")?;
+        let uniswap = config
+            .uniswap_v3
+            .as_ref()
+            .ok_or("no [uniswap_v3] section: planning needs a venue to sell collateral on")?;
+        let native_asset = config
+            .planner
+            .native_asset
+            .ok_or("set planner.native_asset (the WETH reserve) so gas can be priced")?;
+        Ok(Self {
+            liquidator: executor.liquidator,
+            sender: executor.account,
+            uniswap_factory: uniswap.factory,
+            uniswap_v2_factory: config.uniswap_v2.as_ref().map(|v| v.factory),
+            fee_tiers: uniswap.fee_tiers.clone(),
+            native_asset,
+            priority_fee_wei: u128::from(config.planner.priority_fee_wei),
+            multicall: config.multicall.address,
+        })
+    }
+}
+
 /// Gas assumed for one liquidation while sizing; the chosen plan is estimated exactly.
 const SIZING_GAS: u64 = 700_000;
 
