@@ -96,35 +96,6 @@ pub async fn shock(
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_percentages() {
-        assert_eq!("-20".parse::<PriceMoveBps>(), Ok(PriceMoveBps(-2000)));
-        assert_eq!("-12.5".parse::<PriceMoveBps>(), Ok(PriceMoveBps(-1250)));
-        assert_eq!("+5".parse::<PriceMoveBps>(), Ok(PriceMoveBps(500)));
-        assert_eq!("0.25".parse::<PriceMoveBps>(), Ok(PriceMoveBps(25)));
-        assert!("-100".parse::<PriceMoveBps>().is_err());
-        assert!("abc".parse::<PriceMoveBps>().is_err());
-        assert!("1.234".parse::<PriceMoveBps>().is_err());
-    }
-
-    #[test]
-    fn moves_prices() {
-        let p = U256::from(crate::devnet::market::usd(2_000));
-        assert_eq!(
-            moved(p, PriceMoveBps(-2000)),
-            U256::from(crate::devnet::market::usd(1_600))
-        );
-        assert_eq!(
-            moved(p, PriceMoveBps(1000)),
-            U256::from(crate::devnet::market::usd(2_200))
-        );
-    }
-}
-
 /// A market-wide shock: the feed moves, then arbitrage brings every Uniswap pool and pair holding the
 /// asset to the new oracle price, as it would on a live chain within a block or two. Without that the
 /// pools would still pay the old price for seized collateral and every liquidation would look far more
@@ -304,4 +275,33 @@ async fn align_pool(
     )
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_percentages() {
+        assert_eq!("-20".parse::<PriceMoveBps>(), Ok(PriceMoveBps(-2000)));
+        assert_eq!("-12.5".parse::<PriceMoveBps>(), Ok(PriceMoveBps(-1250)));
+        assert_eq!("+5".parse::<PriceMoveBps>(), Ok(PriceMoveBps(500)));
+        assert_eq!("0.25".parse::<PriceMoveBps>(), Ok(PriceMoveBps(25)));
+        assert!("-100".parse::<PriceMoveBps>().is_err());
+        assert!("abc".parse::<PriceMoveBps>().is_err());
+        assert!("1.234".parse::<PriceMoveBps>().is_err());
+    }
+
+    #[test]
+    fn moves_prices() {
+        let p = U256::from(crate::devnet::market::usd(2_000));
+        assert_eq!(
+            moved(p, PriceMoveBps(-2000)),
+            U256::from(crate::devnet::market::usd(1_600))
+        );
+        assert_eq!(
+            moved(p, PriceMoveBps(1000)),
+            U256::from(crate::devnet::market::usd(2_200))
+        );
+    }
 }
