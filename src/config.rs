@@ -28,6 +28,9 @@ pub struct Config {
     /// Where the store lives.
     #[serde(default)]
     pub store: StoreConfig,
+    /// Where the signing key comes from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signer: Option<crate::executor::signer::SignerConfig>,
     /// The Liquidator contract and the account that calls it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub executor: Option<ExecutorConfig>,

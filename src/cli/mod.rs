@@ -1,6 +1,7 @@
 //! The command line: one module per command, each with its `Args` and `run`.
 
 pub mod demo;
+pub mod deploy_liquidator;
 pub mod devnet;
 pub mod plan;
 pub mod positions;
@@ -45,6 +46,8 @@ pub enum Command {
     Watch(watch::Args),
     /// The liquidation the keeper would make for one borrower now, with every figure, or why none.
     Plan(plan::Args),
+    /// Deploy the flash-loan Liquidator for the configured market, owned by the configured signer.
+    DeployLiquidator(deploy_liquidator::Args),
 }
 
 impl Cli {
@@ -57,6 +60,7 @@ impl Cli {
             Command::Positions(args) => positions::run(args).await,
             Command::Watch(args) => watch::run(args).await,
             Command::Plan(args) => plan::run(args).await,
+            Command::DeployLiquidator(args) => deploy_liquidator::run(args).await,
         }
     }
 }

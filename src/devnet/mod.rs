@@ -118,6 +118,10 @@ impl Deployment {
                 factory: self.uniswap.v2_factory,
             }),
             store: StoreConfig { path: store },
+            signer: Some(crate::executor::signer::SignerConfig {
+                private_key: Some("env:CASCADE_PRIVATE_KEY".into()),
+                keystore: None,
+            }),
             executor: Some(ExecutorConfig {
                 liquidator: self.liquidator,
                 account: self.admin,

@@ -1,3 +1,4 @@
 //! The executor: turns plans into included transactions through the `Liquidator` contract.
 
 pub mod liquidator;
+pub mod signer;
