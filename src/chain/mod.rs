@@ -279,11 +279,23 @@ pub async fn view<C: alloy::sol_types::SolCall>(
     call: C,
     context: &str,
 ) -> Result<C::Return, ChainError> {
+    view_at(rpc, to, call, alloy::eips::BlockId::latest(), context).await
+}
+
+/// Reads `call` from `to` at `block`.
+pub async fn view_at<C: alloy::sol_types::SolCall>(
+    rpc: &Rpc,
+    to: Address,
+    call: C,
+    block: alloy::eips::BlockId,
+    context: &str,
+) -> Result<C::Return, ChainError> {
     let tx = TransactionRequest::default()
         .to(to)
         .with_input(call.abi_encode());
     let out = rpc
         .call(tx)
+        .block(block)
         .await
         .map_err(|e| ChainError::rpc(context, e))?;
     C::abi_decode_returns(&out)

@@ -6,7 +6,7 @@
 use super::{ChainError, Rpc, bindings::Multicall3};
 use alloy::{
     eips::BlockId,
-    primitives::{Address, address},
+    primitives::{Address, Bytes, address},
     sol_types::SolCall,
 };
 
@@ -35,15 +35,37 @@ pub async fn aggregate3<C: SolCall>(
     calls: &[(Address, C)],
     block: BlockId,
 ) -> Result<Vec<Result<C::Return, CallFailure>>, ChainError> {
+    let raw: Vec<(Address, Vec<u8>)> = calls
+        .iter()
+        .map(|(target, call)| (*target, call.abi_encode()))
+        .collect();
+    let results = aggregate3_raw(rpc, multicall, raw, block, BATCH).await?;
+    Ok(results.iter().map(decode::<C>).collect())
+}
+
+/// Decodes one raw batch result as `C`'s return type.
+pub fn decode<C: SolCall>(result: &Result<Bytes, CallFailure>) -> Result<C::Return, CallFailure> {
+    let bytes = result.as_ref().map_err(Clone::clone)?;
+    C::abi_decode_returns(bytes).map_err(|e| CallFailure::Undecodable(e.to_string()))
+}
+
+/// Runs already-encoded calls, which may differ in type, in batches of `batch`; one raw result per call.
+pub async fn aggregate3_raw(
+    rpc: &Rpc,
+    multicall: Address,
+    calls: Vec<(Address, Vec<u8>)>,
+    block: BlockId,
+    batch: usize,
+) -> Result<Vec<Result<Bytes, CallFailure>>, ChainError> {
     let contract = Multicall3::new(multicall, rpc);
     let mut out = Vec::with_capacity(calls.len());
-    for chunk in calls.chunks(BATCH) {
+    for chunk in calls.chunks(batch.max(1)) {
         let batch: Vec<Multicall3::Call3> = chunk
             .iter()
-            .map(|(target, call)| Multicall3::Call3 {
+            .map(|(target, data)| Multicall3::Call3 {
                 target: *target,
                 allowFailure: true,
-                callData: call.abi_encode().into(),
+                callData: data.clone().into(),
             })
             .collect();
         let results = contract
@@ -54,8 +76,7 @@ pub async fn aggregate3<C: SolCall>(
             .map_err(|e| ChainError::rpc("aggregate3", contract_rpc_error(e)))?;
         out.extend(results.into_iter().map(|r| {
             if r.success {
-                C::abi_decode_returns(&r.returnData)
-                    .map_err(|e| CallFailure::Undecodable(e.to_string()))
+                Ok(r.returnData)
             } else {
                 Err(CallFailure::Reverted(r.returnData.to_string()))
             }

@@ -30,22 +30,7 @@ pub struct Args {
 /// Runs `cascade positions`.
 pub async fn run(args: Args) -> eyre::Result<()> {
     let config = Config::load(&args.config)?;
-    let (rpc, _) = connect_checked(&config, &args.config).await?;
-    let store = Store::open(&config.store.path, args.rebuild_store)?;
-    let market = store.market(config.aave.addresses_provider)?;
-    let aave = AaveV3::connect(
-        &rpc,
-        config.aave.addresses_provider,
-        config.multicall.address,
-    )
-    .await
-    .wrap_err("reading the Aave market behind aave.addresses_provider")?;
-    let opts = WatcherOptions {
-        deployment_block: config.aave.deployment_block,
-        progress: std::io::stderr().is_terminal(),
-        ..Default::default()
-    };
-    let mut watcher = Watcher::open(aave, rpc, market, opts)?;
+    let (store, mut watcher, _) = open_watcher(&config, &args.config, args.rebuild_store).await?;
     let report = watcher.sync().await?;
     store.flush()?;
 
@@ -123,6 +108,36 @@ pub async fn run(args: Args) -> eyre::Result<()> {
         rows.len()
     );
     Ok(())
+}
+
+/// The configured market's watcher over the configured store, after checking the RPC: what every
+/// command that reads positions starts from. Returns the store (to flush), the watcher, and the URL.
+pub async fn open_watcher(
+    config: &Config,
+    path: &std::path::Path,
+    rebuild_store: bool,
+) -> eyre::Result<(Store, Watcher<AaveV3>, String)> {
+    let (rpc, url) = connect_checked(config, path).await?;
+    let store = Store::open(&config.store.path, rebuild_store)?;
+    let aave = AaveV3::connect(
+        &rpc,
+        config.aave.addresses_provider,
+        config.multicall.address,
+    )
+    .await
+    .wrap_err("reading the Aave market behind aave.addresses_provider")?;
+    let opts = WatcherOptions {
+        deployment_block: config.aave.deployment_block,
+        progress: std::io::stderr().is_terminal(),
+        ..Default::default()
+    };
+    let watcher = Watcher::open(
+        aave,
+        rpc,
+        store.market(config.aave.addresses_provider)?,
+        opts,
+    )?;
+    Ok((store, watcher, url))
 }
 
 /// Connects to the config's first RPC URL and checks it serves the configured chain.

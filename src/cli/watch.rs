@@ -2,18 +2,12 @@
 
 use crate::{
     chain,
-    cli::positions::connect_checked,
+    cli::positions::open_watcher,
     config::Config,
-    protocol::aave_v3::AaveV3,
-    store::Store,
     units::u256_to_f64,
-    watcher::{
-        Watcher, WatcherOptions,
-        follow::{Heads, follow},
-    },
+    watcher::follow::{Heads, follow},
 };
-use eyre::WrapErr;
-use std::{collections::BTreeSet, io::IsTerminal, path::PathBuf, time::Duration};
+use std::{collections::BTreeSet, path::PathBuf, time::Duration};
 use tokio_util::sync::CancellationToken;
 
 /// Arguments of `cascade watch`.
@@ -30,26 +24,7 @@ pub struct Args {
 /// Runs `cascade watch` until SIGINT / SIGTERM.
 pub async fn run(args: Args) -> eyre::Result<()> {
     let config = Config::load(&args.config)?;
-    let (rpc, url) = connect_checked(&config, &args.config).await?;
-    let store = Store::open(&config.store.path, args.rebuild_store)?;
-    let aave = AaveV3::connect(
-        &rpc,
-        config.aave.addresses_provider,
-        config.multicall.address,
-    )
-    .await
-    .wrap_err("reading the Aave market behind aave.addresses_provider")?;
-    let opts = WatcherOptions {
-        deployment_block: config.aave.deployment_block,
-        progress: std::io::stderr().is_terminal(),
-        ..Default::default()
-    };
-    let mut watcher = Watcher::open(
-        aave,
-        rpc,
-        store.market(config.aave.addresses_provider)?,
-        opts,
-    )?;
+    let (store, mut watcher, url) = open_watcher(&config, &args.config, args.rebuild_store).await?;
     let block_time = Duration::from_secs(config.chain.block_time_secs.unwrap_or(12));
     let heads = Heads::for_url(&url, block_time);
     tracing::info!(rpc = %chain::redact_url(&url), ?heads, "following the chain");

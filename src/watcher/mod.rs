@@ -174,6 +174,11 @@ impl<P: LendingProtocol> Watcher<P> {
         &self.protocol
     }
 
+    /// The provider it reads through.
+    pub fn rpc(&self) -> &Rpc {
+        &self.rpc
+    }
+
     /// The cursor.
     pub fn cursor(&self) -> Option<&Cursor> {
         self.cursor.as_ref()

@@ -146,52 +146,12 @@ fn decoded<T>(r: Result<T, CallFailure>, what: &str) -> Result<T, ChainError> {
     })
 }
 
-/// Multicall3 batches mixing different calls: (target, calldata) with the decoder left to the caller.
-async fn raw_batch(
-    rpc: &Rpc,
-    multicall_address: Address,
-    calls: Vec<(Address, Vec<u8>)>,
-    block: BlockId,
-    batch: usize,
-) -> Result<Vec<Result<alloy::primitives::Bytes, CallFailure>>, ChainError> {
-    use crate::chain::bindings::Multicall3;
-    let contract = Multicall3::new(multicall_address, rpc);
-    let mut out = Vec::with_capacity(calls.len());
-    for chunk in calls.chunks(batch) {
-        let batch: Vec<_> = chunk
-            .iter()
-            .map(|(target, data)| Multicall3::Call3 {
-                target: *target,
-                allowFailure: true,
-                callData: data.clone().into(),
-            })
-            .collect();
-        let results = contract
-            .aggregate3(batch)
-            .block(block)
-            .call()
-            .await
-            .map_err(|e| ChainError::rpc("aggregate3", multicall::contract_rpc_error(e)))?;
-        out.extend(results.into_iter().map(|r| {
-            if r.success {
-                Ok(r.returnData)
-            } else {
-                Err(CallFailure::Reverted(r.returnData.to_string()))
-            }
-        }));
-    }
-    Ok(out)
-}
-
+/// Decodes one raw batch result as `C`'s return type, naming the call on failure.
 fn decode<C: SolCall>(
     r: &Result<alloy::primitives::Bytes, CallFailure>,
     what: &str,
 ) -> Result<C::Return, ChainError> {
-    let bytes = decoded(r.clone(), what)?;
-    decoded(
-        C::abi_decode_returns(&bytes).map_err(|e| CallFailure::Undecodable(e.to_string())),
-        what,
-    )
+    decoded(multicall::decode::<C>(r), what)
 }
 
 impl LendingProtocol for AaveV3 {
@@ -289,7 +249,8 @@ impl LendingProtocol for AaveV3 {
                     Pool::getEModeCategoryDataCall { id }.abi_encode(),
                 )
             }));
-            let results = raw_batch(rpc, self.multicall, calls, at, multicall::BATCH).await?;
+            let results =
+                multicall::aggregate3_raw(rpc, self.multicall, calls, at, multicall::BATCH).await?;
             let listed = decode::<Pool::getReservesListCall>(&results[0], "getReservesList")?;
             if listed == assets {
                 break results;
@@ -348,7 +309,7 @@ impl LendingProtocol for AaveV3 {
             let price = if data.priceSource.is_zero() {
                 U256::ZERO
             } else {
-                view_at(
+                crate::chain::view_at(
                     rpc,
                     self.oracle,
                     AaveOracle::getAssetPriceCall {
@@ -415,7 +376,8 @@ impl LendingProtocol for AaveV3 {
                 }
             }
         }
-        let results = raw_batch(rpc, self.multicall, calls, at, USER_READ_BATCH).await?;
+        let results =
+            multicall::aggregate3_raw(rpc, self.multicall, calls, at, USER_READ_BATCH).await?;
         let mut it = results.iter();
         let mut next = |what: &str| {
             it.next().ok_or_else(|| {
@@ -525,7 +487,7 @@ impl LendingProtocol for AaveV3 {
                 )
             })
             .collect();
-        let results = raw_batch(
+        let results = multicall::aggregate3_raw(
             rpc,
             self.multicall,
             calls,
@@ -542,29 +504,4 @@ impl LendingProtocol for AaveV3 {
             })
             .collect())
     }
-}
-
-/// A view call at a block.
-async fn view_at<C: SolCall>(
-    rpc: &Rpc,
-    to: Address,
-    call: C,
-    at: BlockId,
-    context: &str,
-) -> Result<C::Return, ChainError> {
-    use alloy::{network::TransactionBuilder, providers::Provider, rpc::types::TransactionRequest};
-    let tx = TransactionRequest::default()
-        .to(to)
-        .with_input(call.abi_encode());
-    let out = rpc
-        .call(tx)
-        .block(at)
-        .await
-        .map_err(|e| ChainError::rpc(context, e))?;
-    C::abi_decode_returns(&out).map_err(|e| {
-        ChainError::rpc(
-            context,
-            alloy::transports::RpcError::LocalUsageError(Box::new(e)),
-        )
-    })
 }
