@@ -222,7 +222,7 @@ impl Devnet {
         })
     }
 
-    /// A provider-independent handle for more seeding after start.
+    /// A deployer on this devnet (the admin account), for opening more positions after start.
     pub fn deployer(&self) -> Deployer {
         Deployer::new(
             self.rpc.clone(),

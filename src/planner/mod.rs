@@ -87,7 +87,7 @@ pub enum Refusal {
     #[error("health factor {0} is not below 1")]
     Healthy(String),
     /// No collateral × debt pair has a pool to sell on.
-    #[error("no Uniswap V3 pool sells any of the borrower's collateral for any of its debt")]
+    #[error("no Uniswap pool or pair sells any of the borrower's collateral for any of its debt")]
     NoVenue,
     /// Every size loses money after the swap, the premium and gas.
     #[error("no liquidation size is profitable: best net {best_net_base} USD (×1e-8) for {pair}")]

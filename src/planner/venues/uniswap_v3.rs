@@ -5,7 +5,7 @@
 use crate::chain::{ChainError, Rpc, bindings::UniswapV3Pool, multicall};
 use alloy::{
     eips::BlockId,
-    primitives::{Address, I256, U256, U512, aliases::I24},
+    primitives::{Address, U256, U512, aliases::I24},
     sol,
 };
 use std::collections::BTreeMap;
@@ -528,11 +528,6 @@ pub fn price_impact_bps(pool: &PoolState, token_in: Address, outcome: &SwapOutco
         return 0;
     }
     ((spot - outcome.amount_out) * U256::from(10_000u64) / spot).to::<u64>()
-}
-
-/// A signed amount, for logs.
-pub fn signed(x: U256) -> I256 {
-    I256::try_from(x).unwrap_or(I256::MAX)
 }
 
 #[cfg(test)]
