@@ -187,6 +187,11 @@ impl Store {
         })
     }
 
+    /// The executor's transaction journal.
+    pub fn journal_tree(&self) -> Result<sled::Tree, StoreError> {
+        self.tree("journal")
+    }
+
     /// Writes everything to disk.
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db

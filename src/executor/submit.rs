@@ -1,0 +1,381 @@
+//! Sending liquidations: nonces, signing, the write-ahead journal, fee bumps of stuck transactions
+//! (capped so fees never exceed the plan's profit), receipts, and reconciliation after a restart.
+
+use super::journal::{Attempt, Journal, JournalEntry, JournalError, TxState};
+use crate::{
+    chain::{ChainError, Rpc, bindings::Liquidator},
+    planner::Plan,
+};
+use alloy::{
+    consensus::{SignableTransaction, TxEip1559, TxEnvelope},
+    eips::{BlockNumberOrTag, Encodable2718},
+    network::TxSignerSync,
+    primitives::{Address, Bytes, TxKind, U256},
+    providers::Provider,
+    signers::local::PrivateKeySigner,
+    sol_types::SolEvent,
+};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Errors of the executor.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// Talking to the chain failed.
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+    /// The journal failed.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// A liquidation of this borrower is already in flight.
+    #[error("a liquidation of {0} is already in flight")]
+    InFlight(Address),
+    /// Signing failed.
+    #[error("signing: {0}")]
+    Sign(String),
+}
+
+/// Tuning.
+#[derive(Debug, Clone)]
+pub struct ExecutorOptions {
+    /// Replace a transaction not mined after this long.
+    pub bump_after: Duration,
+    /// Each replacement raises both fees by this much (bps); nodes require at least 10%.
+    pub bump_bps: u64,
+}
+
+impl Default for ExecutorOptions {
+    fn default() -> Self {
+        Self {
+            bump_after: Duration::from_secs(24),
+            bump_bps: 1_250,
+        }
+    }
+}
+
+/// Sends liquidations from one account.
+pub struct Executor {
+    rpc: Rpc,
+    signer: PrivateKeySigner,
+    chain_id: u64,
+    journal: Journal,
+    next_nonce: Option<u64>,
+    opts: ExecutorOptions,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}
+
+impl Executor {
+    /// An executor for `signer`'s account on the chain behind `rpc`.
+    pub async fn new(
+        rpc: Rpc,
+        signer: PrivateKeySigner,
+        journal: Journal,
+        opts: ExecutorOptions,
+    ) -> Result<Self, ExecError> {
+        let chain_id = rpc
+            .get_chain_id()
+            .await
+            .map_err(|e| ChainError::rpc("eth_chainId", e))?;
+        Ok(Self {
+            rpc,
+            signer,
+            chain_id,
+            journal,
+            next_nonce: None,
+            opts,
+        })
+    }
+
+    /// The sending account.
+    pub fn address(&self) -> Address {
+        self.signer.address()
+    }
+
+    /// The journal.
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    /// The next nonce: the chain's pending count, our own count of what we sent, and the journal's
+    /// open entries, whichever is highest. A transaction sent from this account by someone else moves
+    /// the chain's count, so the next call picks it up.
+    async fn nonce(&mut self) -> Result<u64, ExecError> {
+        let chain = self
+            .rpc
+            .get_transaction_count(self.address())
+            .pending()
+            .await
+            .map_err(|e| ChainError::rpc("eth_getTransactionCount", e))?;
+        let journaled = self
+            .journal
+            .open()?
+            .iter()
+            .map(|e| e.nonce + 1)
+            .max()
+            .unwrap_or(0);
+        let nonce = chain.max(self.next_nonce.unwrap_or(0)).max(journaled);
+        self.next_nonce = Some(nonce + 1);
+        Ok(nonce)
+    }
+
+    fn sign(
+        &self,
+        nonce: u64,
+        gas_limit: u64,
+        to: Address,
+        data: Bytes,
+        max_fee: u128,
+        priority: u128,
+    ) -> Result<Attempt, ExecError> {
+        let mut tx = TxEip1559 {
+            chain_id: self.chain_id,
+            nonce,
+            gas_limit,
+            max_fee_per_gas: max_fee,
+            max_priority_fee_per_gas: priority,
+            to: TxKind::Call(to),
+            value: U256::ZERO,
+            access_list: Default::default(),
+            input: data,
+        };
+        let signature = self
+            .signer
+            .sign_transaction_sync(&mut tx)
+            .map_err(|e| ExecError::Sign(e.to_string()))?;
+        let envelope = TxEnvelope::from(tx.into_signed(signature));
+        Ok(Attempt {
+            hash: *envelope.tx_hash(),
+            raw: envelope.encoded_2718().into(),
+            max_fee_per_gas: max_fee,
+            max_priority_fee_per_gas: priority,
+            signed_at_ms: now_ms(),
+        })
+    }
+
+    async fn broadcast(&self, attempt: &Attempt) -> Result<(), ExecError> {
+        match self.rpc.send_raw_transaction(&attempt.raw).await {
+            Ok(_) => Ok(()),
+            // Sent before (a rebroadcast after a restart), or the nonce is already used (ours mined, or
+            // another transaction's): nothing to send; `poll` tells which from the receipts.
+            Err(e)
+                if ["already", "nonce too low"]
+                    .iter()
+                    .any(|m| e.to_string().to_lowercase().contains(m)) =>
+            {
+                Ok(())
+            }
+            Err(e) => {
+                Err(ChainError::rpc(format!("eth_sendRawTransaction {}", attempt.hash), e).into())
+            }
+        }
+    }
+
+    /// Journals, then sends, the plan's transaction to `liquidator`. `fee_cap_wei` is the most its fees
+    /// may ever reach, bumps included.
+    pub async fn submit(
+        &mut self,
+        plan: &Plan,
+        liquidator: Address,
+        fee_cap_wei: U256,
+    ) -> Result<JournalEntry, ExecError> {
+        let entry = self.prepare(plan, liquidator, fee_cap_wei).await?;
+        self.send_prepared(entry).await
+    }
+
+    /// Signs the plan's transaction and writes it to the journal (on disk) without sending it.
+    pub async fn prepare(
+        &mut self,
+        plan: &Plan,
+        liquidator: Address,
+        fee_cap_wei: U256,
+    ) -> Result<JournalEntry, ExecError> {
+        if self.journal.open_for(plan.borrower)?.is_some() {
+            return Err(ExecError::InFlight(plan.borrower));
+        }
+        let base_fee = self
+            .rpc
+            .get_block_by_number(BlockNumberOrTag::Latest)
+            .await
+            .map_err(|e| ChainError::rpc("latest block", e))?
+            .and_then(|b| b.header.base_fee_per_gas)
+            .map_or(1_000_000_000, u128::from);
+        let priority = plan.gas_price_wei.saturating_sub(base_fee).max(1);
+        // Room for two base-fee rises of 12.5% before the transaction stops being includable.
+        let max_fee = base_fee * 2 + priority;
+        let nonce = self.nonce().await?;
+        let attempt = self.sign(
+            nonce,
+            plan.gas_limit,
+            liquidator,
+            plan.calldata.clone(),
+            max_fee,
+            priority,
+        )?;
+        let entry = JournalEntry {
+            borrower: plan.borrower,
+            pair: (plan.collateral, plan.debt),
+            nonce,
+            attempts: vec![attempt],
+            state: TxState::Prepared,
+            fee_cap_wei,
+            gas_limit: plan.gas_limit,
+        };
+        self.journal.put(&entry)?;
+        Ok(entry)
+    }
+
+    /// Sends a prepared entry's transaction and records that it was sent.
+    pub async fn send_prepared(
+        &mut self,
+        mut entry: JournalEntry,
+    ) -> Result<JournalEntry, ExecError> {
+        let attempt = entry
+            .attempts
+            .last()
+            .cloned()
+            .expect("an entry has an attempt");
+        self.broadcast(&attempt).await?;
+        entry.state = TxState::Sent;
+        self.journal.put(&entry)?;
+        tracing::info!(borrower = %entry.borrower, nonce = entry.nonce, hash = %attempt.hash, "liquidation sent");
+        Ok(entry)
+    }
+
+    /// Checks every open liquidation: records receipts, replaces stuck transactions with higher fees
+    /// (never past the fee cap), and marks as dropped those whose nonce went to another transaction.
+    /// Returns the entries that became final.
+    pub async fn poll(&mut self) -> Result<Vec<JournalEntry>, ExecError> {
+        let mut finished = Vec::new();
+        for mut entry in self.journal.open()? {
+            if let Some(state) = self.outcome(&entry).await? {
+                entry.state = state;
+                self.journal.put(&entry)?;
+                finished.push(entry);
+                continue;
+            }
+            let mined_nonce = self
+                .rpc
+                .get_transaction_count(self.address())
+                .latest()
+                .await
+                .map_err(|e| ChainError::rpc("eth_getTransactionCount", e))?;
+            if mined_nonce > entry.nonce {
+                // The nonce is used. Ours, unless no attempt has a receipt; nodes can index a block's
+                // receipts a moment after its state, so look again before calling it dropped.
+                let mut state = None;
+                for _ in 0..5 {
+                    state = self.outcome(&entry).await?;
+                    if state.is_some() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                entry.state = state.unwrap_or_else(|| TxState::Dropped {
+                    reason: format!("nonce {} was used by another transaction", entry.nonce),
+                });
+                self.journal.put(&entry)?;
+                finished.push(entry);
+                continue;
+            }
+            let last = entry
+                .attempts
+                .last()
+                .cloned()
+                .expect("an entry has an attempt");
+            if entry.state == TxState::Prepared {
+                // Journaled but perhaps never sent (a crash in between): send exactly that transaction.
+                self.broadcast(&last).await?;
+                entry.state = TxState::Sent;
+                self.journal.put(&entry)?;
+                continue;
+            }
+            if now_ms().saturating_sub(last.signed_at_ms) < self.opts.bump_after.as_millis() as u64
+            {
+                continue;
+            }
+            let bump = |x: u128| x + x * u128::from(self.opts.bump_bps) / 10_000 + 1;
+            let (max_fee, priority) = (
+                bump(last.max_fee_per_gas),
+                bump(last.max_priority_fee_per_gas),
+            );
+            if U256::from(max_fee) * U256::from(entry.gas_limit) > entry.fee_cap_wei {
+                tracing::warn!(borrower = %entry.borrower, max_fee, "not bumping: fees would exceed the liquidation's profit");
+                continue;
+            }
+            let data = decode_input(&last.raw);
+            let to = decode_to(&last.raw);
+            let attempt = self.sign(entry.nonce, entry.gas_limit, to, data, max_fee, priority)?;
+            entry.attempts.push(attempt.clone());
+            self.journal.put(&entry)?;
+            self.broadcast(&attempt).await?;
+            tracing::info!(borrower = %entry.borrower, nonce = entry.nonce, hash = %attempt.hash, max_fee, "replaced a stuck liquidation with higher fees");
+        }
+        Ok(finished)
+    }
+
+    /// After a restart: brings every open entry up to date (rebroadcasting, never re-signing a new
+    /// liquidation) and returns those that became final.
+    pub async fn reconcile(&mut self) -> Result<Vec<JournalEntry>, ExecError> {
+        for mut entry in self.journal.open()? {
+            if self.outcome(&entry).await?.is_none()
+                && let Some(last) = entry.attempts.last().cloned()
+            {
+                self.broadcast(&last).await?;
+                entry.state = TxState::Sent;
+                self.journal.put(&entry)?;
+            }
+        }
+        self.poll().await
+    }
+
+    /// The receipt of any attempt, as a final state.
+    async fn outcome(&self, entry: &JournalEntry) -> Result<Option<TxState>, ExecError> {
+        for attempt in entry.attempts.iter().rev() {
+            let receipt = self
+                .rpc
+                .get_transaction_receipt(attempt.hash)
+                .await
+                .map_err(|e| ChainError::rpc("eth_getTransactionReceipt", e))?;
+            if let Some(r) = receipt {
+                let profit = r
+                    .inner
+                    .logs()
+                    .iter()
+                    .find_map(|l| Liquidator::Liquidated::decode_log_data(l.data()).ok())
+                    .map(|e| e.profit);
+                return Ok(Some(TxState::Included {
+                    hash: attempt.hash,
+                    block: r.block_number.unwrap_or_default(),
+                    success: r.status(),
+                    profit,
+                    fee_paid_wei: U256::from(r.gas_used) * U256::from(r.effective_gas_price),
+                }));
+            }
+        }
+        Ok(None)
+    }
+}
+
+fn decode_envelope(raw: &[u8]) -> Option<TxEnvelope> {
+    use alloy::eips::Decodable2718;
+    TxEnvelope::decode_2718(&mut &raw[..]).ok()
+}
+
+fn decode_input(raw: &[u8]) -> Bytes {
+    use alloy::consensus::Transaction;
+    decode_envelope(raw)
+        .map(|e| e.input().clone())
+        .unwrap_or_default()
+}
+
+fn decode_to(raw: &[u8]) -> Address {
+    use alloy::consensus::Transaction;
+    decode_envelope(raw)
+        .and_then(|e| e.to())
+        .unwrap_or_default()
+}

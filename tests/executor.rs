@@ -1,0 +1,249 @@
+//! The executor on the devnet: a stuck liquidation is replaced with higher fees and exactly one is
+//! included when mining resumes; a crash between journaling and sending, or between sending and the
+//! receipt, never leads to a second liquidation transaction.
+
+use alloy::{
+    primitives::{Address, U256},
+    providers::{Provider, ext::AnvilApi},
+};
+use cascade::{
+    chain,
+    devnet::{
+        Devnet, DevnetOptions,
+        shock::{self, PriceMoveBps},
+    },
+    executor::{
+        journal::{Journal, TxState},
+        signer,
+        submit::{ExecError, Executor, ExecutorOptions},
+    },
+    planner::{Plan, Planner, PlannerSettings},
+    protocol::aave_v3::AaveV3,
+    store::Store,
+    watcher::{Watcher, WatcherOptions},
+};
+use std::time::Duration;
+
+/// anvil's first dev key (public test material): the devnet's admin and the Liquidator's owner.
+const ADMIN_KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
+
+async fn planned() -> (Devnet, Plan, Store, tempfile::TempDir) {
+    let net = Devnet::start(&DevnetOptions {
+        borrowers: 30,
+        ..Default::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("devnet did not start: {e:#}"));
+    let d = net.deployment.clone();
+    let weth = d.asset("WETH").unwrap();
+    let feed = cascade::config::DevnetAsset {
+        symbol: "WETH".into(),
+        address: weth.address,
+        decimals: 18,
+        feed: weth.feed,
+    };
+    shock::shock(&net.rpc, &feed, PriceMoveBps(-2500))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), false).unwrap();
+    let aave = AaveV3::connect(&net.rpc, d.aave.addresses_provider, d.multicall)
+        .await
+        .unwrap();
+    let mut w = Watcher::open(
+        aave,
+        net.rpc.clone(),
+        store.market(d.aave.addresses_provider).unwrap(),
+        WatcherOptions {
+            deployment_block: d.deployment_block,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    w.sync().await.unwrap();
+    let settings =
+        PlannerSettings::from_config(&d.config(&net.rpc_url, None, dir.path().join("s"))).unwrap();
+    let planner = Planner::new(net.rpc.clone(), w.protocol(), settings)
+        .await
+        .unwrap();
+    for user in w.liquidatable() {
+        let position = w
+            .positions()
+            .find(|(u, _, _)| *u == user)
+            .map(|(_, p, _)| p.clone())
+            .unwrap();
+        if let Ok(plan) = planner.plan(w.protocol(), user, &position).await {
+            return (net, plan, store, dir);
+        }
+    }
+    panic!("no plan on the shocked devnet");
+}
+
+async fn executor(net: &Devnet, store: &Store, bump_after: Duration) -> Executor {
+    let key = signer::parse_key(ADMIN_KEY, "test").unwrap();
+    let journal = Journal::new(store.journal_tree().unwrap());
+    Executor::new(
+        net.rpc.clone(),
+        key,
+        journal,
+        ExecutorOptions {
+            bump_after,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+}
+
+/// Transactions from `account` in blocks `from..=to`.
+async fn sent_by(net: &Devnet, account: Address, from: u64, to: u64) -> usize {
+    let mut n = 0;
+    for b in from..=to {
+        let block = net
+            .rpc
+            .get_block_by_number(b.into())
+            .full()
+            .await
+            .unwrap()
+            .unwrap();
+        n += block
+            .transactions
+            .txns()
+            .filter(|t| {
+                alloy::consensus::Transaction::to(*t).is_some() && t.inner.signer() == account
+            })
+            .count();
+    }
+    n
+}
+
+const CAP: U256 = U256::from_limbs([1_000_000_000_000_000_000, 0, 0, 0]);
+
+#[tokio::test]
+async fn stuck_liquidation_is_bumped_and_included_once() {
+    let (net, plan, store, _dir) = planned().await;
+    let liquidator = net.deployment.liquidator;
+    let mut ex = executor(&net, &store, Duration::from_millis(100)).await;
+    let start = net.rpc.get_block_number().await.unwrap();
+    net.rpc.anvil_set_auto_mine(false).await.unwrap();
+
+    let entry = ex.submit(&plan, liquidator, CAP).await.expect("submit");
+    assert!(
+        matches!(
+            ex.submit(&plan, liquidator, CAP).await,
+            Err(ExecError::InFlight(_))
+        ),
+        "one liquidation per borrower in flight"
+    );
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(ex.poll().await.unwrap().is_empty());
+    }
+    let open = ex.journal().open().unwrap();
+    assert_eq!(open.len(), 1);
+    assert_eq!(
+        open[0].attempts.len(),
+        3,
+        "two replacements while mining was paused"
+    );
+    assert!(open[0].attempts[2].max_fee_per_gas > open[0].attempts[0].max_fee_per_gas * 12 / 10);
+
+    net.rpc.evm_mine(None).await.unwrap();
+    net.rpc.anvil_set_auto_mine(true).await.unwrap();
+    let finished = ex.poll().await.unwrap();
+    assert_eq!(finished.len(), 1);
+    let TxState::Included {
+        hash,
+        success,
+        profit,
+        ..
+    } = &finished[0].state
+    else {
+        panic!("{:?}", finished[0].state)
+    };
+    assert!(*success && profit.unwrap_or_default() > U256::ZERO);
+    assert_eq!(
+        *hash,
+        finished[0].attempts.last().unwrap().hash,
+        "the highest-fee replacement is the one mined"
+    );
+    let end = net.rpc.get_block_number().await.unwrap();
+    assert_eq!(
+        sent_by(&net, ex.address(), start + 1, end).await,
+        1,
+        "exactly one transaction for the liquidation"
+    );
+    assert_eq!(entry.nonce, finished[0].nonce);
+}
+
+#[tokio::test]
+async fn crash_between_send_and_receipt_never_sends_twice() {
+    let (net, plan, store, _dir) = planned().await;
+    let liquidator = net.deployment.liquidator;
+    let start = net.rpc.get_block_number().await.unwrap();
+    net.rpc.anvil_set_auto_mine(false).await.unwrap();
+    {
+        let mut ex = executor(&net, &store, Duration::from_secs(60)).await;
+        ex.submit(&plan, liquidator, CAP).await.unwrap();
+        // The process dies here: the transaction is in the node's pool, the receipt never read.
+    }
+    let mut restarted = executor(&net, &store, Duration::from_secs(60)).await;
+    assert!(
+        restarted.reconcile().await.unwrap().is_empty(),
+        "still pending"
+    );
+    assert!(matches!(
+        restarted.submit(&plan, liquidator, CAP).await,
+        Err(ExecError::InFlight(_))
+    ));
+    net.rpc.evm_mine(None).await.unwrap();
+    net.rpc.anvil_set_auto_mine(true).await.unwrap();
+    let finished = restarted.poll().await.unwrap();
+    assert_eq!(finished.len(), 1);
+    assert!(matches!(
+        finished[0].state,
+        TxState::Included { success: true, .. }
+    ));
+    assert_eq!(
+        restarted.journal().entries().unwrap().len(),
+        1,
+        "the journal shows one liquidation"
+    );
+    let end = net.rpc.get_block_number().await.unwrap();
+    assert_eq!(sent_by(&net, restarted.address(), start + 1, end).await, 1);
+}
+
+#[tokio::test]
+async fn crash_between_journal_and_send_sends_the_journaled_transaction() {
+    let (net, plan, store, _dir) = planned().await;
+    let liquidator = net.deployment.liquidator;
+    let start = net.rpc.get_block_number().await.unwrap();
+    let prepared = {
+        let mut ex = executor(&net, &store, Duration::from_secs(60)).await;
+        ex.prepare(&plan, liquidator, CAP).await.unwrap()
+        // The process dies before eth_sendRawTransaction.
+    };
+    let mut restarted = executor(&net, &store, Duration::from_secs(60)).await;
+    let finished = restarted.reconcile().await.unwrap();
+    let finished = if finished.is_empty() {
+        restarted.poll().await.unwrap()
+    } else {
+        finished
+    };
+    assert_eq!(finished.len(), 1);
+    let TxState::Included {
+        hash,
+        success: true,
+        ..
+    } = finished[0].state
+    else {
+        panic!("{:?}", finished[0].state)
+    };
+    assert_eq!(
+        hash, prepared.attempts[0].hash,
+        "exactly the journaled transaction, not a new one"
+    );
+    let end = net.rpc.get_block_number().await.unwrap();
+    assert_eq!(sent_by(&net, restarted.address(), start + 1, end).await, 1);
+    let _ = chain::redact_url(&net.rpc_url);
+}
