@@ -247,3 +247,47 @@ async fn crash_between_journal_and_send_sends_the_journaled_transaction() {
     assert_eq!(sent_by(&net, restarted.address(), start + 1, end).await, 1);
     let _ = chain::redact_url(&net.rpc_url);
 }
+
+#[tokio::test]
+async fn the_private_key_never_appears_in_any_output() {
+    let net = Devnet::start(&DevnetOptions {
+        borrowers: 3,
+        ..Default::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("devnet did not start: {e:#}"));
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("devnet.toml");
+    net.deployment
+        .config(&net.rpc_url, None, dir.path().join("store"))
+        .write(&config_path, "test")
+        .unwrap();
+    let run = |key: &str, args: &[&str]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cascade"));
+        cmd.args(args)
+            .env("CASCADE_PRIVATE_KEY", key)
+            .env("RUST_LOG", "trace")
+            .env("RUST_BACKTRACE", "1");
+        let out = cmd.output().expect("run cascade");
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    let config = config_path.to_str().unwrap();
+    // A working key (deploys), and a broken one (one digit short), at the most verbose log level.
+    let good = run(ADMIN_KEY, &["deploy-liquidator", "--config", config]);
+    assert!(good.contains("Liquidator deployed at"), "{good}");
+    let broken = &ADMIN_KEY[..ADMIN_KEY.len() - 1];
+    let bad = run(broken, &["deploy-liquidator", "--config", config]);
+    assert!(bad.contains("does not parse"), "{bad}");
+    for output in [&good, &bad] {
+        for secret in [ADMIN_KEY, &ADMIN_KEY[2..], &broken[2..], &ADMIN_KEY[2..20]] {
+            assert!(
+                !output.contains(secret),
+                "key material in the output:\n{output}"
+            );
+        }
+    }
+}
