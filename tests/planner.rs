@@ -390,3 +390,57 @@ async fn v2_venue_plans_are_realised_too() {
         "some borrower should be liquidatable through a V2 pair"
     );
 }
+
+#[tokio::test]
+async fn the_pair_chosen_is_the_most_profitable_not_the_largest() {
+    let s = setup(false).await;
+    let mut multi = 0;
+    let mut differs_from_largest_repay = 0;
+    for user in s.watcher.liquidatable() {
+        let position = s
+            .watcher
+            .positions()
+            .find(|(u, _, _)| *u == user)
+            .map(|(_, p, _)| p.clone())
+            .unwrap();
+        let (outcomes, _) = s
+            .planner
+            .candidates(s.watcher.protocol(), user, &position)
+            .await
+            .unwrap();
+        let sized: Vec<_> = outcomes.iter().filter_map(|o| o.plan.as_ref()).collect();
+        assert_eq!(
+            outcomes.len(),
+            4,
+            "two collaterals × two debts considered for {user}"
+        );
+        if sized.len() < 2 {
+            continue;
+        }
+        multi += 1;
+        let best = sized.iter().max_by_key(|p| p.net_profit_base).unwrap();
+        let plan = s
+            .planner
+            .plan(s.watcher.protocol(), user, &position)
+            .await
+            .unwrap();
+        assert_eq!(
+            (plan.collateral, plan.debt),
+            (best.collateral, best.debt),
+            "{user}: the most profitable pair"
+        );
+        // Repays are in different units; compare them in USD.
+        let usd = |p: &&cascade::planner::Plan| {
+            let r = s.watcher.protocol().reserve_of(p.debt).unwrap();
+            cascade::planner::base_value(p.amounts.debt_repaid, r.price, r.config.decimals)
+        };
+        let largest = sized.iter().max_by_key(|p| usd(p)).unwrap();
+        if (largest.collateral, largest.debt) != (best.collateral, best.debt) {
+            differs_from_largest_repay += 1;
+        }
+    }
+    eprintln!(
+        "{multi} borrowers with several profitable pairs; for {differs_from_largest_repay} the best is not the largest repay"
+    );
+    assert!(multi > 0);
+}

@@ -80,6 +80,20 @@ pub struct Plan {
     pub calldata: Bytes,
 }
 
+/// One collateral × debt pair's best size, or how close it came to profit.
+#[derive(Debug, Clone)]
+pub struct PairOutcome {
+    /// Collateral asset.
+    pub collateral: Address,
+    /// Debt asset.
+    pub debt: Address,
+    /// The most profitable plan for the pair (sized and priced, transaction not yet built).
+    pub plan: Option<Plan>,
+    /// With no profitable size: the net outcome of the largest repay, base units (`None` as well when
+    /// no venue sells this collateral for this debt).
+    pub best_loss_base: Option<i128>,
+}
+
 /// Why there is no plan.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
@@ -232,13 +246,49 @@ impl Planner {
         self.rules
     }
 
-    /// The most profitable liquidation of `borrower`, or why there is none.
+    /// The most profitable liquidation of `borrower`, or why there is none: the best pair of
+    /// [`Self::candidates`], built into the exact transaction and simulated.
     pub async fn plan(
         &self,
         market: &AaveV3,
         borrower: Address,
         position: &StoredPosition,
     ) -> Result<Plan, PlanError> {
+        let (outcomes, native_price) = self.candidates(market, borrower, position).await?;
+        let best = outcomes
+            .iter()
+            .filter_map(|o| o.plan.as_ref())
+            .max_by_key(|p| p.net_profit_base)
+            .cloned();
+        let Some(mut plan) = best else {
+            let closest = outcomes
+                .iter()
+                .filter_map(|o| {
+                    o.best_loss_base
+                        .map(|b| (b, format!("{} → {}", o.collateral, o.debt)))
+                })
+                .max_by_key(|(b, _)| *b);
+            return Err(match closest {
+                Some((best_net_base, pair)) => Refusal::Unprofitable {
+                    best_net_base,
+                    pair,
+                },
+                None => Refusal::NoVenue,
+            }
+            .into());
+        };
+        self.finalise(&mut plan, market, native_price).await?;
+        Ok(plan)
+    }
+
+    /// Every collateral × debt pair of `borrower`, each with its most profitable size (before the exact
+    /// transaction is built), or how close it came.
+    pub async fn candidates(
+        &self,
+        market: &AaveV3,
+        borrower: Address,
+        position: &StoredPosition,
+    ) -> Result<(Vec<PairOutcome>, U256), PlanError> {
         let account = market.account_data(position);
         if account.health_factor >= crate::units::WAD {
             return Err(Refusal::Healthy(
@@ -270,8 +320,7 @@ impl Planner {
             .unwrap_or_default();
 
         let mut pools: HashMap<(Address, Address), Vec<Venue>> = HashMap::new();
-        let mut best: Option<(i128, Plan)> = None;
-        let mut best_loss: Option<(i128, String)> = None;
+        let mut outcomes = Vec::new();
         for c in position
             .holdings
             .iter()
@@ -296,6 +345,13 @@ impl Planner {
                 }
                 let candidates = &pools[&key];
                 if candidates.is_empty() {
+                    // No pool sells this collateral for this debt.
+                    outcomes.push(PairOutcome {
+                        collateral: cr.asset,
+                        debt: dr.asset,
+                        plan: None,
+                        best_loss_base: None,
+                    });
                     continue;
                 }
                 let emode = market
@@ -344,26 +400,25 @@ impl Planner {
                     Some(signed(out) - signed(cost))
                 };
                 let result = sizing::best_repay(&case, |a| Ok::<_, ()>(net(a))).unwrap_or(None);
-                let pair = format!("{} → {}", cr.asset, dr.asset);
                 let Some((amounts, net_debt)) = result else {
-                    // Record how close the best attempt came, for the refusal.
+                    // Record how close the largest repay came, for the refusal.
                     let full = sizing::liquidation_amounts(&case, U256::MAX).ok();
-                    if let Some(n) = full.as_ref().and_then(net) {
-                        let base = n * signed(dr.price)
-                            / signed(U256::from(10u64).pow(U256::from(dr.config.decimals)));
-                        if best_loss.as_ref().is_none_or(|(b, _)| base > *b) {
-                            best_loss = Some((base, pair));
-                        }
-                    }
+                    let best_loss_base = full.as_ref().and_then(net).map(|n| {
+                        n * signed(dr.price)
+                            / signed(U256::from(10u64).pow(U256::from(dr.config.decimals)))
+                    });
+                    outcomes.push(PairOutcome {
+                        collateral: cr.asset,
+                        debt: dr.asset,
+                        plan: None,
+                        best_loss_base,
+                    });
                     continue;
                 };
                 let (swap_out, pool) =
                     sell(amounts.collateral_to_liquidator).expect("priced above");
                 let unit = signed(U256::from(10u64).pow(U256::from(dr.config.decimals)));
                 let net_base = net_debt * signed(dr.price) / unit;
-                if best.as_ref().is_some_and(|(b, _)| *b >= net_base) {
-                    continue;
-                }
                 let plan = Plan {
                     borrower,
                     collateral: cr.asset,
@@ -387,21 +442,15 @@ impl Planner {
                     min_profit: sizing_fees,
                     calldata: Bytes::new(),
                 };
-                best = Some((net_base, plan));
+                outcomes.push(PairOutcome {
+                    collateral: cr.asset,
+                    debt: dr.asset,
+                    plan: Some(plan),
+                    best_loss_base: None,
+                });
             }
         }
-        let Some((_, mut plan)) = best else {
-            return Err(match best_loss {
-                Some((best_net_base, pair)) => Refusal::Unprofitable {
-                    best_net_base,
-                    pair,
-                },
-                None => Refusal::NoVenue,
-            }
-            .into());
-        };
-        self.finalise(&mut plan, market, native_price).await?;
-        Ok(plan)
+        Ok((outcomes, native_price))
     }
 
     /// Builds the exact transaction, estimates its gas, adds the L1 fee, recomputes the profit, and
