@@ -498,7 +498,7 @@ impl<P: LendingProtocol> Watcher<P> {
             .iter()
             .flat_map(|n| self.touched_in.remove(n).unwrap_or_default())
             .collect();
-        if !knows_all || self.touched_in.is_empty() && users.is_empty() {
+        if !knows_all {
             users = self.positions.keys().copied().collect();
         }
         tracing::warn!(

@@ -196,6 +196,23 @@ mod tests {
         }
     }
 
+    /// A mainnet Cancun header (timestamp 1717439363): excessBlobGas 262144, blobGasUsed 393216 (three
+    /// blobs, the target), base fee 13.73 gwei. The next block keeps the excess and a 1-wei blob fee.
+    #[test]
+    fn a_mainnet_cancun_header() {
+        let parent = ParentBlobHeader {
+            excess_blob_gas: 262_144,
+            blob_gas_used: 393_216,
+            base_fee_per_gas: 13_726_822_059,
+        };
+        assert_eq!(params_at(&MAINNET, 1_717_439_375).unwrap().fork, "cancun");
+        assert_eq!(next_excess_blob_gas(&parent, &MAINNET[0]), 262_144);
+        assert_eq!(
+            next_blob_base_fee(&MAINNET, &parent, 1_717_439_375),
+            Some(u(1))
+        );
+    }
+
     #[test]
     fn schedule_is_chosen_by_timestamp() {
         assert_eq!(params_at(&MAINNET, 1_710_338_134), None);
