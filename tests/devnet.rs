@@ -8,7 +8,6 @@ use alloy::{
     eips::BlockId,
     network::TransactionBuilder,
     primitives::{Address, U256, aliases::U160},
-    providers::Provider,
     rpc::types::TransactionRequest,
     sol_types::{SolCall, SolEvent},
 };
@@ -409,7 +408,6 @@ async fn swap_returns_what_quoter_v2_quoted() {
         usd > U256::from(25_000_000u64) && usd < U256::from(40_000_000u64),
         "{usd} USDC"
     );
-    let _ = net.rpc.get_block_number().await.unwrap();
 }
 
 #[tokio::test]

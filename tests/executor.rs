@@ -7,7 +7,6 @@ use alloy::{
     providers::{Provider, ext::AnvilApi},
 };
 use cascade::{
-    chain,
     devnet::{
         Devnet, DevnetOptions,
         shock::{self, PriceMoveBps},
@@ -67,11 +66,7 @@ async fn planned() -> (Devnet, Plan, Store, tempfile::TempDir) {
         .await
         .unwrap();
     for user in w.liquidatable() {
-        let position = w
-            .positions()
-            .find(|(u, _, _)| *u == user)
-            .map(|(_, p, _)| p.clone())
-            .unwrap();
+        let position = w.position(user).cloned().unwrap();
         if let Ok(plan) = planner.plan(w.protocol(), user, &position).await {
             return (net, plan, store, dir);
         }
@@ -245,7 +240,6 @@ async fn crash_between_journal_and_send_sends_the_journaled_transaction() {
     );
     let end = net.rpc.get_block_number().await.unwrap();
     assert_eq!(sent_by(&net, restarted.address(), start + 1, end).await, 1);
-    let _ = chain::redact_url(&net.rpc_url);
 }
 
 #[tokio::test]

@@ -130,12 +130,7 @@ async fn predicted_profit_is_realised() {
     for user in liquidatable {
         // Plan on the latest state: an earlier liquidation moved the reserves' indexes and the pools.
         s.watcher.sync().await.unwrap();
-        let position = s
-            .watcher
-            .positions()
-            .find(|(u, _, _)| *u == user)
-            .map(|(_, p, _)| p.clone())
-            .unwrap();
+        let position = s.watcher.position(user).cloned().unwrap();
         match s.planner.plan(s.watcher.protocol(), user, &position).await {
             Ok(plan) => {
                 eprintln!("{}\n", describe(&plan, symbols(&s.net)));
@@ -212,12 +207,7 @@ async fn unprofitable_plan_reverts_and_loses_nothing_and_strangers_are_refused()
     let s = setup(false).await;
     let d = &s.net.deployment;
     let user = s.watcher.liquidatable()[0];
-    let position = s
-        .watcher
-        .positions()
-        .find(|(u, _, _)| *u == user)
-        .map(|(_, p, _)| p.clone())
-        .unwrap();
+    let position = s.watcher.position(user).cloned().unwrap();
     let plan = match s.planner.plan(s.watcher.protocol(), user, &position).await {
         Ok(p) => p,
         Err(e) => panic!("no plan for {user}: {e}"),
@@ -313,12 +303,7 @@ async fn op_stack_plans_carry_an_l1_fee() {
     let s = setup(true).await;
     let mut planned = 0;
     for user in s.watcher.liquidatable() {
-        let position = s
-            .watcher
-            .positions()
-            .find(|(u, _, _)| *u == user)
-            .map(|(_, p, _)| p.clone())
-            .unwrap();
+        let position = s.watcher.position(user).cloned().unwrap();
         match s.planner.plan(s.watcher.protocol(), user, &position).await {
             Ok(plan) => {
                 assert!(
@@ -356,12 +341,7 @@ async fn v2_venue_plans_are_realised_too() {
     let mut executed = 0;
     for user in s.watcher.liquidatable() {
         s.watcher.sync().await.unwrap();
-        let position = s
-            .watcher
-            .positions()
-            .find(|(u, _, _)| *u == user)
-            .map(|(_, p, _)| p.clone())
-            .unwrap();
+        let position = s.watcher.position(user).cloned().unwrap();
         let Ok(plan) = planner.plan(s.watcher.protocol(), user, &position).await else {
             continue;
         };
@@ -397,12 +377,7 @@ async fn the_pair_chosen_is_the_most_profitable_not_the_largest() {
     let mut multi = 0;
     let mut differs_from_largest_repay = 0;
     for user in s.watcher.liquidatable() {
-        let position = s
-            .watcher
-            .positions()
-            .find(|(u, _, _)| *u == user)
-            .map(|(_, p, _)| p.clone())
-            .unwrap();
+        let position = s.watcher.position(user).cloned().unwrap();
         let (outcomes, _) = s
             .planner
             .candidates(s.watcher.protocol(), user, &position)

@@ -139,11 +139,7 @@ async fn plan_all(
     let mut users = watcher.liquidatable();
     users.sort();
     for user in users {
-        let Some(position) = watcher
-            .positions()
-            .find(|(u, _, _)| *u == user)
-            .map(|(_, p, _)| p.clone())
-        else {
+        let Some(position) = watcher.position(user).cloned() else {
             continue;
         };
         match planner.plan(watcher.protocol(), user, &position).await {

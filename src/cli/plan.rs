@@ -29,9 +29,8 @@ pub async fn run(args: Args) -> eyre::Result<()> {
     watcher.sync().await?;
     store.flush()?;
     let position = watcher
-        .positions()
-        .find(|(u, _, _)| *u == args.borrower)
-        .map(|(_, p, _)| p.clone())
+        .position(args.borrower)
+        .cloned()
         .ok_or_else(|| eyre!("{} has no debt on this market", args.borrower))?;
     let planner = Planner::new(watcher.rpc().clone(), watcher.protocol(), settings).await?;
     let market = watcher.protocol();

@@ -201,6 +201,11 @@ impl<P: LendingProtocol> Watcher<P> {
         self.positions.iter().map(|(a, (p, h))| (*a, p, *h))
     }
 
+    /// The stored position of `user`, if it has debt.
+    pub fn position(&self, user: Address) -> Option<&StoredPosition> {
+        self.positions.get(&user).map(|(p, _)| p)
+    }
+
     /// A position's health recomputed now, at the market state of the last block (the cached figure of
     /// a position above the at-risk band may be up to `full_reprice_every` blocks old).
     pub fn current_health(&self, user: Address) -> Option<crate::protocol::Health> {
