@@ -37,6 +37,9 @@ pub struct Config {
     /// Planning knobs.
     #[serde(default)]
     pub planner: PlannerConfig,
+    /// Prometheus metrics and the health endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<MetricsConfig>,
     /// Present only in configs written by `cascade devnet`: what `cascade shock` needs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub devnet: Option<DevnetConfig>,
@@ -132,6 +135,45 @@ pub struct ExecutorConfig {
     pub liquidator: Address,
     /// The account that sends liquidations (the Liquidator's owner or an operator).
     pub account: Address,
+    /// Replace a liquidation not mined after this many blocks, with fees raised by `bump_bps`.
+    #[serde(default = "default_bump_after_blocks")]
+    pub bump_after_blocks: u64,
+    /// Each replacement raises both fees by this much, in basis points (nodes require at least 1000).
+    #[serde(default = "default_bump_bps")]
+    pub bump_bps: u64,
+    /// Send through a relay's `eth_sendBundle` instead of the public mempool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay: Option<RelayConfig>,
+}
+
+fn default_bump_after_blocks() -> u64 {
+    3
+}
+
+fn default_bump_bps() -> u64 {
+    1_250
+}
+
+/// `[executor.relay]`: a Flashbots-compatible relay or builder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelayConfig {
+    /// The relay's URL (may be `env:NAME`).
+    pub url: String,
+    /// `env:NAME`: the key that signs `X-Flashbots-Signature`. Use a key that holds nothing.
+    pub auth_key: String,
+}
+
+/// `[metrics]`: the Prometheus endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address to serve `/metrics` and `/health` on.
+    pub listen: std::net::SocketAddr,
+    /// `/health` fails when no new block was processed for this long (default: 5 block times,
+    /// at least 30 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale_after_secs: Option<u64>,
 }
 
 /// `[planner]`.

@@ -10,6 +10,7 @@ pub mod config;
 pub mod contracts;
 pub mod devnet;
 pub mod executor;
+pub mod keeper;
 pub mod planner;
 pub mod protocol;
 pub mod store;

@@ -408,9 +408,15 @@ async fn follows_new_heads_over_websocket() {
     let task = {
         let cancel = cancel.clone();
         tokio::spawn(async move {
-            follow(&mut w, Heads::Subscribe { ws_url }, cancel, |r| {
-                let _ = tx.send((r.block.map(|b| b.number), r.liquidatable.len()));
-            })
+            follow(
+                &mut w,
+                Heads::Subscribe { ws_url },
+                cancel,
+                &mut |_: &_, r: cascade::watcher::SyncReport| {
+                    let _ = tx.send((r.block.map(|b| b.number), r.liquidatable.len()));
+                    Ok::<_, cascade::watcher::WatcherError>(())
+                },
+            )
             .await
             .unwrap();
         })

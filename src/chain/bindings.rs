@@ -354,6 +354,8 @@ sol! {
 
         constructor(address aavePool_, address owner_);
         function owner() external view returns (address);
+        function operators(address account) external view returns (bool);
+        function aavePool() external view returns (address);
         function liquidate(Liquidation l) external returns (uint256 profit);
         function liquidateBatch(Liquidation[] ls) external returns (uint256[] profits);
         function setOperator(address operator, bool allowed) external;

@@ -1,6 +1,7 @@
 //! Chain access: providers, contract bindings, batched reads and transaction sending.
 
 pub mod bindings;
+pub mod failover;
 pub mod metered;
 pub mod multicall;
 
@@ -68,6 +69,38 @@ pub fn connect_http_metered(url: &str, meter: &metered::RpcMeter) -> Result<Rpc,
     let client = alloy::rpc::client::ClientBuilder::default()
         .layer(meter.clone())
         .http(parsed);
+    Ok(ProviderBuilder::new()
+        .disable_recommended_fillers()
+        .connect_client(client)
+        .erased())
+}
+
+/// Connects over HTTP to every URL in `urls` with failover between them in order ([`failover`]), every
+/// request counted by `meter`. `ws://` URLs are skipped here: they serve the newHeads subscription.
+pub fn connect_failover(urls: &[String], meter: &metered::RpcMeter) -> Result<Rpc, ChainError> {
+    use alloy::transports::{IntoBoxTransport, http::Http};
+    let endpoints = urls
+        .iter()
+        .filter(|u| !u.starts_with("ws://") && !u.starts_with("wss://"))
+        .map(|url| {
+            let parsed: url::Url = url
+                .parse()
+                .map_err(|_| ChainError::BadUrl(redact_url(url)))?;
+            Ok(failover::Endpoint {
+                transport: Http::new(parsed).into_box_transport(),
+                shown: redact_url(url),
+            })
+        })
+        .collect::<Result<Vec<_>, ChainError>>()?;
+    if endpoints.is_empty() {
+        return Err(ChainError::BadUrl(
+            "no http(s) URL among chain.rpc_urls (a ws:// URL serves only the block subscription)"
+                .into(),
+        ));
+    }
+    let client = alloy::rpc::client::ClientBuilder::default()
+        .layer(meter.clone())
+        .transport(failover::Failover::new(endpoints), false);
     Ok(ProviderBuilder::new()
         .disable_recommended_fillers()
         .connect_client(client)

@@ -5,6 +5,7 @@ pub mod deploy_liquidator;
 pub mod devnet;
 pub mod plan;
 pub mod positions;
+pub mod run;
 pub mod shock;
 pub mod watch;
 
@@ -34,6 +35,8 @@ pub enum LogFormat {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The keeper: follow the chain and liquidate (or, with --dry-run, liquidate on a local fork).
+    Run(run::Args),
     /// Start anvil with the real Aave V3 and Uniswap V3 deployed and borrowers seeded; runs until Ctrl-C.
     Devnet(devnet::Args),
     /// On a devnet, move an asset's oracle price by a percentage.
@@ -54,6 +57,7 @@ impl Cli {
     /// Runs the chosen command.
     pub async fn run(self) -> eyre::Result<()> {
         match self.command {
+            Command::Run(args) => run::run(args).await,
             Command::Devnet(args) => devnet::run(args).await,
             Command::Shock(args) => shock::run(args).await,
             Command::Demo(args) => demo::run(args).await,

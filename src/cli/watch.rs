@@ -36,8 +36,10 @@ pub async fn run(args: Args) -> eyre::Result<()> {
         on_signal.cancel();
     });
     let mut known = BTreeSet::new();
-    follow(&mut watcher, heads, cancel, |report| {
-        let Some(block) = report.block else { return };
+    follow(&mut watcher, heads, cancel, &mut |_: &_, report: crate::watcher::SyncReport| {
+        let Some(block) = report.block else {
+            return Ok::<_, eyre::Report>(());
+        };
         tracing::info!(
             block = block.number,
             loaded = report.loaded,
@@ -58,6 +60,7 @@ pub async fn run(args: Args) -> eyre::Result<()> {
             );
         }
         known = now;
+        Ok(())
     })
     .await?;
     store.flush()?;

@@ -17,7 +17,8 @@ use crate::{
     chain::{self, Rpc, multicall::MULTICALL3},
     config::{
         AaveConfig, ChainConfig, Config, DevnetAsset, DevnetConfig, DevnetPool, ExecutorConfig,
-        MulticallConfig, PlannerConfig, StoreConfig, UniswapV2Config, UniswapV3Config,
+        MetricsConfig, MulticallConfig, PlannerConfig, StoreConfig, UniswapV2Config,
+        UniswapV3Config,
     },
     contracts::Contracts,
     toolchain,
@@ -125,11 +126,18 @@ impl Deployment {
             executor: Some(ExecutorConfig {
                 liquidator: self.liquidator,
                 account: self.admin,
+                bump_after_blocks: 3,
+                bump_bps: 1_250,
+                relay: None,
             }),
             planner: PlannerConfig {
                 native_asset: self.asset("WETH").map(|a| a.address),
                 ..Default::default()
             },
+            metrics: Some(MetricsConfig {
+                listen: ([127, 0, 0, 1], 9464).into(),
+                stale_after_secs: None,
+            }),
             devnet: Some(DevnetConfig {
                 admin: self.admin,
                 assets: self

@@ -10,8 +10,11 @@ use crate::{
     units::BaseAmount,
 };
 use alloy::{
-    primitives::{B256, U256},
-    providers::ext::AnvilApi,
+    network::TransactionBuilder,
+    primitives::{Address, B256, U256},
+    providers::{Provider, ext::AnvilApi},
+    rpc::types::TransactionRequest,
+    sol_types::SolCall,
 };
 
 /// A price move in basis points of the current price: `-2000` is a 20% drop.
@@ -75,6 +78,19 @@ pub async fn shock(
     asset: &DevnetAsset,
     bps: PriceMoveBps,
 ) -> Result<PriceChange, ChainError> {
+    let change = set_price(rpc, asset, bps).await?;
+    rpc.evm_mine(None)
+        .await
+        .map_err(|e| ChainError::rpc("mine the price update", e))?;
+    Ok(change)
+}
+
+/// Writes the feed's new answer into its storage; it is in the next block mined.
+async fn set_price(
+    rpc: &Rpc,
+    asset: &DevnetAsset,
+    bps: PriceMoveBps,
+) -> Result<PriceChange, ChainError> {
     let old = view(
         rpc,
         asset.feed,
@@ -87,47 +103,67 @@ pub async fn shock(
     rpc.anvil_set_storage_at(asset.feed, U256::ZERO, B256::from(new))
         .await
         .map_err(|e| ChainError::rpc("write the feed's answer (is this an anvil devnet?)", e))?;
-    rpc.evm_mine(None)
-        .await
-        .map_err(|e| ChainError::rpc("mine the price update", e))?;
     Ok(PriceChange {
         old: BaseAmount(old),
         new: BaseAmount(new),
     })
 }
 
-/// A market-wide shock: the feed moves, then arbitrage brings every Uniswap pool and pair holding the
-/// asset to the new oracle price, as it would on a live chain within a block or two. Without that the
+/// A market-wide shock: the feed moves and, in the same block, arbitrage brings every Uniswap pool and
+/// pair holding the asset to the new oracle price, as searchers do on a live chain. Without that the
 /// pools would still pay the old price for seized collateral and every liquidation would look far more
-/// profitable than it is.
+/// profitable than it is; in separate blocks, a keeper would plan against pools about to move.
 pub async fn shock_market(
     rpc: &Rpc,
     devnet: &crate::config::DevnetConfig,
     asset: &DevnetAsset,
     bps: PriceMoveBps,
 ) -> eyre::Result<PriceChange> {
-    let change = shock(rpc, asset, bps).await?;
+    let change = set_price(rpc, asset, bps).await?;
+    let mut txs = Vec::new();
     for pool in devnet
         .pools
         .iter()
         .filter(|p| p.token0 == asset.address || p.token1 == asset.address)
     {
-        align_pool(rpc, devnet, pool).await?;
+        txs.extend(alignment(rpc, devnet, pool, asset, change.new.0).await?);
+    }
+    // Sent without waiting, then one block mined: the price move and the arbitrage land together
+    // (with automine each is mined as it arrives, after the price write).
+    let mut hashes = Vec::new();
+    for (tx, context) in txs {
+        let pending = rpc
+            .send_transaction(tx)
+            .await
+            .map_err(|e| ChainError::rpc(context, e))?;
+        hashes.push((*pending.tx_hash(), context));
+    }
+    rpc.evm_mine(None)
+        .await
+        .map_err(|e| ChainError::rpc("mine the price update", e))?;
+    for (hash, context) in hashes {
+        let receipt =
+            crate::chain::wait_for_receipt(rpc, hash, context, std::time::Duration::from_secs(30))
+                .await?;
+        if !receipt.status() {
+            return Err(eyre::eyre!("{context}: transaction {hash} reverted"));
+        }
     }
     Ok(change)
 }
 
-/// Swaps `pool` to the oracle's current relative price of its two tokens.
-async fn align_pool(
+/// The transactions that swap `pool` to the oracle's relative price of its two tokens, with `moved`
+/// priced at `new_price` (the feed's new answer, not yet mined). Gas limits are set: the transactions
+/// are sent together, before any of them is mined, so none can be estimated on the state it will meet.
+async fn alignment(
     rpc: &Rpc,
     devnet: &crate::config::DevnetConfig,
     pool: &crate::config::DevnetPool,
-) -> eyre::Result<()> {
+    moved: &DevnetAsset,
+    new_price: U256,
+) -> eyre::Result<Vec<(TransactionRequest, &'static str)>> {
     use crate::{
-        chain::{
-            bindings::{AaveOracle, MintableERC20, SwapRouter, UniswapV3Pool},
-            send_call,
-        },
+        chain::bindings::{AaveOracle, MintableERC20, SwapRouter, UniswapV3Pool},
         devnet::uniswap::sqrt_price_x96,
         planner::venues::uniswap_v2::{UniswapV2Pair, amount_out},
     };
@@ -148,9 +184,23 @@ async fn align_pool(
             .find(|a| a.address == asset)
             .map_or(18, |a| a.decimals)
     };
-    let (p0, p1) = (price(pool.token0).await?, price(pool.token1).await?);
-    let (d0, d1) = (decimals(pool.token0), decimals(pool.token1));
+    let price_of = async |asset| -> Result<U256, ChainError> {
+        if asset == moved.address {
+            Ok(new_price)
+        } else {
+            price(asset).await
+        }
+    };
+    let (p0, p1) = (price_of(pool.token0).await?, price_of(pool.token1).await?);
     let admin = devnet.admin;
+    let call = |to: Address, data: Vec<u8>, gas: u64| {
+        TransactionRequest::default()
+            .from(admin)
+            .to(to)
+            .with_input(data)
+            .with_gas_limit(gas)
+    };
+    let (d0, d1) = (decimals(pool.token0), decimals(pool.token1));
     let ten = |d: u8| U256::from(10u64).pow(U256::from(d));
 
     if !pool.v2 {
@@ -158,7 +208,7 @@ async fn align_pool(
         let current = U256::from(slot0.sqrtPriceX96);
         let target = sqrt_price_x96(p0, d0, p1, d1);
         if target == current {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let (token_in, token_out) = if target < current {
             (pool.token0, pool.token1)
@@ -166,28 +216,14 @@ async fn align_pool(
             (pool.token1, pool.token0)
         };
         let plenty = U256::from(10u64).pow(U256::from(30));
-        send_call(
-            rpc,
-            admin,
-            token_in,
-            MintableERC20::mintCall {
-                account: admin,
-                value: plenty,
-            },
-            "mint for arbitrage",
-        )
-        .await?;
-        send_call(
-            rpc,
-            admin,
-            token_in,
-            MintableERC20::approveCall {
-                spender: devnet.router,
-                amount: U256::MAX,
-            },
-            "approve router",
-        )
-        .await?;
+        let mint = MintableERC20::mintCall {
+            account: admin,
+            value: plenty,
+        };
+        let approve = MintableERC20::approveCall {
+            spender: devnet.router,
+            amount: U256::MAX,
+        };
         let swap = SwapRouter::exactInputSingleCall {
             params: SwapRouter::ExactInputSingleParams {
                 tokenIn: token_in,
@@ -200,8 +236,20 @@ async fn align_pool(
                 sqrtPriceLimitX96: U160::from(target),
             },
         };
-        send_call(rpc, admin, devnet.router, swap, "arbitrage swap").await?;
-        return Ok(());
+        return Ok(vec![
+            (
+                call(token_in, mint.abi_encode(), 200_000),
+                "mint for arbitrage",
+            ),
+            (
+                call(token_in, approve.abi_encode(), 100_000),
+                "approve router",
+            ),
+            (
+                call(devnet.router, swap.abi_encode(), 2_000_000),
+                "arbitrage swap",
+            ),
+        ]);
     }
 
     // V2: sell into the pair until reserve1 / reserve0 matches the oracle's price of token0 in token1
@@ -237,7 +285,7 @@ async fn align_pool(
         if still_above(mid) { lo = mid } else { hi = mid }
     }
     if lo.is_zero() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let out = amount_out(lo, r_in, r_out);
     let token_in = if token0_overpriced {
@@ -245,36 +293,31 @@ async fn align_pool(
     } else {
         pool.token1
     };
-    send_call(
-        rpc,
-        admin,
-        token_in,
-        MintableERC20::mintCall {
-            account: pool.address,
-            value: lo,
-        },
-        "arbitrage into the pair",
-    )
-    .await?;
+    let mint = MintableERC20::mintCall {
+        account: pool.address,
+        value: lo,
+    };
     let (out0, out1) = if token0_overpriced {
         (U256::ZERO, out)
     } else {
         (out, U256::ZERO)
     };
-    send_call(
-        rpc,
-        admin,
-        pool.address,
-        UniswapV2Pair::swapCall {
-            amount0Out: out0,
-            amount1Out: out1,
-            to: admin,
-            data: Default::default(),
-        },
-        "V2 arbitrage swap",
-    )
-    .await?;
-    Ok(())
+    let swap = UniswapV2Pair::swapCall {
+        amount0Out: out0,
+        amount1Out: out1,
+        to: admin,
+        data: Default::default(),
+    };
+    Ok(vec![
+        (
+            call(token_in, mint.abi_encode(), 200_000),
+            "arbitrage into the pair",
+        ),
+        (
+            call(pool.address, swap.abi_encode(), 300_000),
+            "V2 arbitrage swap",
+        ),
+    ])
 }
 
 #[cfg(test)]

@@ -18,6 +18,9 @@ pub struct Attempt {
     pub max_priority_fee_per_gas: u128,
     /// Unix milliseconds when it was signed.
     pub signed_at_ms: u64,
+    /// A cancellation: a 0-value transfer to ourselves that takes the nonce instead.
+    #[serde(default)]
+    pub cancel: bool,
 }
 
 /// Where a liquidation stands.
@@ -40,7 +43,16 @@ pub enum TxState {
         /// Gas paid (wei).
         fee_paid_wei: U256,
     },
-    /// Will never be mined: the nonce went to another transaction, or it was cancelled.
+    /// Cancelled: our 0-value transfer took the nonce (the position was gone before it was mined).
+    Cancelled {
+        /// The cancellation's hash.
+        hash: B256,
+        /// Its block.
+        block: u64,
+        /// Gas paid for it (wei).
+        fee_paid_wei: U256,
+    },
+    /// Will never be mined: the nonce went to another transaction.
     Dropped {
         /// Why.
         reason: String,
@@ -50,7 +62,10 @@ pub enum TxState {
 impl TxState {
     /// Nothing more will happen to it.
     pub fn is_final(&self) -> bool {
-        matches!(self, Self::Included { .. } | Self::Dropped { .. })
+        matches!(
+            self,
+            Self::Included { .. } | Self::Cancelled { .. } | Self::Dropped { .. }
+        )
     }
 }
 
@@ -71,6 +86,15 @@ pub struct JournalEntry {
     pub fee_cap_wei: U256,
     /// Gas limit.
     pub gas_limit: u64,
+    /// The block the plan was made at.
+    #[serde(default)]
+    pub planned_block: u64,
+    /// The plan's expected net profit, USD × 1e8.
+    #[serde(default)]
+    pub expected_profit_base: i128,
+    /// Debt the plan repays (debt asset units).
+    #[serde(default)]
+    pub debt_repaid: U256,
 }
 
 /// Errors of the journal.

@@ -17,6 +17,9 @@ use alloy::{
 };
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// Gas of a cancellation (a plain transfer).
+const CANCEL_GAS: u64 = 21_000;
+
 /// Errors of the executor.
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
@@ -32,6 +35,37 @@ pub enum ExecError {
     /// Signing failed.
     #[error("signing: {0}")]
     Sign(String),
+    /// The relay refused or could not be reached.
+    #[error(transparent)]
+    Bundle(#[from] super::bundle::BundleError),
+}
+
+/// Where transactions go.
+#[derive(Clone, Default)]
+pub enum Route {
+    /// `eth_sendRawTransaction` to the RPC: the public mempool.
+    #[default]
+    Public,
+    /// `eth_sendBundle` to a relay or builder, for the next block, re-sent each block until mined.
+    Relay {
+        /// The relay's URL.
+        url: String,
+        /// The key that signs `X-Flashbots-Signature` (a reputation key, not the sending key).
+        auth: PrivateKeySigner,
+    },
+}
+
+impl std::fmt::Debug for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Public => f.write_str("Public"),
+            Self::Relay { url, auth } => f
+                .debug_struct("Relay")
+                .field("url", &crate::chain::redact_url(url))
+                .field("auth", &auth.address())
+                .finish(),
+        }
+    }
 }
 
 /// Tuning.
@@ -41,6 +75,8 @@ pub struct ExecutorOptions {
     pub bump_after: Duration,
     /// Each replacement raises both fees by this much (bps); nodes require at least 10%.
     pub bump_bps: u64,
+    /// Public mempool or a relay.
+    pub route: Route,
 }
 
 impl Default for ExecutorOptions {
@@ -48,6 +84,7 @@ impl Default for ExecutorOptions {
         Self {
             bump_after: Duration::from_secs(24),
             bump_bps: 1_250,
+            route: Route::Public,
         }
     }
 }
@@ -101,6 +138,12 @@ impl Executor {
         &self.journal
     }
 
+    /// Forgets the nonce counted locally, so the next one comes from the chain and the journal (after
+    /// a dry-run fork was reset to upstream, where none of our transactions exist).
+    pub fn resync_nonce(&mut self) {
+        self.next_nonce = None;
+    }
+
     /// The next nonce: the chain's pending count, our own count of what we sent, and the journal's
     /// open entries, whichever is highest. A transaction sent from this account by someone else moves
     /// the chain's count, so the next call picks it up.
@@ -123,6 +166,7 @@ impl Executor {
         Ok(nonce)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn sign(
         &self,
         nonce: u64,
@@ -131,6 +175,7 @@ impl Executor {
         data: Bytes,
         max_fee: u128,
         priority: u128,
+        cancel: bool,
     ) -> Result<Attempt, ExecError> {
         let mut tx = TxEip1559 {
             chain_id: self.chain_id,
@@ -154,10 +199,21 @@ impl Executor {
             max_fee_per_gas: max_fee,
             max_priority_fee_per_gas: priority,
             signed_at_ms: now_ms(),
+            cancel,
         })
     }
 
     async fn broadcast(&self, attempt: &Attempt) -> Result<(), ExecError> {
+        if let Route::Relay { url, auth } = &self.opts.route {
+            let next = self
+                .rpc
+                .get_block_number()
+                .await
+                .map_err(|e| ChainError::rpc("eth_blockNumber", e))?
+                + 1;
+            super::bundle::send_bundle(url, auth, std::slice::from_ref(&attempt.raw), next).await?;
+            return Ok(());
+        }
         match self.rpc.send_raw_transaction(&attempt.raw).await {
             Ok(_) => Ok(()),
             // Sent before (a rebroadcast after a restart), or the nonce is already used (ours mined, or
@@ -215,6 +271,7 @@ impl Executor {
             plan.calldata.clone(),
             max_fee,
             priority,
+            false,
         )?;
         let entry = JournalEntry {
             borrower: plan.borrower,
@@ -224,6 +281,9 @@ impl Executor {
             state: TxState::Prepared,
             fee_cap_wei,
             gas_limit: plan.gas_limit,
+            planned_block: plan.block,
+            expected_profit_base: plan.net_profit_base,
+            debt_repaid: plan.amounts.debt_repaid,
         };
         self.journal.put(&entry)?;
         Ok(entry)
@@ -242,7 +302,7 @@ impl Executor {
         self.broadcast(&attempt).await?;
         entry.state = TxState::Sent;
         self.journal.put(&entry)?;
-        tracing::info!(borrower = %entry.borrower, nonce = entry.nonce, hash = %attempt.hash, "liquidation sent");
+        tracing::debug!(borrower = %entry.borrower, nonce = entry.nonce, hash = %attempt.hash, "transaction sent");
         Ok(entry)
     }
 
@@ -296,26 +356,82 @@ impl Executor {
             }
             if now_ms().saturating_sub(last.signed_at_ms) < self.opts.bump_after.as_millis() as u64
             {
+                if matches!(self.opts.route, Route::Relay { .. }) {
+                    // A bundle is for one block: offer it again for the next.
+                    self.broadcast(&last).await?;
+                }
                 continue;
             }
-            let bump = |x: u128| x + x * u128::from(self.opts.bump_bps) / 10_000 + 1;
-            let (max_fee, priority) = (
-                bump(last.max_fee_per_gas),
-                bump(last.max_priority_fee_per_gas),
-            );
-            if U256::from(max_fee) * U256::from(entry.gas_limit) > entry.fee_cap_wei {
+            let (max_fee, priority) = self.bumped(&last);
+            let gas_limit = if last.cancel {
+                CANCEL_GAS
+            } else {
+                entry.gas_limit
+            };
+            // A cancellation costs 21,000 gas, far less than the liquidation it replaces would have.
+            if !last.cancel && U256::from(max_fee) * U256::from(gas_limit) > entry.fee_cap_wei {
                 tracing::warn!(borrower = %entry.borrower, max_fee, "not bumping: fees would exceed the liquidation's profit");
                 continue;
             }
-            let data = decode_input(&last.raw);
-            let to = decode_to(&last.raw);
-            let attempt = self.sign(entry.nonce, entry.gas_limit, to, data, max_fee, priority)?;
+            let Some(tx) = decode_envelope(&last.raw) else {
+                continue;
+            };
+            use alloy::consensus::Transaction;
+            let attempt = self.sign(
+                entry.nonce,
+                gas_limit,
+                tx.to().unwrap_or_default(),
+                tx.input().clone(),
+                max_fee,
+                priority,
+                last.cancel,
+            )?;
             entry.attempts.push(attempt.clone());
             self.journal.put(&entry)?;
             self.broadcast(&attempt).await?;
-            tracing::info!(borrower = %entry.borrower, nonce = entry.nonce, hash = %attempt.hash, max_fee, "replaced a stuck liquidation with higher fees");
+            tracing::info!(borrower = %entry.borrower, nonce = entry.nonce, hash = %attempt.hash, max_fee, cancel = last.cancel, "replaced a stuck transaction with higher fees");
         }
         Ok(finished)
+    }
+
+    /// Both fees of `last` raised by the bump (at least the 10% nodes require for a replacement).
+    fn bumped(&self, last: &Attempt) -> (u128, u128) {
+        let bump = |x: u128| x + x * u128::from(self.opts.bump_bps.max(1_000)) / 10_000 + 1;
+        (
+            bump(last.max_fee_per_gas),
+            bump(last.max_priority_fee_per_gas),
+        )
+    }
+
+    /// Replaces the open liquidation of `borrower` with a 0-value transfer to ourselves at the same
+    /// nonce and higher fees: the position is gone (repaid, or liquidated by someone else), and a
+    /// liquidation mined now would only revert and burn its gas. Returns whether one was sent.
+    pub async fn cancel(&mut self, borrower: Address, reason: &str) -> Result<bool, ExecError> {
+        let Some(mut entry) = self.journal.open_for(borrower)? else {
+            return Ok(false);
+        };
+        let Some(last) = entry.attempts.last().cloned() else {
+            return Ok(false);
+        };
+        if last.cancel {
+            return Ok(false);
+        }
+        let (max_fee, priority) = self.bumped(&last);
+        let attempt = self.sign(
+            entry.nonce,
+            CANCEL_GAS,
+            self.address(),
+            Bytes::new(),
+            max_fee,
+            priority,
+            true,
+        )?;
+        entry.attempts.push(attempt.clone());
+        entry.state = TxState::Sent;
+        self.journal.put(&entry)?;
+        self.broadcast(&attempt).await?;
+        tracing::info!(%borrower, nonce = entry.nonce, hash = %attempt.hash, reason, "cancelled a pending liquidation");
+        Ok(true)
     }
 
     /// After a restart: brings every open entry up to date (rebroadcasting, never re-signing a new
@@ -342,6 +458,14 @@ impl Executor {
                 .await
                 .map_err(|e| ChainError::rpc("eth_getTransactionReceipt", e))?;
             if let Some(r) = receipt {
+                let fee_paid_wei = U256::from(r.gas_used) * U256::from(r.effective_gas_price);
+                if attempt.cancel {
+                    return Ok(Some(TxState::Cancelled {
+                        hash: attempt.hash,
+                        block: r.block_number.unwrap_or_default(),
+                        fee_paid_wei,
+                    }));
+                }
                 let profit = r
                     .inner
                     .logs()
@@ -353,7 +477,7 @@ impl Executor {
                     block: r.block_number.unwrap_or_default(),
                     success: r.status(),
                     profit,
-                    fee_paid_wei: U256::from(r.gas_used) * U256::from(r.effective_gas_price),
+                    fee_paid_wei,
                 }));
             }
         }
@@ -364,18 +488,4 @@ impl Executor {
 fn decode_envelope(raw: &[u8]) -> Option<TxEnvelope> {
     use alloy::eips::Decodable2718;
     TxEnvelope::decode_2718(&mut &raw[..]).ok()
-}
-
-fn decode_input(raw: &[u8]) -> Bytes {
-    use alloy::consensus::Transaction;
-    decode_envelope(raw)
-        .map(|e| e.input().clone())
-        .unwrap_or_default()
-}
-
-fn decode_to(raw: &[u8]) -> Address {
-    use alloy::consensus::Transaction;
-    decode_envelope(raw)
-        .and_then(|e| e.to())
-        .unwrap_or_default()
 }

@@ -78,6 +78,11 @@ pub struct Plan {
     pub min_profit: U256,
     /// The `Liquidator.liquidate` calldata.
     pub calldata: Bytes,
+    /// The block whose state it was planned on.
+    pub block: u64,
+    /// The most its transaction's fees may reach, fee bumps included (wei): the fees planned plus the
+    /// expected net profit, so a bumped liquidation at worst breaks even.
+    pub fee_cap_wei: U256,
 }
 
 /// One collateral × debt pair's best size, or how close it came to profit.
@@ -441,6 +446,8 @@ impl Planner {
                     net_profit_base: net_base,
                     min_profit: sizing_fees,
                     calldata: Bytes::new(),
+                    block: market.block.map(|b| b.number).unwrap_or_default(),
+                    fee_cap_wei: U256::ZERO,
                 };
                 outcomes.push(PairOutcome {
                     collateral: cr.asset,
@@ -531,6 +538,9 @@ impl Planner {
             }
             .into());
         }
+        let net_wei = U256::from(net as u128) * debt_price * crate::units::WAD
+            / (debt_unit * native_price.max(U256::from(1u8)));
+        plan.fee_cap_wei = plan.gas_cost_wei + plan.l1_fee_wei + net_wei;
         // The contract keeps at least the fees: a liquidation that cannot pay for itself reverts.
         plan.min_profit = plan.fees_in_debt;
         plan.calldata = build(plan.min_profit);

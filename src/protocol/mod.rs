@@ -48,6 +48,27 @@ pub struct Health {
     pub health_factor: U256,
 }
 
+/// A liquidation on the market, by anyone: what the keeper measures itself against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MarketLiquidation {
+    /// The borrower liquidated.
+    pub user: Address,
+    /// Who liquidated (the address that called the Pool: a contract like ours, or an account).
+    pub liquidator: Address,
+    /// Collateral seized.
+    pub collateral: Address,
+    /// Debt repaid.
+    pub debt: Address,
+    /// Debt repaid (debt asset units).
+    pub debt_repaid: U256,
+    /// Collateral seized (collateral asset units).
+    pub collateral_seized: U256,
+    /// The block it was in.
+    pub block: u64,
+    /// The transaction.
+    pub tx: Option<B256>,
+}
+
 /// A lending protocol as the watcher sees it.
 pub trait LendingProtocol: Send + Sync {
     /// A short name for logs.
@@ -58,6 +79,9 @@ pub trait LendingProtocol: Send + Sync {
 
     /// The users a log touches (appended to `out`).
     fn touched_users(&self, log: &Log, out: &mut Vec<Address>);
+
+    /// The liquidation a log records, if it is one.
+    fn liquidation(&self, log: &Log) -> Option<MarketLiquidation>;
 
     /// Reads market-wide state (reserves, indexes, prices) at `block`, in one batched call.
     fn refresh_market(

@@ -192,6 +192,11 @@ impl Store {
         self.tree("journal")
     }
 
+    /// The journal of dry runs, apart from the real one: nothing in it was ever sent upstream.
+    pub fn dry_run_journal_tree(&self) -> Result<sled::Tree, StoreError> {
+        self.tree("dry-run-journal")
+    }
+
     /// Writes everything to disk.
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db

@@ -10,6 +10,7 @@ use crate::{
 use alloy::providers::{Provider, ProviderBuilder, WsConnect};
 use futures::StreamExt;
 use std::time::Duration;
+use std::{future::Future, time::Instant};
 use tokio_util::sync::CancellationToken;
 
 /// Where new heads come from.
@@ -43,28 +44,63 @@ impl Heads {
     }
 }
 
+/// What runs after every block the watcher processes: the keeper (async), or a closure for simple
+/// callers that only report.
+pub trait OnBlock<P> {
+    /// What stops following.
+    type Error;
+    /// Called with the watcher at the new block and what the sync did.
+    fn on_block(
+        &mut self,
+        watcher: &Watcher<P>,
+        report: SyncReport,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+}
+
+impl<P, E, F> OnBlock<P> for F
+where
+    F: FnMut(&Watcher<P>, SyncReport) -> Result<(), E> + Send,
+    E: Send,
+{
+    type Error = E;
+    fn on_block(
+        &mut self,
+        watcher: &Watcher<P>,
+        report: SyncReport,
+    ) -> impl Future<Output = Result<(), E>> + Send {
+        std::future::ready(self(watcher, report))
+    }
+}
+
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
-/// Follows the chain until `cancel` fires, calling `on_sync` after every sync that reached a new block.
-/// Returns an error only for what retrying cannot fix (the store, a reorg deeper than the cursor keeps).
-pub async fn follow<P: LendingProtocol>(
+/// Follows the chain until `cancel` fires, calling `on_sync` with the watcher and the report after
+/// every sync that reached a new block (or handled a reorg). Transient RPC trouble is retried with
+/// back-off; returns an error only for what retrying cannot fix (the store, a reorg deeper than the
+/// cursor keeps), or the first error `on_sync` returns.
+pub async fn follow<P, E>(
     watcher: &mut Watcher<P>,
     heads: Heads,
     cancel: CancellationToken,
-    mut on_sync: impl FnMut(&SyncReport),
-) -> Result<(), WatcherError> {
+    on_sync: &mut impl OnBlock<P, Error = E>,
+) -> Result<(), E>
+where
+    P: LendingProtocol,
+    E: From<WatcherError>,
+{
     let mut backoff = Duration::from_millis(250);
     let mut mode = heads;
     while !cancel.is_cancelled() {
         let result = match &mode {
             Heads::Subscribe { ws_url } => {
-                follow_subscription(watcher, ws_url, &cancel, &mut on_sync).await
+                follow_subscription(watcher, ws_url, &cancel, on_sync).await
             }
-            Heads::Poll { every } => follow_polling(watcher, *every, &cancel, &mut on_sync).await,
+            Heads::Poll { every } => follow_polling(watcher, *every, &cancel, on_sync).await,
         };
         match result {
             Ok(()) => backoff = Duration::from_millis(250),
-            Err(FollowError::Watcher(e)) if !e.is_retryable() => return Err(e),
+            Err(FollowError::Handler(e)) => return Err(e),
+            Err(FollowError::Watcher(e)) if !e.is_retryable() => return Err(e.into()),
             Err(FollowError::Watcher(e)) => {
                 tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "sync failed, retrying");
                 sleep_or_cancel(backoff, &cancel).await;
@@ -82,9 +118,10 @@ pub async fn follow<P: LendingProtocol>(
     Ok(())
 }
 
-enum FollowError {
+enum FollowError<E> {
     Watcher(WatcherError),
     Subscription(String),
+    Handler(E),
 }
 
 async fn sleep_or_cancel(d: Duration, cancel: &CancellationToken) {
@@ -94,12 +131,34 @@ async fn sleep_or_cancel(d: Duration, cancel: &CancellationToken) {
     }
 }
 
-async fn follow_polling<P: LendingProtocol>(
+/// Syncs to `head` (received at `received`) and hands the report on when it reached a new block, or
+/// `always`.
+async fn sync_and_handle<P: LendingProtocol, E>(
+    watcher: &mut Watcher<P>,
+    head: Head,
+    received: Instant,
+    always: bool,
+    on_sync: &mut impl OnBlock<P, Error = E>,
+) -> Result<(), FollowError<E>> {
+    let before = watcher.cursor().map(|c| (c.block, c.hash));
+    let mut report = watcher.sync_to(head).await.map_err(FollowError::Watcher)?;
+    let moved = watcher.cursor().map(|c| (c.block, c.hash)) != before;
+    if !always && !moved && report.reorg_depth.is_none() {
+        return Ok(());
+    }
+    report.head_received = Some(received);
+    on_sync
+        .on_block(watcher, report)
+        .await
+        .map_err(FollowError::Handler)
+}
+
+async fn follow_polling<P: LendingProtocol, E>(
     watcher: &mut Watcher<P>,
     every: Duration,
     cancel: &CancellationToken,
-    on_sync: &mut impl FnMut(&SyncReport),
-) -> Result<(), FollowError> {
+    on_sync: &mut impl OnBlock<P, Error = E>,
+) -> Result<(), FollowError<E>> {
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -107,20 +166,17 @@ async fn follow_polling<P: LendingProtocol>(
             _ = ticker.tick() => {}
             _ = cancel.cancelled() => return Ok(()),
         }
-        let before = watcher.cursor().map(|c| c.block);
-        let report = watcher.sync().await.map_err(FollowError::Watcher)?;
-        if watcher.cursor().map(|c| c.block) != before || report.reorg_depth.is_some() {
-            on_sync(&report);
-        }
+        let head = watcher.latest_head().await.map_err(FollowError::Watcher)?;
+        sync_and_handle(watcher, head, Instant::now(), false, on_sync).await?;
     }
 }
 
-async fn follow_subscription<P: LendingProtocol>(
+async fn follow_subscription<P: LendingProtocol, E>(
     watcher: &mut Watcher<P>,
     ws_url: &str,
     cancel: &CancellationToken,
-    on_sync: &mut impl FnMut(&SyncReport),
-) -> Result<(), FollowError> {
+    on_sync: &mut impl OnBlock<P, Error = E>,
+) -> Result<(), FollowError<E>> {
     let ws = ProviderBuilder::new()
         .connect_ws(WsConnect::new(ws_url))
         .await
@@ -131,15 +187,16 @@ async fn follow_subscription<P: LendingProtocol>(
         .subscribe_blocks()
         .await
         .map_err(|e| FollowError::Subscription(format!("eth_subscribe newHeads: {e}")))?;
-    // Catch up before the first notification.
-    let report = watcher.sync().await.map_err(FollowError::Watcher)?;
-    on_sync(&report);
+    // Catch up before the first notification, and report it: the subscription is live from here.
+    let head = watcher.latest_head().await.map_err(FollowError::Watcher)?;
+    sync_and_handle(watcher, head, Instant::now(), true, on_sync).await?;
     let mut stream = subscription.into_stream();
     loop {
         let header = tokio::select! {
             h = stream.next() => h,
             _ = cancel.cancelled() => return Ok(()),
         };
+        let received = Instant::now();
         let Some(header) = header else {
             // The connection dropped: subscribe again after a back-off.
             return Err(FollowError::Watcher(WatcherError::Chain(
@@ -157,7 +214,6 @@ async fn follow_subscription<P: LendingProtocol>(
             },
             parent_hash: header.parent_hash,
         };
-        let report = watcher.sync_to(head).await.map_err(FollowError::Watcher)?;
-        on_sync(&report);
+        sync_and_handle(watcher, head, received, false, on_sync).await?;
     }
 }

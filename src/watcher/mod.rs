@@ -125,6 +125,10 @@ pub struct SyncReport {
     pub reorg_depth: Option<u64>,
     /// A discovery backfill ran.
     pub backfilled: bool,
+    /// Liquidations on the market in the blocks processed (not during discovery), by anyone.
+    pub market_liquidations: Vec<crate::protocol::MarketLiquidation>,
+    /// When the head that started this sync was received (set by [`follow`]).
+    pub head_received: Option<Instant>,
 }
 
 /// The watcher of one market.
@@ -416,6 +420,7 @@ impl<P: LendingProtocol> Watcher<P> {
     ) -> Result<SyncReport, WatcherError> {
         let (addresses, topics) = self.protocol.log_filter();
         let mut touched = Vec::new();
+        let mut liquidations = Vec::new();
         if from == to.number {
             // Pinned to the block's hash: these are the logs of exactly this block.
             let filter = Filter::new()
@@ -429,6 +434,7 @@ impl<P: LendingProtocol> Watcher<P> {
                 .map_err(|e| ChainError::rpc("eth_getLogs", e))?;
             for log in &logs {
                 self.protocol.touched_users(log, &mut touched);
+                liquidations.extend(self.protocol.liquidation(log));
             }
         } else {
             let source = RpcLogs {
@@ -441,6 +447,7 @@ impl<P: LendingProtocol> Watcher<P> {
                 for log in &logs {
                     // A removed log was undone by a reorg: its user is re-read all the same.
                     protocol.touched_users(log, &mut touched);
+                    liquidations.extend(protocol.liquidation(log));
                 }
                 Ok(())
             })
@@ -459,6 +466,7 @@ impl<P: LendingProtocol> Watcher<P> {
         self.cursor = Some(cursor);
         Ok(SyncReport {
             blocks: to.number + 1 - from,
+            market_liquidations: liquidations,
             ..report
         })
     }
@@ -637,6 +645,8 @@ impl<P: LendingProtocol> Watcher<P> {
             liquidatable,
             reorg_depth: None,
             backfilled: false,
+            market_liquidations: Vec::new(),
+            head_received: None,
         })
     }
 }

@@ -178,6 +178,23 @@ impl LendingProtocol for AaveV3 {
         (addresses, topics)
     }
 
+    fn liquidation(&self, log: &Log) -> Option<crate::protocol::MarketLiquidation> {
+        if log.address() != self.pool || log.removed {
+            return None;
+        }
+        let event = Pool::LiquidationCall::decode_log_data(log.data()).ok()?;
+        Some(crate::protocol::MarketLiquidation {
+            user: event.user,
+            liquidator: event.liquidator,
+            collateral: event.collateralAsset,
+            debt: event.debtAsset,
+            debt_repaid: event.debtToCover,
+            collateral_seized: event.liquidatedCollateralAmount,
+            block: log.block_number.unwrap_or_default(),
+            tx: log.transaction_hash,
+        })
+    }
+
     fn touched_users(&self, log: &Log, out: &mut Vec<Address>) {
         let topics = log.topics();
         let Some(&topic0) = topics.first() else {

@@ -1,4 +1,7 @@
-//! Logging: human-readable on a terminal, JSON lines for collectors. `RUST_LOG` filters (default `info`).
+//! Logging (human-readable on a terminal, JSON lines for collectors; `RUST_LOG` filters, default
+//! `info`) and [`metrics`].
+
+pub mod metrics;
 
 use crate::cli::LogFormat;
 use tracing_subscriber::{EnvFilter, fmt};

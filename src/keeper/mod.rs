@@ -1,0 +1,474 @@
+//! The keeper: watcher → planner → executor, once per block.
+//!
+//! [`follow`](crate::watcher::follow::follow) hands every new block to [`Keeper::on_block`], which
+//!
+//! 1. records what the block did to the market (positions, debt by health band, everyone's
+//!    liquidations — and ours lost to someone faster),
+//! 2. settles our transactions in flight: receipts become outcomes, stuck ones are re-priced, and one
+//!    whose borrower is no longer liquidatable is cancelled,
+//! 3. plans every position the watcher found below 1 (concurrently: plans only read), and signs,
+//!    journals and sends each profitable plan.
+//!
+//! RPC trouble in steps 2–3 is logged and tried again at the next block; only the store or the journal
+//! failing stops the keeper, since it could no longer promise to send each liquidation once.
+//! [`startup`] builds a keeper from a config after checking it; [`dry_run`] points the planner and
+//! executor at an anvil fork of the chain instead.
+
+pub mod dry_run;
+pub mod startup;
+pub mod summary;
+
+use crate::{
+    executor::{
+        journal::{JournalEntry, JournalError, TxState},
+        submit::{ExecError, Executor},
+    },
+    planner::{PlanError, Planner, Refusal, base_value},
+    protocol::{MarketLiquidation, aave_v3::AaveV3},
+    telemetry::metrics::{self as m, Liveness, Stage},
+    units::{HealthFactor, WAD},
+    watcher::{SyncReport, Watcher, WatcherError, follow::OnBlock},
+};
+use alloy::primitives::{Address, U256};
+use dry_run::DryRun;
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+pub use summary::{Outcome, OutcomeKind};
+
+/// What stops the keeper.
+#[derive(Debug, thiserror::Error)]
+pub enum KeeperError {
+    /// The watcher cannot go on (the store, a reorg deeper than it keeps).
+    #[error(transparent)]
+    Watcher(#[from] WatcherError),
+    /// The journal failed: sending on could send a liquidation twice.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+}
+
+/// A borrower we have seen liquidatable.
+#[derive(Debug, Clone)]
+struct Pursuit {
+    /// The first block we saw it below 1.
+    crossed_block: u64,
+    /// The kind of refusal last logged, so a position refused every block is logged once.
+    refusal: Option<String>,
+    /// When the block we last sent for it arrived, to time inclusion.
+    sent_from: Option<Instant>,
+}
+
+/// The keeper of one market.
+pub struct Keeper {
+    planner: Planner,
+    executor: Executor,
+    liquidator: Address,
+    native_asset: Address,
+    liveness: Liveness,
+    dry_run: Option<DryRun>,
+    pursuits: HashMap<Address, Pursuit>,
+    outcomes: Vec<Outcome>,
+    /// The journal left by an earlier run has been reconciled.
+    recovered: bool,
+}
+
+impl Keeper {
+    /// A keeper sending through `executor` to `liquidator`.
+    pub fn new(
+        planner: Planner,
+        executor: Executor,
+        liquidator: Address,
+        native_asset: Address,
+        liveness: Liveness,
+        dry_run: Option<DryRun>,
+    ) -> Self {
+        Self {
+            planner,
+            executor,
+            liquidator,
+            native_asset,
+            liveness,
+            dry_run,
+            pursuits: HashMap::new(),
+            outcomes: Vec::new(),
+            recovered: false,
+        }
+    }
+
+    /// Every liquidation that reached an outcome in this run, oldest first.
+    pub fn outcomes(&self) -> &[Outcome] {
+        &self.outcomes
+    }
+
+    /// The executor (its journal).
+    pub fn executor(&self) -> &Executor {
+        &self.executor
+    }
+
+    /// Liquidations journaled before a restart and not yet final: rebroadcasts them (never re-signs a
+    /// new liquidation) and records those that became final. Runs at the first block.
+    async fn recover(&mut self, watcher: &Watcher<AaveV3>) -> Result<(), KeeperError> {
+        let open = self.executor.journal().open()?;
+        if open.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(
+            open = open.len(),
+            "reconciling liquidations journaled before the restart"
+        );
+        match self.executor.reconcile().await {
+            Ok(finished) => self.record_final(watcher, finished),
+            Err(ExecError::Journal(e)) => return Err(e.into()),
+            Err(e) => {
+                tracing::warn!(error = %e, "reconciling the journal failed; retrying each block")
+            }
+        }
+        Ok(())
+    }
+
+    /// Everything the keeper does at one block; see the module docs.
+    pub async fn handle_block(
+        &mut self,
+        watcher: &Watcher<AaveV3>,
+        report: SyncReport,
+    ) -> Result<(), KeeperError> {
+        let Some(block) = report.block else {
+            return Ok(());
+        };
+        let arrived = report.head_received.unwrap_or_else(Instant::now);
+        if !self.recovered {
+            self.recover(watcher).await?;
+            self.recovered = true;
+        }
+        self.liveness.block(block.number);
+        m::stage(Stage::Repriced, arrived);
+        record_positions(watcher);
+        self.record_market_liquidations(watcher, &report.market_liquidations, block.number);
+
+        let open = self.executor.journal().open()?;
+        if report.liquidatable.is_empty() && open.is_empty() {
+            return Ok(());
+        }
+        if let Some(fork) = &self.dry_run {
+            // The fork follows the upstream head: plans and sends see exactly the state the keeper
+            // would act on upstream.
+            if let Err(e) = fork.follow(block.number).await {
+                tracing::warn!(error = %e, block = block.number, "dry run: resetting the fork failed");
+                return Ok(());
+            }
+            self.executor.resync_nonce();
+        }
+        self.settle(watcher, &open).await?;
+        self.pursue(watcher, &report, block.number, arrived).await?;
+        Ok(())
+    }
+
+    /// Receipts, fee bumps, and cancellations of liquidations whose position is gone.
+    async fn settle(
+        &mut self,
+        watcher: &Watcher<AaveV3>,
+        open: &[JournalEntry],
+    ) -> Result<(), KeeperError> {
+        if open.is_empty() {
+            return Ok(());
+        }
+        match self.executor.poll().await {
+            Ok(finished) => self.record_final(watcher, finished),
+            Err(ExecError::Journal(e)) => return Err(e.into()),
+            Err(e) => tracing::warn!(error = %e, "checking liquidations in flight failed"),
+        }
+        for entry in self.executor.journal().open()? {
+            let gone = watcher
+                .current_health(entry.borrower)
+                .is_none_or(|h| h.health_factor >= WAD);
+            if !gone {
+                continue;
+            }
+            match self
+                .executor
+                .cancel(entry.borrower, "position no longer liquidatable")
+                .await
+            {
+                Ok(_) => {}
+                Err(ExecError::Journal(e)) => return Err(e.into()),
+                Err(e) => {
+                    tracing::warn!(borrower = %entry.borrower, error = %e, "cancelling failed")
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Plans every liquidatable position not already in flight, and sends the profitable plans.
+    async fn pursue(
+        &mut self,
+        watcher: &Watcher<AaveV3>,
+        report: &SyncReport,
+        block: u64,
+        arrived: Instant,
+    ) -> Result<(), KeeperError> {
+        let mut targets = Vec::new();
+        for c in &report.liquidatable {
+            // The chain's own figure has the last word (they agree to the wei; this guards a bug).
+            if c.onchain_health_factor
+                .is_some_and(|hf| !hf.is_liquidatable())
+            {
+                continue;
+            }
+            self.pursuits.entry(c.user).or_insert(Pursuit {
+                crossed_block: block,
+                refusal: None,
+                sent_from: None,
+            });
+            if self.executor.journal().open_for(c.user)?.is_some() {
+                continue;
+            }
+            if let Some(position) = watcher.position(c.user) {
+                targets.push((c.user, position));
+            }
+        }
+        // Plans only read: make them all at once, then send in turn (one nonce sequence).
+        let market = watcher.protocol();
+        let plans = futures::future::join_all(
+            targets
+                .iter()
+                .map(|(user, position)| self.planner.plan(market, *user, position)),
+        )
+        .await;
+        for ((user, _), result) in targets.into_iter().zip(plans) {
+            match result {
+                Ok(plan) => {
+                    m::stage(Stage::Planned, arrived);
+                    self.send(plan, arrived).await?;
+                }
+                Err(PlanError::Refused(refusal)) => self.refused(user, &refusal),
+                Err(PlanError::Chain(e)) => {
+                    tracing::warn!(borrower = %user, error = %e, "planning failed; retrying next block");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn send(
+        &mut self,
+        plan: crate::planner::Plan,
+        arrived: Instant,
+    ) -> Result<(), KeeperError> {
+        let borrower = plan.borrower;
+        let entry = match self
+            .executor
+            .prepare(&plan, self.liquidator, plan.fee_cap_wei)
+            .await
+        {
+            Ok(entry) => entry,
+            Err(ExecError::Journal(e)) => return Err(e.into()),
+            Err(e) => {
+                tracing::warn!(%borrower, error = %e, "signing the liquidation failed");
+                return Ok(());
+            }
+        };
+        m::stage(Stage::Signed, arrived);
+        metrics::counter!(m::LIQUIDATIONS, "outcome" => "attempted").increment(1);
+        let (nonce, hash) = (entry.nonce, entry.attempts[0].hash);
+        match self.executor.send_prepared(entry).await {
+            Ok(_) => m::stage(Stage::Sent, arrived),
+            Err(ExecError::Journal(e)) => return Err(e.into()),
+            // Journaled as prepared: the next poll sends exactly this transaction again.
+            Err(e) => {
+                tracing::warn!(%borrower, error = %e, "sending failed; it is journaled and will be re-sent")
+            }
+        }
+        tracing::info!(
+            %borrower,
+            nonce,
+            %hash,
+            collateral = %plan.collateral,
+            debt = %plan.debt,
+            repay = %plan.amounts.debt_repaid,
+            expected_profit_usd = plan.net_profit_base as f64 / 1e8,
+            planned_block = plan.block,
+            "liquidation sent"
+        );
+        if let Some(p) = self.pursuits.get_mut(&borrower) {
+            p.sent_from = Some(arrived);
+            p.refusal = None;
+        }
+        if self.dry_run.is_some() {
+            self.await_fork_receipt().await?;
+        }
+        Ok(())
+    }
+
+    /// On a dry-run fork every transaction is mined at once: read its outcome before the fork moves on.
+    async fn await_fork_receipt(&mut self) -> Result<(), KeeperError> {
+        for _ in 0..30 {
+            match self.executor.poll().await {
+                Ok(finished) if !finished.is_empty() => {
+                    for entry in &finished {
+                        if let TxState::Included { profit, .. } = &entry.state {
+                            tracing::info!(
+                                borrower = %entry.borrower,
+                                liquidator_profit = %profit.unwrap_or_default(),
+                                expected_profit_usd = entry.expected_profit_base as f64 / 1e8,
+                                "dry run: liquidated on the fork"
+                            );
+                        }
+                    }
+                    self.outcomes.extend(finished.into_iter().map(|e| Outcome {
+                        dry_run: true,
+                        ..Outcome::from_entry(&e, None, None)
+                    }));
+                    return Ok(());
+                }
+                Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                Err(ExecError::Journal(e)) => return Err(e.into()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "dry run: reading the fork's receipt failed");
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn refused(&mut self, user: Address, refusal: &Refusal) {
+        let reason = refusal.to_string();
+        let kind = match refusal {
+            Refusal::Healthy(_) => "healthy",
+            Refusal::NoVenue => "no_venue",
+            Refusal::Unprofitable { .. } => "unprofitable",
+            Refusal::Reverted(_) => "reverted_in_simulation",
+        };
+        metrics::counter!(m::REFUSALS, "reason" => kind).increment(1);
+        // Logged once per kind of refusal: the figures in it move every block.
+        if let Some(p) = self.pursuits.get_mut(&user) {
+            if p.refusal.as_deref() == Some(kind) {
+                return;
+            }
+            p.refusal = Some(kind.to_owned());
+        }
+        tracing::info!(borrower = %user, %reason, "not liquidating");
+    }
+
+    /// Turns final journal entries into outcomes and metrics.
+    fn record_final(&mut self, watcher: &Watcher<AaveV3>, finished: Vec<JournalEntry>) {
+        let market = watcher.protocol();
+        let native_price = market.reserve_of(self.native_asset).map(|r| r.price);
+        for entry in finished {
+            let debt = market.reserve_of(entry.pair.1);
+            let pursuit = self.pursuits.get(&entry.borrower);
+            let mut outcome = Outcome::from_entry(
+                &entry,
+                pursuit.map(|p| p.crossed_block),
+                debt.map(|r| (r.price, r.config.decimals)),
+            );
+            if let Some(native) = native_price {
+                outcome.fee_paid_base = base_value(outcome.fee_paid_wei, native, 18)
+                    .0
+                    .saturating_to::<i128>();
+            }
+            let label = outcome.kind.label();
+            metrics::counter!(m::LIQUIDATIONS, "outcome" => label).increment(1);
+            if outcome.kind == OutcomeKind::Won {
+                if let Some(since) = pursuit.and_then(|p| p.sent_from) {
+                    m::stage(Stage::Included, since);
+                }
+                metrics::gauge!(m::REALISED_PROFIT)
+                    .increment(outcome.net_profit_base() as f64 / 1e8);
+            }
+            tracing::info!(
+                borrower = %entry.borrower,
+                outcome = label,
+                block = outcome.included_block,
+                blocks_from_crossing = outcome.blocks_from_crossing(),
+                profit_usd = outcome.net_profit_base() as f64 / 1e8,
+                "liquidation final"
+            );
+            self.outcomes.push(outcome);
+        }
+    }
+
+    /// Everyone's liquidations: the market's intensity, and those we had planned but lost.
+    fn record_market_liquidations(
+        &mut self,
+        watcher: &Watcher<AaveV3>,
+        liquidations: &[MarketLiquidation],
+        block: u64,
+    ) {
+        let market = watcher.protocol();
+        for l in liquidations {
+            metrics::counter!(m::MARKET_LIQUIDATIONS).increment(1);
+            if let Some(r) = market.reserve_of(l.debt) {
+                let usd = base_value(l.debt_repaid, r.price, r.config.decimals);
+                metrics::gauge!(m::MARKET_LIQUIDATED_DEBT).increment(usd.to_usd_f64());
+            }
+            if l.liquidator == self.liquidator {
+                continue;
+            }
+            let Some(pursuit) = self.pursuits.get(&l.user) else {
+                continue;
+            };
+            // They were in block `l.block`; we would have been at the earliest in the next one.
+            let ours = self
+                .outcomes
+                .iter()
+                .rev()
+                .find(|o| o.borrower == l.user && o.kind == OutcomeKind::Won)
+                .and_then(|o| o.included_block);
+            let ahead = ours.map_or(block + 1, |b| b.max(l.block)) - l.block;
+            metrics::counter!(m::LIQUIDATIONS, "outcome" => "lost").increment(1);
+            metrics::histogram!(m::LOST_BY_BLOCKS).record(ahead as f64);
+            tracing::warn!(
+                borrower = %l.user,
+                winner = %l.liquidator,
+                blocks_ahead = ahead,
+                crossed_block = pursuit.crossed_block,
+                "lost a liquidation to another keeper"
+            );
+            self.outcomes
+                .push(Outcome::lost(l, pursuit.crossed_block, ahead));
+        }
+    }
+}
+
+impl OnBlock<AaveV3> for Keeper {
+    type Error = KeeperError;
+
+    fn on_block(
+        &mut self,
+        watcher: &Watcher<AaveV3>,
+        report: SyncReport,
+    ) -> impl Future<Output = Result<(), KeeperError>> + Send {
+        self.handle_block(watcher, report)
+    }
+}
+
+/// Health-factor bands for the at-risk debt gauge, upper bounds in thousandths.
+const BANDS: [(u64, &str); 5] = [
+    (1_000, "below_1"),
+    (1_050, "1_to_1.05"),
+    (1_100, "1.05_to_1.1"),
+    (1_250, "1.1_to_1.25"),
+    (u64::MAX, "above_1.25"),
+];
+
+/// Positions tracked and debt by health band.
+fn record_positions(watcher: &Watcher<AaveV3>) {
+    metrics::gauge!(m::POSITIONS).set(watcher.len() as f64);
+    let mut debt = [U256::ZERO; BANDS.len()];
+    for (_, _, health) in watcher.positions() {
+        let band = BANDS
+            .iter()
+            .position(|(upper, _)| {
+                *upper == u64::MAX || health.health_factor < HealthFactor::from_milli(*upper).0
+            })
+            .unwrap_or(BANDS.len() - 1);
+        debt[band] += health.debt_base;
+    }
+    for ((_, label), total) in BANDS.iter().zip(debt) {
+        metrics::gauge!(m::AT_RISK_DEBT, "band" => *label)
+            .set(crate::units::BaseAmount(total).to_usd_f64());
+    }
+}

@@ -1,0 +1,688 @@
+//! The keeper end to end, as operators run it: the `cascade run` binary against a devnet with a block
+//! time. A price crash is liquidated within two blocks with the store, the metrics and the chain in
+//! agreement; a kill between send and receipt is recovered without a second liquidation; a dry run
+//! never touches the chain; and every bad input is refused with a message that names it.
+
+use alloy::{
+    primitives::{Address, U256},
+    providers::{Provider, ext::AnvilApi},
+    rpc::types::Filter,
+    sol_types::SolEvent,
+};
+use cascade::{
+    chain::bindings::{Liquidator, Pool},
+    config::{Config, DevnetAsset, DevnetConfig, MetricsConfig},
+    devnet::{
+        Devnet, DevnetOptions, report,
+        shock::{PriceMoveBps, shock_market},
+    },
+    executor::journal::{Journal, JournalEntry, TxState},
+    planner::{PlanError, Planner, PlannerSettings},
+    protocol::aave_v3::AaveV3,
+    store::Store,
+    watcher::{Watcher, WatcherOptions},
+};
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+/// anvil's second dev key (public test material) and its account: the keeper's, made an operator of
+/// the Liquidator (the devnet admin, anvil's first account, owns it and makes the shocks).
+const KEEPER_KEY: &str = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d";
+const KEEPER_ACCOUNT: Address =
+    alloy::primitives::address!("70997970C51812dc3A010C7d01b50e0d17dc79C8");
+/// anvil's third dev key and account: neither owner nor operator.
+const STRANGER_KEY: &str = "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a";
+const STRANGER_ACCOUNT: Address =
+    alloy::primitives::address!("3C44CdDdB6a900fa2b585dd299e03d12FA4293BC");
+
+struct Net {
+    devnet: Devnet,
+    dir: tempfile::TempDir,
+    config: Config,
+    config_path: PathBuf,
+    metrics_port: u16,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn net(borrowers: u64, block_time: Option<u64>) -> Net {
+    let devnet = Devnet::start(&DevnetOptions {
+        borrowers,
+        block_time_secs: block_time,
+        ..Default::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("devnet did not start: {e:#}"));
+    let dir = tempfile::tempdir().unwrap();
+    let metrics_port = free_port();
+    let mut config =
+        devnet
+            .deployment
+            .config(&devnet.rpc_url, block_time, dir.path().join("store"));
+    config.metrics = Some(MetricsConfig {
+        listen: ([127, 0, 0, 1], metrics_port).into(),
+        stale_after_secs: None,
+    });
+    // The keeper sends from its own account, an operator of the Liquidator, so the devnet admin's
+    // transactions (the shocks) never mix with the keeper's.
+    cascade::chain::send_call(
+        &devnet.rpc,
+        devnet.deployment.admin,
+        devnet.deployment.liquidator,
+        Liquidator::setOperatorCall {
+            operator: KEEPER_ACCOUNT,
+            allowed: true,
+        },
+        "setOperator",
+    )
+    .await
+    .unwrap();
+    config.executor.as_mut().unwrap().account = KEEPER_ACCOUNT;
+    let config_path = dir.path().join("cascade.toml");
+    config.write(&config_path, "test").unwrap();
+    Net {
+        devnet,
+        dir,
+        config,
+        config_path,
+        metrics_port,
+    }
+}
+
+impl Net {
+    fn devnet_config(&self) -> DevnetConfig {
+        self.config.devnet.clone().unwrap()
+    }
+
+    fn weth(&self) -> DevnetAsset {
+        self.devnet_config()
+            .assets
+            .into_iter()
+            .find(|a| a.symbol == "WETH")
+            .unwrap()
+    }
+
+    /// Every LiquidationCall on the market since `from`.
+    async fn liquidations(&self, from: u64) -> Vec<(Pool::LiquidationCall, u64)> {
+        let filter = Filter::new()
+            .address(self.devnet.deployment.aave.pool)
+            .event_signature(Pool::LiquidationCall::SIGNATURE_HASH)
+            .from_block(from);
+        self.devnet
+            .rpc
+            .get_logs(&filter)
+            .await
+            .unwrap()
+            .iter()
+            .map(|l| {
+                (
+                    Pool::LiquidationCall::decode_log_data(l.data()).unwrap(),
+                    l.block_number.unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    async fn health(&self, block: u64) -> Vec<report::AccountHealth> {
+        let d = &self.devnet.deployment;
+        report::account_health(
+            &self.devnet.rpc,
+            d.multicall,
+            d.aave.pool,
+            &d.borrowers,
+            block.into(),
+        )
+        .await
+        .unwrap()
+    }
+
+    async fn nonce(&self) -> u64 {
+        self.devnet
+            .rpc
+            .get_transaction_count(KEEPER_ACCOUNT)
+            .await
+            .unwrap()
+    }
+}
+
+/// A `cascade run` process writing its output to files.
+struct Daemon {
+    child: Child,
+    out: PathBuf,
+    err: PathBuf,
+}
+
+impl Daemon {
+    fn start(config: &Path, extra: &[&str], logs: &Path) -> Self {
+        let out = logs.with_extension("out");
+        let err = logs.with_extension("log");
+        let child = Command::new(env!("CARGO_BIN_EXE_cascade"))
+            .args(["run", "--config"])
+            .arg(config)
+            .args(extra)
+            .env("CASCADE_PRIVATE_KEY", KEEPER_KEY)
+            .env("RUST_LOG", "info")
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .spawn()
+            .expect("cascade binary runs");
+        Self { child, out, err }
+    }
+
+    fn output(&self) -> String {
+        format!(
+            "{}{}",
+            std::fs::read_to_string(&self.out).unwrap_or_default(),
+            std::fs::read_to_string(&self.err).unwrap_or_default()
+        )
+    }
+
+    /// SIGTERM, and the exit status once it has shut down.
+    fn stop(mut self) -> String {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let output = self.output();
+                assert!(
+                    status.success(),
+                    "the daemon exited with {status}:\n{output}"
+                );
+                return output;
+            }
+            assert!(Instant::now() < deadline, "no clean shutdown within 20 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL: no chance to clean up.
+    fn kill(mut self) -> String {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        self.output()
+    }
+}
+
+async fn wait_until<F: AsyncFn() -> bool>(what: &str, timeout: Duration, check: F) {
+    let deadline = Instant::now() + timeout;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn scrape(port: u16, path: &str) -> Option<(u16, String)> {
+    let r = reqwest::get(format!("http://127.0.0.1:{port}{path}"))
+        .await
+        .ok()?;
+    Some((r.status().as_u16(), r.text().await.ok()?))
+}
+
+fn metric(text: &str, name_and_labels: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name_and_labels) && !l.starts_with('#'))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn journal(store: &Path, dry_run: bool) -> Vec<JournalEntry> {
+    let store = Store::open(store, false).unwrap();
+    let tree = if dry_run {
+        store.dry_run_journal_tree()
+    } else {
+        store.journal_tree()
+    };
+    Journal::new(tree.unwrap()).entries().unwrap()
+}
+
+async fn healthy(net: &Net) {
+    wait_until(
+        "the daemon's /health to pass",
+        Duration::from_secs(60),
+        async || matches!(scrape(net.metrics_port, "/health").await, Some((200, _))),
+    )
+    .await;
+}
+
+fn assert_no_key(output: &str) {
+    let bare = KEEPER_KEY.trim_start_matches("0x");
+    assert!(
+        !output.to_lowercase().contains(bare),
+        "the private key appears in the output"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_is_liquidated_within_two_blocks_and_the_store_metrics_and_chain_agree() {
+    let net = net(50, Some(1)).await;
+    let daemon = Daemon::start(&net.config_path, &[], &net.dir.path().join("run"));
+    healthy(&net).await;
+
+    let before_block = net.devnet.rpc.get_block_number().await.unwrap();
+    // Read before the shock: anvil writes the feed's storage into the latest block's state.
+    let before = net.health(before_block).await;
+    shock_market(
+        &net.devnet.rpc,
+        &net.devnet_config(),
+        &net.weth(),
+        PriceMoveBps(-2000),
+    )
+    .await
+    .unwrap();
+    let crash_block = net.devnet.rpc.get_block_number().await.unwrap();
+    let crossed: Vec<Address> = net
+        .health(crash_block)
+        .await
+        .iter()
+        .zip(before)
+        .filter(|(after, before)| {
+            after.health_factor.is_liquidatable() && !before.health_factor.is_liquidatable()
+        })
+        .map(|(a, _)| a.borrower)
+        .collect();
+    assert!(
+        crossed.len() >= 5,
+        "the crash should push several positions below 1: {} between blocks {before_block} and {crash_block}",
+        crossed.len()
+    );
+
+    // Every crossed position is taken care of within a few blocks; then give the keeper time for the
+    // second rounds a 50% close factor leaves.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let (_, metrics) = scrape(net.metrics_port, "/metrics").await.expect("metrics");
+    let output = daemon.stop();
+    assert_no_key(&output);
+
+    let events = net.liquidations(before_block).await;
+    let liquidator = net.devnet.deployment.liquidator;
+    assert!(
+        events.iter().all(|(e, _)| e.liquidator == liquidator),
+        "only our keeper liquidates on this devnet"
+    );
+
+    // Within two blocks of crossing, or no profitable plan exists.
+    let d = &net.devnet.deployment;
+    let aave = AaveV3::connect(&net.devnet.rpc, d.aave.addresses_provider, d.multicall)
+        .await
+        .unwrap();
+    let probe = tempfile::tempdir().unwrap();
+    let probe_store = Store::open(probe.path(), false).unwrap();
+    let mut watcher = Watcher::open(
+        aave,
+        net.devnet.rpc.clone(),
+        probe_store.market(d.aave.addresses_provider).unwrap(),
+        WatcherOptions {
+            deployment_block: d.deployment_block,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    watcher.sync().await.unwrap();
+    let planner = Planner::new(
+        net.devnet.rpc.clone(),
+        watcher.protocol(),
+        PlannerSettings::from_config(&net.config).unwrap(),
+    )
+    .await
+    .unwrap();
+    let mut liquidated = 0;
+    for borrower in &crossed {
+        match events.iter().find(|(e, _)| e.user == *borrower) {
+            Some((_, block)) => {
+                assert!(
+                    *block <= crash_block + 2,
+                    "{borrower} crossed in block {crash_block} and was liquidated in {block}"
+                );
+                liquidated += 1;
+            }
+            None => {
+                let position = watcher.position(*borrower).cloned().unwrap();
+                match planner.plan(watcher.protocol(), *borrower, &position).await {
+                    Err(PlanError::Refused(_)) => {}
+                    other => panic!("{borrower} was left with {other:?}"),
+                }
+            }
+        }
+    }
+    assert!(liquidated >= 5, "only {liquidated} liquidated");
+
+    // The journal: every liquidation on chain is one included entry; each was profitable.
+    let entries = journal(&net.config.store.path, false);
+    let won: Vec<&JournalEntry> = entries
+        .iter()
+        .filter(|e| matches!(e.state, TxState::Included { success: true, .. }))
+        .collect();
+    assert_eq!(won.len(), events.len(), "journal vs LiquidationCall events");
+    let prices = |asset| {
+        let r = watcher.protocol().reserve_of(asset).unwrap();
+        (r.price, r.config.decimals)
+    };
+    let (eth_price, _) = prices(d.asset("WETH").unwrap().address);
+    for e in &won {
+        let TxState::Included {
+            profit: Some(profit),
+            fee_paid_wei,
+            ..
+        } = &e.state
+        else {
+            panic!("{e:?} has no profit");
+        };
+        let (price, decimals) = prices(e.pair.1);
+        let profit_usd = *profit * price / U256::from(10u64).pow(U256::from(decimals));
+        let gas_usd = *fee_paid_wei * eth_price / U256::from(10u64).pow(U256::from(18));
+        assert!(
+            profit_usd > gas_usd,
+            "{e:?}: profit {profit_usd} vs gas {gas_usd}"
+        );
+    }
+    // The metrics count the same.
+    assert_eq!(
+        metric(&metrics, "cascade_liquidations_total{outcome=\"won\"}") as usize,
+        events.len()
+    );
+    assert_eq!(
+        metric(&metrics, "cascade_market_liquidations_total") as usize,
+        events.len()
+    );
+    assert!(metric(&metrics, "cascade_realised_profit_usd") > 0.0);
+    assert_eq!(metric(&metrics, "cascade_positions_tracked") as u64, 50);
+    for stage in ["repriced", "planned", "signed", "sent", "included"] {
+        assert!(
+            metric(
+                &metrics,
+                &format!("cascade_stage_seconds_count{{stage=\"{stage}\"}}")
+            ) > 0.0,
+            "no {stage} timings"
+        );
+    }
+    assert!(
+        output.contains("won"),
+        "the closing summary is printed:\n{output}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kill_between_send_and_receipt_is_finished_after_restart_without_a_second_liquidation() {
+    let net = net(30, Some(1)).await;
+    let logs = net.dir.path().join("first");
+    let first = Daemon::start(&net.config_path, &[], &logs);
+    healthy(&net).await;
+    let nonce_before = net.nonce().await;
+
+    let before_block = net.devnet.rpc.get_block_number().await.unwrap();
+    shock_market(
+        &net.devnet.rpc,
+        &net.devnet_config(),
+        &net.weth(),
+        PriceMoveBps(-2500),
+    )
+    .await
+    .unwrap();
+    // Stop mining: the keeper's liquidations stay pending.
+    net.devnet.rpc.anvil_set_interval_mining(0).await.unwrap();
+    net.devnet.rpc.anvil_set_auto_mine(false).await.unwrap();
+    wait_until("the keeper to send", Duration::from_secs(30), async || {
+        let pending = net
+            .devnet
+            .rpc
+            .get_transaction_count(KEEPER_ACCOUNT)
+            .pending()
+            .await
+            .unwrap();
+        pending > nonce_before
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let output = first.kill();
+    assert_no_key(&output);
+    let pending_at_kill = net
+        .devnet
+        .rpc
+        .get_transaction_count(KEEPER_ACCOUNT)
+        .pending()
+        .await
+        .unwrap();
+    let in_flight = pending_at_kill - nonce_before;
+    assert!(in_flight >= 1);
+
+    // Mining resumes; a new process starts on the same store.
+    net.devnet.rpc.anvil_set_interval_mining(1).await.unwrap();
+    let second = Daemon::start(&net.config_path, &[], &net.dir.path().join("second"));
+    healthy(&net).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let output = second.stop();
+    assert_no_key(&output);
+    assert!(
+        output.contains("reconciling liquidations journaled before the restart"),
+        "{output}"
+    );
+
+    let entries = journal(&net.config.store.path, false);
+    let sent = net.nonce().await - nonce_before;
+    // Every transaction the account sent is a journal entry, one per nonce.
+    assert_eq!(entries.len() as u64, sent, "{entries:#?}");
+    let mut nonces: Vec<u64> = entries.iter().map(|e| e.nonce).collect();
+    nonces.dedup();
+    assert_eq!(nonces.len(), entries.len());
+    // The liquidations in flight at the kill were finished, not sent again: any later liquidation of
+    // the same borrower was planned after the first one was mined.
+    let events = net.liquidations(before_block).await;
+    let journaled_at_kill = entries.iter().filter(|e| e.nonce < pending_at_kill);
+    assert_eq!(journaled_at_kill.clone().count() as u64, in_flight);
+    for first in journaled_at_kill {
+        let TxState::Included { block, .. } = first.state else {
+            panic!("not finished after the restart: {first:?}");
+        };
+        for later in entries
+            .iter()
+            .filter(|e| e.borrower == first.borrower && e.nonce > first.nonce)
+        {
+            assert!(
+                later.planned_block >= block,
+                "{later:?} duplicates {first:?}"
+            );
+        }
+        let same_block = events
+            .iter()
+            .filter(|(e, b)| e.user == first.borrower && *b == block)
+            .count();
+        assert_eq!(same_block, 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dry_run_liquidates_on_a_fork_and_never_touches_the_chain() {
+    let net = net(30, Some(1)).await;
+    let daemon = Daemon::start(
+        &net.config_path,
+        &["--dry-run"],
+        &net.dir.path().join("dry"),
+    );
+    healthy(&net).await;
+    let nonce_before = net.nonce().await;
+    let before_block = net.devnet.rpc.get_block_number().await.unwrap();
+    shock_market(
+        &net.devnet.rpc,
+        &net.devnet_config(),
+        &net.weth(),
+        PriceMoveBps(-2500),
+    )
+    .await
+    .unwrap();
+    let crash_block = net.devnet.rpc.get_block_number().await.unwrap();
+    let debt_after_crash = net.health(crash_block).await;
+    wait_until(
+        "a dry-run liquidation",
+        Duration::from_secs(30),
+        async || {
+            std::fs::read_to_string(net.dir.path().join("dry.log"))
+                .unwrap_or_default()
+                .contains("dry run: liquidated on the fork")
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let output = daemon.stop();
+    assert_no_key(&output);
+
+    // Upstream: no transaction from the keeper, no liquidation, no debt repaid.
+    assert_eq!(net.nonce().await, nonce_before);
+    assert!(net.liquidations(before_block).await.is_empty());
+    let now = net.devnet.rpc.get_block_number().await.unwrap();
+    for (after, crash) in net.health(now).await.iter().zip(&debt_after_crash) {
+        assert!(
+            after.debt.0 >= crash.debt.0,
+            "{} repaid upstream",
+            after.borrower
+        );
+    }
+    // The fork's outcomes are journaled apart, as successes with a profit.
+    let entries = journal(&net.config.store.path, true);
+    assert!(entries.iter().any(|e| matches!(
+        e.state,
+        TxState::Included { success: true, profit: Some(p), .. } if p > U256::ZERO
+    )));
+    assert!(journal(&net.config.store.path, false).is_empty());
+}
+
+/// Runs `cascade run` with `config` and `key`, expecting it to fail; returns what it said.
+fn refused(config: &Path, key: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_cascade"))
+        .args(["run", "--config"])
+        .arg(config)
+        .env("CASCADE_PRIVATE_KEY", key)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "expected a refusal, it ran:\n{text}");
+    assert!(
+        !text.contains(key.trim_start_matches("0x")) || key.len() < 16,
+        "the key was echoed"
+    );
+    text
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_inputs_exit_non_zero_naming_the_problem() {
+    let net = net(4, None).await;
+    let dir = net.dir.path();
+    let text = std::fs::read_to_string(&net.config_path).unwrap();
+    let write = |name: &str, body: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, body).unwrap();
+        p
+    };
+    let with = |name: &str, edit: &dyn Fn(&mut Config)| {
+        let mut c = net.config.clone();
+        edit(&mut c);
+        let p = dir.join(name);
+        c.write(&p, "test").unwrap();
+        p
+    };
+    let expect = |config: &Path, key: &str, needles: &[&str]| {
+        let said = refused(config, key);
+        for n in needles {
+            assert!(said.contains(n), "expected {n:?} in:\n{said}");
+        }
+    };
+
+    let unknown = write(
+        "unknown.toml",
+        &text.replace("[chain]\n", "[chain]\nbogus = 1\n"),
+    );
+    expect(&unknown, KEEPER_KEY, &["unknown field", "bogus"]);
+    let missing = write(
+        "missing.toml",
+        &text
+            .lines()
+            .filter(|l| !l.starts_with("chain_id"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    );
+    expect(&missing, KEEPER_KEY, &["missing field", "chain_id"]);
+    let malformed = write("malformed.toml", "[chain\nname = ");
+    expect(&malformed, KEEPER_KEY, &["invalid"]);
+
+    let wrong_chain = with("chain.toml", &|c| c.chain.chain_id = 1);
+    expect(
+        &wrong_chain,
+        KEEPER_KEY,
+        &["chain id mismatch", "31337", "chain_id = 1"],
+    );
+    let unreachable = with("down.toml", &|c| {
+        c.chain.rpc_urls = vec!["http://127.0.0.1:9".into()]
+    });
+    expect(
+        &unreachable,
+        KEEPER_KEY,
+        &["cannot reach the RPC", "127.0.0.1:9"],
+    );
+
+    let no_code = with("nocode.toml", &|c| {
+        c.executor.as_mut().unwrap().liquidator = Address::repeat_byte(0x42)
+    });
+    expect(&no_code, KEEPER_KEY, &["has no code", "deploy-liquidator"]);
+    let stranger = with("stranger.toml", &|c| {
+        c.executor.as_mut().unwrap().account = STRANGER_ACCOUNT
+    });
+    expect(
+        &stranger,
+        STRANGER_KEY,
+        &["may not call the Liquidator", "setOperator"],
+    );
+    expect(
+        &net.config_path,
+        STRANGER_KEY,
+        &["signing key is for", "executor.account"],
+    );
+    expect(
+        &net.config_path,
+        "0x1234",
+        &["does not parse", "4 hex characters"],
+    );
+
+    // An operator with no ETH.
+    let empty_key = "0x00000000000000000000000000000000000000000000000000000000000000aa";
+    let empty = alloy::signers::local::PrivateKeySigner::from_bytes(&empty_key.parse().unwrap())
+        .unwrap()
+        .address();
+    cascade::chain::send_call(
+        &net.devnet.rpc,
+        net.devnet.deployment.admin,
+        net.devnet.deployment.liquidator,
+        Liquidator::setOperatorCall {
+            operator: empty,
+            allowed: true,
+        },
+        "setOperator",
+    )
+    .await
+    .unwrap();
+    let broke = with("broke.toml", &|c| {
+        c.executor.as_mut().unwrap().account = empty
+    });
+    expect(
+        &broke,
+        empty_key,
+        &["less than one liquidation's gas", "fund it"],
+    );
+}
