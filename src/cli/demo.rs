@@ -1,13 +1,29 @@
-//! `cascade demo`: the devnet, a price crash, and what it makes liquidatable.
+//! `cascade demo`: the devnet, the keeper, and a price crash in steps; the keeper liquidates through
+//! its flash-loan contract as positions cross 1, and a table sums up what happened.
 
 use super::devnet::{oracle_prices, start_and_describe};
-use crate::devnet::{
-    DevnetOptions, report,
-    shock::{self, PriceMoveBps},
+use crate::{
+    chain::{bindings::Liquidator, send_call},
+    cli::run::run_keeper,
+    devnet::{
+        DevnetOptions, report,
+        shock::{self, PriceMoveBps},
+    },
+    keeper::{
+        OutcomeKind,
+        startup::{self, RunOptions},
+        summary,
+    },
 };
-use alloy::eips::BlockId;
-use eyre::eyre;
-use std::path::PathBuf;
+use alloy::{eips::BlockId, primitives::address, providers::Provider};
+use eyre::{WrapErr, eyre};
+use std::{path::PathBuf, time::Duration};
+use tokio_util::sync::CancellationToken;
+
+/// anvil's second dev account and its published key: the demo keeper's account, made an operator of
+/// the Liquidator (the devnet admin owns it). Public test material, never a real key.
+const DEMO_KEEPER: alloy::primitives::Address = address!("70997970C51812dc3A010C7d01b50e0d17dc79C8");
+const DEMO_KEEPER_KEY: &str = "59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d";
 
 /// Arguments of `cascade demo`.
 #[derive(Debug, clap::Args)]
@@ -18,9 +34,15 @@ pub struct Args {
     /// The asset whose price crashes.
     #[arg(long, default_value = "WETH")]
     pub asset: String,
-    /// The crash, in percent.
-    #[arg(long, allow_hyphen_values = true, default_value = "-20")]
-    pub pct: PriceMoveBps,
+    /// Each step of the crash, in percent.
+    #[arg(long, allow_hyphen_values = true, default_value = "-7")]
+    pub step: PriceMoveBps,
+    /// Steps of the crash.
+    #[arg(long, default_value_t = 4)]
+    pub steps: u32,
+    /// Seconds between steps (the devnet mines a block every second).
+    #[arg(long, default_value_t = 4)]
+    pub pause: u64,
     /// Where to write the demo devnet's config (it lives only as long as the demo).
     #[arg(long, default_value = ".cascade/demo.toml")]
     pub write_config: PathBuf,
@@ -30,13 +52,17 @@ pub struct Args {
 pub async fn run(args: Args) -> eyre::Result<()> {
     let opts = DevnetOptions {
         borrowers: args.borrowers,
+        block_time_secs: Some(1),
         ..Default::default()
     };
     let devnet = start_and_describe(&opts, &args.write_config).await?;
     let d = &devnet.deployment;
-    let devnet_cfg = d
-        .config(&devnet.rpc_url, None, PathBuf::new())
+    let mut config = d.config(&devnet.rpc_url, Some(1), PathBuf::from(".cascade/demo-store"));
+    config.metrics = None;
+    config.executor.as_mut().expect("devnet configs have [executor]").account = DEMO_KEEPER;
+    let devnet_cfg = config
         .devnet
+        .clone()
         .ok_or_else(|| eyre!("the devnet config has no [devnet] section"))?;
     let asset = devnet_cfg
         .assets
@@ -44,21 +70,69 @@ pub async fn run(args: Args) -> eyre::Result<()> {
         .find(|a| a.symbol.eq_ignore_ascii_case(&args.asset))
         .cloned()
         .ok_or_else(|| eyre!("no asset {} on the devnet", args.asset))?;
-
-    let before = report::account_health(
+    send_call(
         &devnet.rpc,
-        d.multicall,
-        d.aave.pool,
-        &d.borrowers,
-        BlockId::latest(),
+        d.admin,
+        d.liquidator,
+        Liquidator::setOperatorCall {
+            operator: DEMO_KEEPER,
+            allowed: true,
+        },
+        "make the demo keeper an operator of the Liquidator",
     )
     .await?;
-    let change = shock::shock_market(&devnet.rpc, &devnet_cfg, &asset, args.pct).await?;
-    println!(
-        "\n── price shock: {} {} → {} ──\n",
-        asset.symbol, change.old, change.new
-    );
-    println!("{}\n", report::reserves(d, &oracle_prices(&devnet).await?));
+
+    println!("\n── starting the keeper ──\n");
+    let running = startup::start(
+        &config,
+        &args.write_config,
+        &RunOptions {
+            rebuild_store: true,
+            key: Some(DEMO_KEEPER_KEY.parse().wrap_err("the demo key")?),
+            ..Default::default()
+        },
+    )
+    .await?;
+    let cancel = CancellationToken::new();
+    let keeper = {
+        let cancel = cancel.clone();
+        tokio::spawn(async move { run_keeper(running, None, cancel).await })
+    };
+    let on_signal = cancel.clone();
+    tokio::spawn(async move {
+        let _ = crate::telemetry::shutdown_signal().await;
+        on_signal.cancel();
+    });
+    // Let the keeper discover the borrowers before the market moves.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    for step in 1..=args.steps {
+        if cancel.is_cancelled() {
+            break;
+        }
+        let change = shock::shock_market(&devnet.rpc, &devnet_cfg, &asset, args.step).await?;
+        let block = devnet.rpc.get_block_number().await?;
+        let health = report::account_health(
+            &devnet.rpc,
+            d.multicall,
+            d.aave.pool,
+            &d.borrowers,
+            BlockId::number(block),
+        )
+        .await?;
+        let below = health
+            .iter()
+            .filter(|h| h.health_factor.is_liquidatable())
+            .count();
+        println!(
+            "\n── crash step {step}/{}: {} {} → {} in block {block}; {below} positions below a health factor of 1 ──\n",
+            args.steps, asset.symbol, change.old, change.new
+        );
+        tokio::time::sleep(Duration::from_secs(args.pause)).await;
+    }
+    cancel.cancel();
+    let outcomes = keeper.await.wrap_err("the keeper task")??;
+
     let after = report::account_health(
         &devnet.rpc,
         d.multicall,
@@ -67,127 +141,28 @@ pub async fn run(args: Args) -> eyre::Result<()> {
         BlockId::latest(),
     )
     .await?;
+    println!("\n{}\n", report::reserves(d, &oracle_prices(&devnet).await?));
     println!(
-        "borrowers by health factor after the shock\n{}",
+        "borrowers by health factor at the end\n{}",
         report::health_bands(&after)
     );
-    let newly = after
+    let won = outcomes
         .iter()
-        .zip(&before)
-        .filter(|(a, b)| a.health_factor.is_liquidatable() && !b.health_factor.is_liquidatable())
+        .filter(|o| o.kind == OutcomeKind::Won)
         .count();
     println!(
-        "\n{newly} of {} positions became liquidatable:\n{}",
-        after.len(),
-        report::liquidatable(&after)
+        "\nthe keeper made {won} liquidations through its flash-loan Liquidator (each repays part of a\n\
+         position's debt with borrowed funds, sells the seized collateral on Uniswap and keeps the rest):\n{}",
+        summary::table(&outcomes)
     );
-    plan_all(&devnet, &args.write_config).await?;
-    Ok(())
-}
-
-/// Plans every liquidatable position with the watcher and planner, as the keeper will, and prints
-/// what each would earn (or why it would not be liquidated).
-async fn plan_all(
-    devnet: &crate::devnet::Devnet,
-    config_path: &std::path::Path,
-) -> eyre::Result<()> {
-    use crate::{
-        config::Config,
-        planner::{PlanError, Planner, PlannerSettings},
-        protocol::aave_v3::AaveV3,
-        store::Store,
-        watcher::{Watcher, WatcherOptions},
-    };
-    use comfy_table::{Cell, CellAlignment, Table, presets::UTF8_FULL_CONDENSED};
-
-    let config = Config::load(config_path)?;
-    let settings = PlannerSettings::from_config(&config).map_err(|e| eyre!(e))?;
-    let d = &devnet.deployment;
-    // A fresh store for each demo: its devnet is new every time.
-    let store = Store::open(std::path::Path::new(".cascade/demo-store"), true)?;
-    let aave = AaveV3::connect(&devnet.rpc, d.aave.addresses_provider, d.multicall).await?;
-    let opts = WatcherOptions {
-        deployment_block: d.deployment_block,
-        ..Default::default()
-    };
-    let mut watcher = Watcher::open(
-        aave,
-        devnet.rpc.clone(),
-        store.market(d.aave.addresses_provider)?,
-        opts,
-    )?;
-    watcher.sync().await?;
-    let planner = Planner::new(devnet.rpc.clone(), watcher.protocol(), settings).await?;
-    let symbol = |a: alloy::primitives::Address| {
-        d.assets
-            .iter()
-            .find(|x| x.address == a)
-            .map(|x| x.symbol.clone())
-            .unwrap_or_default()
-    };
-
-    let mut table = Table::new();
-    table.load_preset(UTF8_FULL_CONDENSED).set_header(vec![
-        "borrower",
-        "sells → repays",
-        "venue",
-        "repay (USD)",
-        "impact",
-        "net profit (USD)",
-    ]);
-    let mut total = 0i128;
-    let mut users = watcher.liquidatable();
-    users.sort();
-    for user in users {
-        let Some(position) = watcher.position(user).cloned() else {
-            continue;
-        };
-        match planner.plan(watcher.protocol(), user, &position).await {
-            Ok(plan) => {
-                let debt = watcher.protocol().reserve_of(plan.debt);
-                let repay_usd = debt.map_or(0.0, |r| {
-                    crate::planner::base_value(plan.amounts.debt_repaid, r.price, r.config.decimals)
-                        .to_usd_f64()
-                });
-                total += plan.net_profit_base;
-                table.add_row(vec![
-                    Cell::new(user),
-                    Cell::new(format!(
-                        "{} → {}",
-                        symbol(plan.collateral),
-                        symbol(plan.debt)
-                    )),
-                    Cell::new(format!(
-                        "{:?} {}%",
-                        plan.venue,
-                        plan.swap_fee as f64 / 10_000.0
-                    )),
-                    Cell::new(format!("{repay_usd:.2}")).set_alignment(CellAlignment::Right),
-                    Cell::new(format!("{} bps", plan.price_impact_bps))
-                        .set_alignment(CellAlignment::Right),
-                    Cell::new(format!("{:.2}", plan.net_profit_base as f64 / 1e8))
-                        .set_alignment(CellAlignment::Right),
-                ]);
-            }
-            Err(PlanError::Refused(reason)) => {
-                table.add_row(vec![
-                    Cell::new(user),
-                    Cell::new(format!("no plan: {reason}")),
-                    Cell::new(""),
-                    Cell::new(""),
-                    Cell::new(""),
-                    Cell::new(""),
-                ]);
-            }
-            Err(e) => return Err(e.into()),
-        }
+    let left = after
+        .iter()
+        .filter(|h| h.health_factor.is_liquidatable())
+        .count();
+    if left > 0 {
+        println!(
+            "{left} positions remain below 1: what is left of them is too small to pay for its gas (the keeper logged why)."
+        );
     }
-    println!(
-        "\nwhat the keeper would do: each plan sized for profit, sold on the best pool, simulated on the chain\n{table}"
-    );
-    println!(
-        "total expected net profit: ${:.2} (after flash-loan premiums and gas)",
-        total as f64 / 1e8
-    );
     Ok(())
 }

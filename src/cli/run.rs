@@ -38,6 +38,7 @@ pub async fn run(args: Args) -> eyre::Result<()> {
         &RunOptions {
             dry_run: args.dry_run,
             rebuild_store: args.rebuild_store,
+            key: None,
         },
     )
     .await?;

@@ -148,6 +148,7 @@ impl Keeper {
 
         let open = self.executor.journal().open()?;
         if report.liquidatable.is_empty() && open.is_empty() {
+            self.pursuits.clear();
             return Ok(());
         }
         if let Some(fork) = &self.dry_run {
@@ -161,6 +162,24 @@ impl Keeper {
         }
         self.settle(watcher, &open).await?;
         self.pursue(watcher, &report, block.number, arrived).await?;
+        self.forget_recovered(&report)?;
+        Ok(())
+    }
+
+    /// A position back above 1 with nothing in flight is no longer pursued: if it crosses again, that
+    /// is a new crossing, timed from its own block.
+    fn forget_recovered(&mut self, report: &SyncReport) -> Result<(), KeeperError> {
+        let below: std::collections::HashSet<Address> =
+            report.liquidatable.iter().map(|c| c.user).collect();
+        let in_flight: std::collections::HashSet<Address> = self
+            .executor
+            .journal()
+            .open()?
+            .iter()
+            .map(|e| e.borrower)
+            .collect();
+        self.pursuits
+            .retain(|user, _| below.contains(user) || in_flight.contains(user));
         Ok(())
     }
 

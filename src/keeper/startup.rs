@@ -108,12 +108,24 @@ pub enum StartupError {
 }
 
 /// How to run.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct RunOptions {
     /// Send to an anvil fork instead of the chain.
     pub dry_run: bool,
     /// Delete the store and rebuild it from the chain.
     pub rebuild_store: bool,
+    /// Sign with this key instead of the one `[signer]` names (the demo's public dev key).
+    pub key: Option<alloy::signers::local::PrivateKeySigner>,
+}
+
+impl std::fmt::Debug for RunOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunOptions")
+            .field("dry_run", &self.dry_run)
+            .field("rebuild_store", &self.rebuild_store)
+            .field("key", &self.key.as_ref().map(|k| k.address()))
+            .finish()
+    }
 }
 
 /// Everything a running keeper needs, checked.
@@ -148,7 +160,10 @@ pub async fn start(config: &Config, path: &Path, opts: &RunOptions) -> eyre::Res
         .executor
         .as_ref()
         .ok_or_else(|| eyre!("config {}: no [executor] section", path.display()))?;
-    let key = signer::load(config.signer.as_ref())?;
+    let key = match &opts.key {
+        Some(key) => key.clone(),
+        None => signer::load(config.signer.as_ref())?,
+    };
     if key.address() != executor_cfg.account {
         return Err(StartupError::KeyMismatch {
             key: key.address(),
