@@ -389,6 +389,22 @@ deployment_block = 16291127
     }
 
     #[test]
+    fn the_example_configs_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        for name in ["mainnet.toml", "base.toml", "devnet.toml"] {
+            let cfg = Config::load(&dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(
+                cfg.executor.is_some() && cfg.planner.native_asset.is_some(),
+                "{name}"
+            );
+        }
+        let base = Config::load(&dir.join("base.toml")).unwrap();
+        assert_eq!(base.chain.chain_id, 8453);
+        let mainnet = Config::load(&dir.join("mainnet.toml")).unwrap();
+        assert!(mainnet.executor.unwrap().relay.is_some());
+    }
+
+    #[test]
     fn round_trips_through_toml() {
         let cfg = Config::parse(MINIMAL, Path::new("t.toml")).unwrap();
         let dir = tempfile::tempdir().unwrap();

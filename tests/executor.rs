@@ -285,3 +285,106 @@ async fn the_private_key_never_appears_in_any_output() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_configured_relay_gets_the_signed_bundle_and_the_mempool_nothing() {
+    use cascade::executor::{bundle, submit::Route};
+    let (net, plan, store, _dir) = planned().await;
+    let (url, relay) = bundle::local_relay().await;
+    let auth = alloy::signers::local::PrivateKeySigner::random();
+    let mut ex = Executor::new(
+        net.rpc.clone(),
+        signer::parse_key(ADMIN_KEY, "test").unwrap(),
+        Journal::new(store.journal_tree().unwrap()),
+        ExecutorOptions {
+            route: Route::Relay {
+                url,
+                auth: auth.clone(),
+            },
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let admin = net.deployment.admin;
+    let pending_before = net
+        .rpc
+        .get_transaction_count(admin)
+        .pending()
+        .await
+        .unwrap();
+    let head = net.rpc.get_block_number().await.unwrap();
+    let entry = ex
+        .submit(&plan, net.deployment.liquidator, CAP)
+        .await
+        .unwrap();
+
+    let (body, signer) = relay.await.unwrap();
+    assert_eq!(signer, Some(auth.address()), "signed with the auth key");
+    let payload: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(payload["method"], "eth_sendBundle");
+    assert_eq!(
+        payload["params"][0]["blockNumber"],
+        format!("{:#x}", head + 1),
+        "for the next block"
+    );
+    assert_eq!(
+        payload["params"][0]["txs"][0],
+        format!("{}", entry.attempts[0].raw),
+        "the journaled transaction, exactly"
+    );
+    assert_eq!(
+        net.rpc
+            .get_transaction_count(admin)
+            .pending()
+            .await
+            .unwrap(),
+        pending_before,
+        "nothing went to the public mempool"
+    );
+}
+
+#[tokio::test]
+async fn a_pending_liquidation_whose_position_is_gone_is_cancelled() {
+    let (net, plan, store, _dir) = planned().await;
+    let mut ex = executor(&net, &store, Duration::from_secs(600)).await;
+    let start = net.rpc.get_block_number().await.unwrap();
+    net.rpc.anvil_set_auto_mine(false).await.unwrap();
+    ex.submit(&plan, net.deployment.liquidator, CAP)
+        .await
+        .unwrap();
+    assert!(
+        ex.cancel(plan.borrower, "test: position gone")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !ex.cancel(plan.borrower, "again").await.unwrap(),
+        "a cancellation is not cancelled again"
+    );
+    net.rpc.anvil_set_auto_mine(true).await.unwrap();
+    net.rpc.evm_mine(None).await.unwrap();
+    let finished = ex.poll().await.unwrap();
+    assert_eq!(finished.len(), 1);
+    assert!(
+        matches!(finished[0].state, TxState::Cancelled { .. }),
+        "{:?}",
+        finished[0].state
+    );
+    let end = net.rpc.get_block_number().await.unwrap();
+    assert_eq!(sent_by(&net, net.deployment.admin, start + 1, end).await, 1);
+    // The cancellation took the nonce: no liquidation happened.
+    let logs = net
+        .rpc
+        .get_logs(
+            &alloy::rpc::types::Filter::new()
+                .address(net.deployment.aave.pool)
+                .event_signature(
+                    <cascade::chain::bindings::Pool::LiquidationCall as alloy::sol_types::SolEvent>::SIGNATURE_HASH,
+                )
+                .from_block(start + 1),
+        )
+        .await
+        .unwrap();
+    assert!(logs.is_empty());
+}

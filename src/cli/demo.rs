@@ -22,7 +22,8 @@ use tokio_util::sync::CancellationToken;
 
 /// anvil's second dev account and its published key: the demo keeper's account, made an operator of
 /// the Liquidator (the devnet admin owns it). Public test material, never a real key.
-const DEMO_KEEPER: alloy::primitives::Address = address!("70997970C51812dc3A010C7d01b50e0d17dc79C8");
+const DEMO_KEEPER: alloy::primitives::Address =
+    address!("70997970C51812dc3A010C7d01b50e0d17dc79C8");
 const DEMO_KEEPER_KEY: &str = "59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d";
 
 /// Arguments of `cascade demo`.
@@ -57,9 +58,17 @@ pub async fn run(args: Args) -> eyre::Result<()> {
     };
     let devnet = start_and_describe(&opts, &args.write_config).await?;
     let d = &devnet.deployment;
-    let mut config = d.config(&devnet.rpc_url, Some(1), PathBuf::from(".cascade/demo-store"));
+    let mut config = d.config(
+        &devnet.rpc_url,
+        Some(1),
+        PathBuf::from(".cascade/demo-store"),
+    );
     config.metrics = None;
-    config.executor.as_mut().expect("devnet configs have [executor]").account = DEMO_KEEPER;
+    config
+        .executor
+        .as_mut()
+        .expect("devnet configs have [executor]")
+        .account = DEMO_KEEPER;
     let devnet_cfg = config
         .devnet
         .clone()
@@ -141,7 +150,10 @@ pub async fn run(args: Args) -> eyre::Result<()> {
         BlockId::latest(),
     )
     .await?;
-    println!("\n{}\n", report::reserves(d, &oracle_prices(&devnet).await?));
+    println!(
+        "\n{}\n",
+        report::reserves(d, &oracle_prices(&devnet).await?)
+    );
     println!(
         "borrowers by health factor at the end\n{}",
         report::health_bands(&after)

@@ -107,60 +107,62 @@ pub async fn send_bundle(
         .unwrap_or(serde_json::Value::Null))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// A relay on loopback for tests: accepts one `eth_sendBundle`, answers with a bundle hash, and hands
+/// back the body and the address the `X-Flashbots-Signature` header recovers to (as a relay checks it).
+#[doc(hidden)]
+pub async fn local_relay() -> (String, tokio::task::JoinHandle<(String, Option<Address>)>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    /// A relay on loopback that checks the payload and the signature header, as Flashbots' does.
-    async fn relay() -> (String, tokio::task::JoinHandle<(String, Option<Address>)>) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let handle = tokio::spawn(async move {
-            let (mut socket, _) = listener.accept().await.unwrap();
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 4096];
-            loop {
-                let n = socket.read(&mut chunk).await.unwrap();
-                buf.extend_from_slice(&chunk[..n]);
-                let text = String::from_utf8_lossy(&buf).to_string();
-                if let Some((head, body)) = text.split_once("\r\n\r\n") {
-                    let len: usize = head
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let handle = tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = socket.read(&mut chunk).await.unwrap();
+            buf.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&buf).to_string();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse().unwrap())
+                    })
+                    .unwrap_or(0);
+                if body.len() >= len {
+                    let header = head
                         .lines()
                         .find_map(|l| {
                             l.to_lowercase()
-                                .strip_prefix("content-length:")
-                                .map(|v| v.trim().parse().unwrap())
+                                .starts_with("x-flashbots-signature:")
+                                .then(|| l.split_once(':').unwrap().1.trim().to_owned())
                         })
-                        .unwrap_or(0);
-                    if body.len() >= len {
-                        let header = head
-                            .lines()
-                            .find_map(|l| {
-                                l.to_lowercase()
-                                    .starts_with("x-flashbots-signature:")
-                                    .then(|| l.split_once(':').unwrap().1.trim().to_owned())
-                            })
-                            .unwrap_or_default();
-                        let signer = verify_header(&header, body);
-                        let answer = r#"{"jsonrpc":"2.0","id":1,"result":{"bundleHash":"0x1234"}}"#;
-                        let reply = format!(
-                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{answer}",
-                            answer.len()
-                        );
-                        socket.write_all(reply.as_bytes()).await.unwrap();
-                        return (body.to_owned(), signer);
-                    }
+                        .unwrap_or_default();
+                    let signer = verify_header(&header, body);
+                    let answer = r#"{"jsonrpc":"2.0","id":1,"result":{"bundleHash":"0x1234"}}"#;
+                    let reply = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{answer}",
+                        answer.len()
+                    );
+                    socket.write_all(reply.as_bytes()).await.unwrap();
+                    return (body.to_owned(), signer);
                 }
             }
-        });
-        (url, handle)
-    }
+        }
+    });
+    (url, handle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
 
     #[tokio::test]
     async fn bundle_payload_and_signature_header() {
         let auth = PrivateKeySigner::random();
-        let (url, relay) = relay().await;
+        let (url, relay) = local_relay().await;
         let txs = vec![
             Bytes::from(vec![0x02, 0xaa, 0xbb]),
             Bytes::from(vec![0x02, 0xcc]),
