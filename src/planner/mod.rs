@@ -359,10 +359,6 @@ impl Planner {
                     });
                     continue;
                 }
-                let emode = market
-                    .emodes
-                    .get(&position.emode)
-                    .filter(|e| e.id != 0 && e.id == cr.config.emode_category);
                 let case = LiquidationCase {
                     rules: self.rules,
                     health_factor: account.health_factor,
@@ -381,7 +377,11 @@ impl Planner {
                         price: dr.price,
                         decimals: dr.config.decimals,
                     },
-                    bonus_bps: emode.map_or(cr.config.liquidation_bonus, |e| e.liquidation_bonus),
+                    bonus_bps: sizing::liquidation_bonus(
+                        cr.config.liquidation_bonus,
+                        cr.config.emode_category,
+                        market.emodes.get(&position.emode),
+                    ),
                     protocol_fee_bps: cr.config.liquidation_protocol_fee,
                 };
                 let fees_in_debt = |gas: u64| -> U256 {

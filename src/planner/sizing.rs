@@ -95,6 +95,20 @@ pub enum SizingError {
     LeavesDust,
 }
 
+/// The bonus a liquidation of this collateral pays (bps, including 100%): the eMode category's when
+/// the borrower is in an eMode and the collateral belongs to that category (Aave V3.0–3.1: the
+/// reserve's configured category), the reserve's own otherwise.
+pub fn liquidation_bonus(
+    reserve_bonus_bps: u64,
+    reserve_category: u8,
+    user_emode: Option<&crate::protocol::aave_v3::math::EModeCategory>,
+) -> u64 {
+    match user_emode {
+        Some(e) if e.id != 0 && e.id == reserve_category => e.liquidation_bonus,
+        _ => reserve_bonus_bps,
+    }
+}
+
 /// The most debt a `liquidationCall` will repay in this pair.
 pub fn max_repay(case: &LiquidationCase) -> U256 {
     match case.rules {
@@ -377,6 +391,63 @@ mod tests {
             !liquidation_amounts(&case, U256::MAX)
                 .unwrap()
                 .creates_deficit
+        );
+    }
+
+    /// A stablecoin eMode (LT 97%, bonus 1%): 10,000 DAI of collateral against 9,800 USDC of debt,
+    /// HF 0.99. The borrower is in the category and DAI belongs to it, so the 1% bonus applies, not
+    /// DAI's own 5%.
+    #[test]
+    fn emode_sizing_uses_the_category_bonus() {
+        use crate::protocol::aave_v3::math::EModeCategory;
+        let stables = EModeCategory {
+            id: 1,
+            ltv: 9_500,
+            liquidation_threshold: 9_700,
+            liquidation_bonus: 10_100,
+            price: U256::ZERO,
+        };
+        assert_eq!(liquidation_bonus(10_500, 1, Some(&stables)), 10_100);
+        // Not in the category's collateral, or the borrower not in eMode: the reserve's own bonus.
+        assert_eq!(liquidation_bonus(10_500, 2, Some(&stables)), 10_500);
+        assert_eq!(liquidation_bonus(10_500, 1, None), 10_500);
+
+        let case = LiquidationCase {
+            rules: Rules::V3_0,
+            health_factor: wad_milli(990),
+            total_debt_base: usd(9_800),
+            total_collateral_base: usd(10_000),
+            collateral: Side {
+                balance: tokens(10_000, 18),
+                price: usd(1),
+                decimals: 18,
+            },
+            debt: Side {
+                balance: tokens(9_800, 6),
+                price: usd(1),
+                decimals: 6,
+            },
+            bonus_bps: liquidation_bonus(10_500, 1, Some(&stables)),
+            protocol_fee_bps: 1_000,
+        };
+        // Close factor 50%: 4,900 USDC repaid for 4,900 × 1.01 = 4,949 DAI, of which the 49 DAI bonus
+        // pays 10% (4.9 DAI) to the treasury.
+        let a = liquidation_amounts(&case, U256::MAX).unwrap();
+        assert_eq!(a.debt_repaid, tokens(4_900, 6));
+        assert_eq!(
+            a.collateral_to_liquidator + a.protocol_fee,
+            tokens(4_949, 18)
+        );
+        assert_eq!(a.protocol_fee, tokens(49, 17));
+        // Outside eMode the same repay would seize 5,145 DAI.
+        let plain = LiquidationCase {
+            bonus_bps: 10_500,
+            ..case
+        };
+        let b = liquidation_amounts(&plain, U256::MAX).unwrap();
+        assert_eq!(
+            b.collateral_to_liquidator + b.protocol_fee,
+            tokens(5_145, 18)
         );
     }
 

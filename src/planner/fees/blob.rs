@@ -312,6 +312,31 @@ mod tests {
         );
     }
 
+    /// A real post-BPO2 mainnet header (block 25,703,457, timestamp 1,786,110,119, built by Titan; the
+    /// example block of ultrasound.money's block-stream README): excessBlobGas 0xbfaa41d, one blob
+    /// used, base fee 0.478 gwei. Expected values from the EIP-4844 reference `fake_exponential` in
+    /// Python on the same inputs. The reserve binds here, barely: 8192 × base fee = 3.918e12 against
+    /// 131072 × blob fee = 3.867e12, the equilibrium EIP-7918 is designed to hold blobs at.
+    #[test]
+    fn a_real_post_bpo2_header_where_the_reserve_binds() {
+        let parent = ParentBlobHeader {
+            excess_blob_gas: 0xbfaa41d,
+            blob_gas_used: 0x20000,
+            base_fee_per_gas: 0x1c812c42,
+        };
+        let timestamp = 0x6a75e0a7;
+        let bpo2 = params_at(&MAINNET, timestamp).unwrap();
+        assert_eq!(bpo2.fork, "bpo2");
+        assert_eq!(blob_base_fee(parent.excess_blob_gas, &bpo2), u(29_500_521));
+        // Reserve binding: excess grows by used·(21−14)/21 = 43,690, although one blob is far below
+        // the target of 14 (the plain rule would have it fall by 13 blobs' worth).
+        assert_eq!(next_excess_blob_gas(&parent, &bpo2), 201_019_079);
+        assert_eq!(
+            next_blob_base_fee(&MAINNET, &parent, timestamp + 12),
+            Some(u(29_611_033))
+        );
+    }
+
     #[test]
     fn bpo_boundary_uses_the_next_blocks_schedule() {
         // The parent is the last Osaka block; the next block is BPO1's first: target 10, fraction 8346193.
