@@ -140,7 +140,8 @@ pub async fn run(args: Args) -> eyre::Result<()> {
         tokio::time::sleep(Duration::from_secs(args.pause)).await;
     }
     cancel.cancel();
-    let outcomes = keeper.await.wrap_err("the keeper task")??;
+    let keeper = keeper.await.wrap_err("the keeper task")??;
+    let outcomes = keeper.outcomes();
 
     let after = report::account_health(
         &devnet.rpc,
@@ -165,7 +166,7 @@ pub async fn run(args: Args) -> eyre::Result<()> {
     println!(
         "\nthe keeper made {won} liquidations through its flash-loan Liquidator (each repays part of a\n\
          position's debt with borrowed funds, sells the seized collateral on Uniswap and keeps the rest):\n{}",
-        summary::table(&outcomes)
+        summary::table(outcomes)
     );
     let left = after
         .iter()

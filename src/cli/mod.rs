@@ -1,5 +1,6 @@
 //! The command line: one module per command, each with its `Args` and `run`.
 
+pub mod bench;
 pub mod demo;
 pub mod deploy_liquidator;
 pub mod devnet;
@@ -37,6 +38,8 @@ pub enum LogFormat {
 pub enum Command {
     /// The keeper: follow the chain and liquidate (or, with --dry-run, liquidate on a local fork).
     Run(run::Args),
+    /// Measure discovery, per-block cost, the peers' sweep, detection to submission, memory, at N borrowers.
+    Bench(bench::Args),
     /// Start anvil with the real Aave V3 and Uniswap V3 deployed and borrowers seeded; runs until Ctrl-C.
     Devnet(devnet::Args),
     /// On a devnet, move an asset's oracle price by a percentage.
@@ -58,6 +61,7 @@ impl Cli {
     pub async fn run(self) -> eyre::Result<()> {
         match self.command {
             Command::Run(args) => run::run(args).await,
+            Command::Bench(args) => bench::run(args).await,
             Command::Devnet(args) => devnet::run(args).await,
             Command::Shock(args) => shock::run(args).await,
             Command::Demo(args) => demo::run(args).await,

@@ -4,7 +4,7 @@
 use crate::{
     config::{Config, MetricsConfig},
     keeper::{
-        Outcome,
+        Keeper,
         startup::{self, RunOptions, Running},
         summary,
     },
@@ -49,21 +49,21 @@ pub async fn run(args: Args) -> eyre::Result<()> {
         tracing::info!("shutting down: journaling what is in flight and flushing the store");
         on_signal.cancel();
     });
-    let outcomes = run_keeper(running, config.metrics.as_ref(), cancel).await?;
-    if !outcomes.is_empty() {
-        println!("{}", summary::table(&outcomes));
+    let keeper = run_keeper(running, config.metrics.as_ref(), cancel).await?;
+    if !keeper.outcomes().is_empty() {
+        println!("{}", summary::table(keeper.outcomes()));
     }
     Ok(())
 }
 
 /// Follows the chain with a started keeper until `cancel` fires; serves metrics when configured.
-/// Returns every outcome of the run. The journal is written before each send, so stopping at any
+/// Returns the keeper, with every outcome of the run. The journal is written before each send, so stopping at any
 /// point loses nothing; the store is flushed on the way out.
 pub async fn run_keeper(
     mut running: Running,
     metrics_config: Option<&MetricsConfig>,
     cancel: CancellationToken,
-) -> eyre::Result<Vec<Outcome>> {
+) -> eyre::Result<Keeper> {
     if let Some(m) = metrics_config {
         let bound = metrics::serve(
             m.listen,
@@ -84,5 +84,5 @@ pub async fn run_keeper(
     .await;
     running.store.flush()?;
     result?;
-    Ok(running.keeper.outcomes().to_vec())
+    Ok(running.keeper)
 }

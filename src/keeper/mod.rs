@@ -31,8 +31,10 @@ use crate::{
 };
 use alloy::primitives::{Address, U256};
 use dry_run::DryRun;
+use futures::{StreamExt, stream::FuturesUnordered};
 use std::{
     collections::HashMap,
+    sync::Arc,
     time::{Duration, Instant},
 };
 pub use summary::{Outcome, OutcomeKind};
@@ -61,7 +63,7 @@ struct Pursuit {
 
 /// The keeper of one market.
 pub struct Keeper {
-    planner: Planner,
+    planner: Arc<Planner>,
     executor: Executor,
     liquidator: Address,
     native_asset: Address,
@@ -71,6 +73,8 @@ pub struct Keeper {
     outcomes: Vec<Outcome>,
     /// The journal left by an earlier run has been reconciled.
     recovered: bool,
+    /// Each liquidation sent: from its block's arrival to the send returning.
+    send_latencies: Vec<Duration>,
 }
 
 impl Keeper {
@@ -84,7 +88,7 @@ impl Keeper {
         dry_run: Option<DryRun>,
     ) -> Self {
         Self {
-            planner,
+            planner: Arc::new(planner),
             executor,
             liquidator,
             native_asset,
@@ -93,12 +97,19 @@ impl Keeper {
             pursuits: HashMap::new(),
             outcomes: Vec::new(),
             recovered: false,
+            send_latencies: Vec::new(),
         }
     }
 
     /// Every liquidation that reached an outcome in this run, oldest first.
     pub fn outcomes(&self) -> &[Outcome] {
         &self.outcomes
+    }
+
+    /// Detection to submission of each liquidation sent in this run: from the arrival of the block
+    /// it was planned at to `eth_sendRawTransaction` (or the bundle) returning.
+    pub fn send_latencies(&self) -> &[Duration] {
+        &self.send_latencies
     }
 
     /// The executor (its journal).
@@ -247,18 +258,23 @@ impl Keeper {
                 targets.push((c.user, position));
             }
         }
-        // Plans only read: make them all at once, then send in turn (one nonce sequence).
+        // Plans only read: make them all at once, largest debt first, and send each as soon as it is
+        // ready (sends go one at a time: one nonce sequence).
+        targets.sort_by_key(|(_, position)| std::cmp::Reverse(position.debt_base));
         let market = watcher.protocol();
-        let plans = futures::future::join_all(
-            targets
-                .iter()
-                .map(|(user, position)| self.planner.plan(market, *user, position)),
-        )
-        .await;
-        for ((user, _), result) in targets.into_iter().zip(plans) {
+        let planner = Arc::clone(&self.planner);
+        let mut plans: FuturesUnordered<_> = targets
+            .iter()
+            .map(|(user, position)| {
+                let planner = &planner;
+                async move { (*user, planner.plan(market, *user, position).await) }
+            })
+            .collect();
+        while let Some((user, result)) = plans.next().await {
             match result {
                 Ok(plan) => {
                     m::stage(Stage::Planned, arrived);
+                    tracing::debug!(borrower = %user, since_block_ms = arrived.elapsed().as_millis() as u64, "planned");
                     self.send(plan, arrived).await?;
                 }
                 Err(PlanError::Refused(refusal)) => self.refused(user, &refusal),
@@ -292,7 +308,10 @@ impl Keeper {
         metrics::counter!(m::LIQUIDATIONS, "outcome" => "attempted").increment(1);
         let (nonce, hash) = (entry.nonce, entry.attempts[0].hash);
         match self.executor.send_prepared(entry).await {
-            Ok(_) => m::stage(Stage::Sent, arrived),
+            Ok(_) => {
+                m::stage(Stage::Sent, arrived);
+                self.send_latencies.push(arrived.elapsed());
+            }
             Err(ExecError::Journal(e)) => return Err(e.into()),
             // Journaled as prepared: the next poll sends exactly this transaction again.
             Err(e) => {

@@ -216,7 +216,11 @@ pub struct Planner {
     rules: Rules,
     flash_premium_bps: u64,
     l1: Option<L1FeeParams>,
+    /// Venues read at one block, by token pair: (block number, venues).
+    venue_cache: std::sync::Mutex<VenueCache>,
 }
+
+type VenueCache = (u64, HashMap<(Address, Address), Vec<Venue>>);
 
 impl Planner {
     /// Reads the Pool's rules and flash-loan premium, and the L1 fee parameters on an OP-stack chain.
@@ -243,6 +247,7 @@ impl Planner {
             rules,
             flash_premium_bps: premium as u64,
             l1,
+            venue_cache: std::sync::Mutex::new((u64::MAX, HashMap::new())),
         })
     }
 
@@ -346,7 +351,7 @@ impl Planner {
                 }
                 let key = (cr.asset, dr.asset);
                 if let std::collections::hash_map::Entry::Vacant(slot) = pools.entry(key) {
-                    slot.insert(self.pools_for(cr.asset, dr.asset).await?);
+                    slot.insert(self.venues(cr.asset, dr.asset, market.block).await?);
                 }
                 let candidates = &pools[&key];
                 if candidates.is_empty() {
@@ -555,7 +560,43 @@ impl Planner {
         Ok(())
     }
 
-    async fn pools_for(&self, a: Address, b: Address) -> Result<Vec<Venue>, ChainError> {
+    /// The venues between `a` and `b` at `block` (the market's block; latest when unknown), read once
+    /// per block however many borrowers hold the pair: a keeper plans many positions in the block a
+    /// price moves, and a 0.05% pool's tick bitmap alone is several batched reads.
+    async fn venues(
+        &self,
+        a: Address,
+        b: Address,
+        block: Option<crate::protocol::BlockRef>,
+    ) -> Result<Vec<Venue>, ChainError> {
+        let key = (a.min(b), a.max(b));
+        let number = block.map(|b| b.number);
+        if let Some(number) = number
+            && let Ok(cache) = self.venue_cache.lock()
+            && cache.0 == number
+            && let Some(venues) = cache.1.get(&key)
+        {
+            return Ok(venues.clone());
+        }
+        let at = block.map_or(BlockId::latest(), |b| BlockId::hash(b.hash));
+        let venues = self.pools_for(a, b, at).await?;
+        if let Some(number) = number
+            && let Ok(mut cache) = self.venue_cache.lock()
+        {
+            if cache.0 != number {
+                *cache = (number, HashMap::new());
+            }
+            cache.1.insert(key, venues.clone());
+        }
+        Ok(venues)
+    }
+
+    async fn pools_for(
+        &self,
+        a: Address,
+        b: Address,
+        at: BlockId,
+    ) -> Result<Vec<Venue>, ChainError> {
         let mut out = Vec::new();
         if let Some(factory) = self.settings.uniswap_v2_factory {
             alloy::sol! {
@@ -572,9 +613,7 @@ impl Planner {
             )
             .await?;
             if !pair.is_zero() {
-                out.push(Venue::V2(
-                    load_pair(&self.rpc, pair, BlockId::latest()).await?,
-                ));
+                out.push(Venue::V2(load_pair(&self.rpc, pair, at).await?));
             }
         }
         for &fee in &self.settings.fee_tiers {
@@ -596,7 +635,7 @@ impl Planner {
                 continue;
             }
             out.push(Venue::V3(
-                load_pool(&self.rpc, self.settings.multicall, pool, BlockId::latest()).await?,
+                load_pool(&self.rpc, self.settings.multicall, pool, at).await?,
             ));
         }
         Ok(out)

@@ -1,0 +1,419 @@
+//! `cascade bench`: the keeper's speed and cost at N borrowers, measured on its own devnet side by side
+//! with the sweep peers use (`getUserAccountData` for every borrower, batched 100 to an `aggregate3`,
+//! every block) and against the loopback RPC round trip.
+//!
+//! Seeding is not timed. Then, in order: discovery from an empty store; restart catch-up from the warm
+//! store after blocks were missed; idle blocks (requests at the transport, wall and re-pricing CPU time);
+//! a price change; the sweep over the same blocks; and K price shocks followed by the keeper itself,
+//! timing each liquidation from the block's arrival to `eth_sendRawTransaction` returning.
+
+use crate::{
+    chain::{self, bindings::Liquidator, metered::RpcMeter, send_call},
+    cli::run::run_keeper,
+    devnet::{
+        Devnet, DevnetOptions, report,
+        shock::{self, PriceMoveBps},
+    },
+    keeper::{
+        OutcomeKind,
+        startup::{self, RunOptions},
+    },
+    protocol::aave_v3::AaveV3,
+    store::Store,
+    watcher::{SyncReport, Watcher, WatcherOptions},
+};
+use alloy::{
+    eips::BlockId,
+    primitives::{Address, address},
+    providers::{Provider, ext::AnvilApi},
+};
+use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
+use eyre::WrapErr;
+use serde::Serialize;
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+use tokio_util::sync::CancellationToken;
+
+/// anvil's second dev account and its published key (test material): the bench keeper's account.
+const BENCH_KEEPER: Address = address!("70997970C51812dc3A010C7d01b50e0d17dc79C8");
+const BENCH_KEEPER_KEY: &str = "59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d";
+
+/// Arguments of `cascade bench`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Borrowers to seed.
+    #[arg(long, default_value_t = 10_000)]
+    pub borrowers: u64,
+    /// Price shocks for the detection-to-submission figures.
+    #[arg(long, default_value_t = 5)]
+    pub shocks: u32,
+    /// Idle blocks to average over.
+    #[arg(long, default_value_t = 10)]
+    pub blocks: u32,
+    /// Also write the figures here as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+/// The figures, in the units their names say.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BenchReport {
+    /// Borrowers seeded.
+    pub borrowers: u64,
+    /// Positions the watcher found (with debt).
+    pub positions: usize,
+    /// Empty store to every borrower known.
+    pub discovery_ms: f64,
+    /// Warm store, blocks missed, to caught up.
+    pub restart_catchup_ms: f64,
+    /// Blocks missed before the restart.
+    pub restart_missed_blocks: u64,
+    /// JSON-RPC requests per block with no activity (at the transport).
+    pub rpc_requests_per_block_idle: f64,
+    /// The same in the block with a price change.
+    pub rpc_requests_per_block_price_change: f64,
+    /// CPU time re-pricing the positions a price change touches.
+    pub reprice_cpu_ms: f64,
+    /// Positions re-priced after the price change.
+    pub repriced_after_price_change: usize,
+    /// CPU time re-pricing every position (a full re-price).
+    pub reprice_all_cpu_ms: f64,
+    /// Our wall time per idle block (sync to the new head).
+    pub ours_ms_per_block: f64,
+    /// The sweep's wall time per block.
+    pub sweep_ms_per_block: f64,
+    /// The sweep's requests per block.
+    pub sweep_requests_per_block: f64,
+    /// sweep_ms_per_block / ours_ms_per_block.
+    pub sweep_ratio: f64,
+    /// Loopback `eth_blockNumber` round trip, median.
+    pub rpc_rtt_ms: f64,
+    /// Liquidations timed from the block's arrival to the send returning.
+    pub liquidations: usize,
+    /// p50 of detection to submission.
+    pub detect_to_send_ms_p50: f64,
+    /// p99.
+    pub detect_to_send_ms_p99: f64,
+    /// max.
+    pub detect_to_send_ms_max: f64,
+    /// Share of profitable liquidations included in the block after the price update.
+    pub first_block_inclusion_pct: f64,
+    /// Peak resident memory of this process.
+    pub peak_rss_mb: f64,
+    /// The store's size on disk.
+    pub store_bytes: u64,
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+/// Peak resident set size (VmHWM), MB.
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Runs `cascade bench`.
+pub async fn run(args: Args) -> eyre::Result<()> {
+    let report = bench(&args).await?;
+    println!("{}", table(&report));
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .wrap_err_with(|| format!("writing {}", path.display()))?;
+        println!("figures written to {}", path.display());
+    }
+    Ok(())
+}
+
+/// Runs the benchmark and returns its figures.
+pub async fn bench(args: &Args) -> eyre::Result<BenchReport> {
+    eprintln!("seeding {} borrowers (not timed)…", args.borrowers);
+    let devnet = Devnet::start(&DevnetOptions {
+        borrowers: args.borrowers,
+        ..Default::default()
+    })
+    .await?;
+    eprintln!("seeded in {:.1} s", devnet.setup_secs);
+    let d = devnet.deployment.clone();
+    let mut out = BenchReport {
+        borrowers: args.borrowers,
+        ..Default::default()
+    };
+    let dir = tempfile::tempdir()?;
+    let meter = RpcMeter::default();
+    let rpc = chain::connect_http_metered(&devnet.rpc_url, &meter)?;
+    let opts = WatcherOptions {
+        deployment_block: d.deployment_block,
+        ..Default::default()
+    };
+    let open = |store: &Store| -> eyre::Result<_> { Ok(store.market(d.aave.addresses_provider)?) };
+
+    // Discovery from an empty store.
+    let store = Store::open(&dir.path().join("store"), false)?;
+    let aave = AaveV3::connect(&rpc, d.aave.addresses_provider, d.multicall).await?;
+    let mut watcher = Watcher::open(aave, rpc.clone(), open(&store)?, opts.clone())?;
+    let started = Instant::now();
+    watcher.sync().await?;
+    out.discovery_ms = ms(started.elapsed());
+    out.positions = watcher.len();
+
+    // Restart: blocks pass while the watcher is down.
+    drop(watcher);
+    out.restart_missed_blocks = 6;
+    for _ in 0..out.restart_missed_blocks {
+        devnet.rpc.evm_mine(None).await?;
+    }
+    let started = Instant::now();
+    let aave = AaveV3::connect(&rpc, d.aave.addresses_provider, d.multicall).await?;
+    let mut watcher = Watcher::open(aave, rpc.clone(), open(&store)?, opts.clone())?;
+    watcher.sync().await?;
+    out.restart_catchup_ms = ms(started.elapsed());
+
+    // Idle blocks.
+    let mut idle_requests = 0;
+    let mut idle_wall = Duration::ZERO;
+    for _ in 0..args.blocks {
+        devnet.rpc.evm_mine(None).await?;
+        let before = meter.snapshot();
+        let started = Instant::now();
+        watcher.sync().await?;
+        idle_wall += started.elapsed();
+        idle_requests += meter.snapshot().since(&before).total_calls();
+    }
+    out.rpc_requests_per_block_idle = idle_requests as f64 / f64::from(args.blocks);
+    out.ours_ms_per_block = ms(idle_wall) / f64::from(args.blocks);
+
+    // A price change: WETH −1% (feed only, so nothing becomes liquidatable by it).
+    let weth = crate::config::DevnetAsset {
+        symbol: "WETH".into(),
+        address: d.asset("WETH").map(|a| a.address).unwrap_or_default(),
+        decimals: 18,
+        feed: d.asset("WETH").map(|a| a.feed).unwrap_or_default(),
+    };
+    shock::shock(&devnet.rpc, &weth, PriceMoveBps(-100)).await?;
+    let before = meter.snapshot();
+    let report: SyncReport = watcher.sync().await?;
+    out.rpc_requests_per_block_price_change = meter.snapshot().since(&before).total_calls() as f64;
+    out.reprice_cpu_ms = ms(report.reprice_time);
+    out.repriced_after_price_change = report.repriced;
+    out.reprice_all_cpu_ms = ms(watcher.reprice_all());
+
+    // The sweep, over as many blocks.
+    let sweep_meter = RpcMeter::default();
+    let sweep_rpc = chain::connect_http_metered(&devnet.rpc_url, &sweep_meter)?;
+    let mut sweep_wall = Duration::ZERO;
+    let before = sweep_meter.snapshot();
+    for _ in 0..args.blocks {
+        devnet.rpc.evm_mine(None).await?;
+        let started = Instant::now();
+        report::account_health(
+            &sweep_rpc,
+            d.multicall,
+            d.aave.pool,
+            &d.borrowers,
+            BlockId::latest(),
+        )
+        .await?;
+        sweep_wall += started.elapsed();
+    }
+    out.sweep_requests_per_block =
+        sweep_meter.snapshot().since(&before).total_calls() as f64 / f64::from(args.blocks);
+    out.sweep_ms_per_block = ms(sweep_wall) / f64::from(args.blocks);
+    out.sweep_ratio = out.sweep_ms_per_block / out.ours_ms_per_block.max(1e-6);
+
+    // Loopback round trip.
+    let mut rtts = Vec::new();
+    for _ in 0..50 {
+        let started = Instant::now();
+        devnet.rpc.get_block_number().await?;
+        rtts.push(ms(started.elapsed()));
+    }
+    rtts.sort_by(f64::total_cmp);
+    out.rpc_rtt_ms = percentile(&rtts, 50.0);
+    out.store_bytes = store.size_on_disk();
+    drop(watcher);
+    drop(store);
+
+    // The keeper through K shocks, with 1-second blocks.
+    shocks(&devnet, args.shocks, dir.path(), &mut out).await?;
+    out.peak_rss_mb = peak_rss_mb();
+    Ok(out)
+}
+
+async fn shocks(
+    devnet: &Devnet,
+    count: u32,
+    dir: &std::path::Path,
+    out: &mut BenchReport,
+) -> eyre::Result<()> {
+    let d = &devnet.deployment;
+    let mut config = d.config(&devnet.rpc_url, Some(1), dir.join("keeper-store"));
+    config.metrics = None;
+    config
+        .executor
+        .as_mut()
+        .expect("devnet configs have [executor]")
+        .account = BENCH_KEEPER;
+    send_call(
+        &devnet.rpc,
+        d.admin,
+        d.liquidator,
+        Liquidator::setOperatorCall {
+            operator: BENCH_KEEPER,
+            allowed: true,
+        },
+        "setOperator",
+    )
+    .await?;
+    let devnet_cfg = config.devnet.clone().unwrap_or_else(|| unreachable!());
+    let weth = devnet_cfg
+        .assets
+        .iter()
+        .find(|a| a.symbol == "WETH")
+        .cloned()
+        .ok_or_else(|| eyre::eyre!("no WETH on the devnet"))?;
+    let running = startup::start(
+        &config,
+        &dir.join("keeper.toml"),
+        &RunOptions {
+            key: Some(BENCH_KEEPER_KEY.parse()?),
+            ..Default::default()
+        },
+    )
+    .await?;
+    devnet.rpc.anvil_set_interval_mining(1).await?;
+    let cancel = CancellationToken::new();
+    let task = {
+        let cancel = cancel.clone();
+        tokio::spawn(async move { run_keeper(running, None, cancel).await })
+    };
+    // Discovery first.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for i in 0..count {
+        eprintln!("shock {}/{count}", i + 1);
+        shock::shock_market(&devnet.rpc, &devnet_cfg, &weth, PriceMoveBps(-400)).await?;
+        tokio::time::sleep(Duration::from_secs(4)).await;
+    }
+    cancel.cancel();
+    let keeper = task.await??;
+    let mut latencies: Vec<f64> = keeper.send_latencies().iter().map(|d| ms(*d)).collect();
+    latencies.sort_by(f64::total_cmp);
+    out.liquidations = latencies.len();
+    out.detect_to_send_ms_p50 = percentile(&latencies, 50.0);
+    out.detect_to_send_ms_p99 = percentile(&latencies, 99.0);
+    out.detect_to_send_ms_max = latencies.last().copied().unwrap_or(0.0);
+    let won: Vec<_> = keeper
+        .outcomes()
+        .iter()
+        .filter(|o| o.kind == OutcomeKind::Won)
+        .collect();
+    let first = won
+        .iter()
+        .filter(|o| o.included_block == Some(o.planned_block + 1))
+        .count();
+    out.first_block_inclusion_pct = if won.is_empty() {
+        0.0
+    } else {
+        100.0 * first as f64 / won.len() as f64
+    };
+    Ok(())
+}
+
+fn table(r: &BenchReport) -> String {
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED)
+        .set_header(vec!["figure", "value"]);
+    let rows: Vec<(&str, String)> = vec![
+        (
+            "borrowers (positions found)",
+            format!("{} ({})", r.borrowers, r.positions),
+        ),
+        (
+            "discovery, empty store",
+            format!("{:.0} ms", r.discovery_ms),
+        ),
+        (
+            "restart catch-up",
+            format!(
+                "{:.0} ms ({} blocks missed)",
+                r.restart_catchup_ms, r.restart_missed_blocks
+            ),
+        ),
+        (
+            "RPC requests per idle block",
+            format!("{:.1}", r.rpc_requests_per_block_idle),
+        ),
+        (
+            "RPC requests, block with a price change",
+            format!("{:.0}", r.rpc_requests_per_block_price_change),
+        ),
+        (
+            "re-pricing CPU after a price change",
+            format!(
+                "{:.2} ms ({} positions)",
+                r.reprice_cpu_ms, r.repriced_after_price_change
+            ),
+        ),
+        (
+            "re-pricing CPU, every position",
+            format!("{:.2} ms", r.reprice_all_cpu_ms),
+        ),
+        (
+            "ours per block (wall)",
+            format!("{:.2} ms", r.ours_ms_per_block),
+        ),
+        (
+            "sweep per block (wall, requests)",
+            format!(
+                "{:.1} ms, {:.0}",
+                r.sweep_ms_per_block, r.sweep_requests_per_block
+            ),
+        ),
+        ("sweep / ours", format!("{:.0}×", r.sweep_ratio)),
+        (
+            "loopback RPC round trip (p50)",
+            format!("{:.2} ms", r.rpc_rtt_ms),
+        ),
+        (
+            "detect → sent, p50 / p99 / max",
+            format!(
+                "{:.1} / {:.1} / {:.1} ms over {} liquidations",
+                r.detect_to_send_ms_p50,
+                r.detect_to_send_ms_p99,
+                r.detect_to_send_ms_max,
+                r.liquidations
+            ),
+        ),
+        (
+            "included in the first block after the update",
+            format!("{:.0}%", r.first_block_inclusion_pct),
+        ),
+        ("peak RSS", format!("{:.0} MB", r.peak_rss_mb)),
+        (
+            "store on disk",
+            format!("{:.1} MB", r.store_bytes as f64 / 1e6),
+        ),
+    ];
+    for (k, v) in rows {
+        t.add_row(vec![k.to_owned(), v]);
+    }
+    t.to_string()
+}
