@@ -419,3 +419,57 @@ async fn the_pair_chosen_is_the_most_profitable_not_the_largest() {
     );
     assert!(multi > 0);
 }
+
+#[tokio::test]
+async fn two_plans_batched_in_one_transaction_both_liquidate() {
+    let s = setup(false).await;
+    let mut plans = Vec::new();
+    for user in s.watcher.liquidatable() {
+        let position = s.watcher.position(user).cloned().unwrap();
+        if let Ok(plan) = s.planner.plan(s.watcher.protocol(), user, &position).await {
+            plans.push(plan);
+            if plans.len() == 2 {
+                break;
+            }
+        }
+    }
+    assert_eq!(plans.len(), 2, "two profitable plans on the shocked devnet");
+    let batch = Liquidator::liquidateBatchCall {
+        ls: plans
+            .iter()
+            .map(|p| {
+                Liquidator::liquidateCall::abi_decode(&p.calldata)
+                    .unwrap()
+                    .l
+            })
+            .collect(),
+    };
+    let receipt = send(
+        &s.net,
+        s.net.deployment.admin,
+        s.liquidator,
+        batch.abi_encode(),
+    )
+    .await
+    .expect("the batch succeeds");
+    let events: Vec<_> = receipt
+        .inner
+        .logs()
+        .iter()
+        .filter_map(|l| Liquidator::Liquidated::decode_log_data(l.data()).ok())
+        .collect();
+    assert_eq!(events.len(), 2, "one transaction, two liquidations");
+    for (plan, event) in plans.iter().zip(&events) {
+        assert_eq!(event.borrower, plan.borrower);
+        assert_eq!(event.debtRepaid, plan.amounts.debt_repaid);
+        assert!(event.profit >= plan.min_profit);
+    }
+    // The first liquidation meets exactly the state it was planned on.
+    let first = &plans[0];
+    if !first.amounts.collateral_bound {
+        assert_eq!(
+            events[0].profit,
+            first.swap_out - first.amounts.debt_repaid - first.flash_premium
+        );
+    }
+}
