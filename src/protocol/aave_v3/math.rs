@@ -171,10 +171,39 @@ pub struct UserReserve {
 pub struct ReserveView<'a> {
     /// Configuration.
     pub config: &'a ReserveConfig,
-    /// Indexes and rates.
-    pub indexes: &'a ReserveIndexes,
+    /// `getNormalizedIncome` at the block.
+    pub income: U256,
+    /// `getNormalizedDebt` at the block.
+    pub debt_index: U256,
     /// Oracle price (base currency units).
     pub price: U256,
+}
+
+impl<'a> ReserveView<'a> {
+    /// The view at `now`, computing the normalized indexes (callers pricing many positions compute
+    /// them once per block instead).
+    pub fn at(config: &'a ReserveConfig, indexes: &ReserveIndexes, price: U256, now: u64) -> Self {
+        Self {
+            config,
+            income: indexes.normalized_income(now),
+            debt_index: indexes.normalized_debt(now),
+            price,
+        }
+    }
+}
+
+/// 10^0 ..= 10^36: a token's unit without an exponentiation per holding.
+fn unit_of(decimals: u8) -> U256 {
+    static UNITS: std::sync::OnceLock<Vec<U256>> = std::sync::OnceLock::new();
+    let units = UNITS.get_or_init(|| {
+        (0..=36u32)
+            .map(|d| U256::from(10u64).pow(U256::from(d)))
+            .collect()
+    });
+    units
+        .get(usize::from(decimals))
+        .copied()
+        .unwrap_or_else(|| U256::from(10u64).pow(U256::from(decimals)))
 }
 
 /// An eMode category as it applies to a user.
@@ -222,14 +251,14 @@ pub fn account_data<'a>(
         let Some(r) = reserve(h.reserve_id) else {
             continue;
         };
-        let unit = U256::from(10u64).pow(U256::from(r.config.decimals));
+        let unit = unit_of(r.config.decimals);
         let in_emode = emode.filter(|e| e.id != 0 && e.id == r.config.emode_category);
         let price = match in_emode {
             Some(e) if !e.price.is_zero() => e.price,
             _ => r.price,
         };
         if r.config.liquidation_threshold != 0 && h.collateral_enabled {
-            let balance = ray_mul(h.scaled_a_token, r.indexes.normalized_income(now));
+            let balance = ray_mul(h.scaled_a_token, r.income);
             let value = balance * price / unit;
             collateral += value;
             let lt = in_emode.map_or(r.config.liquidation_threshold, |e| e.liquidation_threshold);
@@ -238,7 +267,7 @@ pub fn account_data<'a>(
         if h.borrowing {
             let mut owed = U256::ZERO;
             if !h.scaled_variable_debt.is_zero() {
-                owed = ray_mul(h.scaled_variable_debt, r.indexes.normalized_debt(now));
+                owed = ray_mul(h.scaled_variable_debt, r.debt_index);
             }
             if !h.stable_principal.is_zero() {
                 owed += ray_mul(
@@ -377,16 +406,13 @@ mod tests {
         let at = |weth_price: u64| {
             account_data(&holdings, None, 0, |id| {
                 Some(match id {
-                    0 => ReserveView {
-                        config: &weth,
-                        indexes: &idx,
-                        price: U256::from(weth_price) * U256::from(100_000_000u64),
-                    },
-                    _ => ReserveView {
-                        config: &usdc,
-                        indexes: &idx,
-                        price: U256::from(100_000_000u64),
-                    },
+                    0 => ReserveView::at(
+                        &weth,
+                        &idx,
+                        U256::from(weth_price) * U256::from(100_000_000u64),
+                        0,
+                    ),
+                    _ => ReserveView::at(&usdc, &idx, U256::from(100_000_000u64), 0),
                 })
             })
         };
@@ -411,16 +437,13 @@ mod tests {
         };
         let hf = account_data(&holdings, Some(&emode), 0, |id| {
             Some(match id {
-                0 => ReserveView {
-                    config: &weth_emode,
-                    indexes: &idx,
-                    price: U256::from(1800u64) * U256::from(100_000_000u64),
-                },
-                _ => ReserveView {
-                    config: &usdc,
-                    indexes: &idx,
-                    price: U256::from(100_000_000u64),
-                },
+                0 => ReserveView::at(
+                    &weth_emode,
+                    &idx,
+                    U256::from(1800u64) * U256::from(100_000_000u64),
+                    0,
+                ),
+                _ => ReserveView::at(&usdc, &idx, U256::from(100_000_000u64), 0),
             })
         })
         .health_factor;

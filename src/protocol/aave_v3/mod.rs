@@ -59,6 +59,9 @@ pub struct AaveV3 {
     pub emodes: BTreeMap<u8, EModeCategory>,
     /// The block the state was read at.
     pub block: Option<BlockRef>,
+    /// Each reserve's normalized income and debt index at `block`, by id: computed once per block,
+    /// not once per position holding it.
+    normalized: Vec<Option<(U256, U256)>>,
 }
 
 /// `getUserAccountData` calls per `aggregate3` when verifying: up to ~100k gas each with several
@@ -112,6 +115,7 @@ impl AaveV3 {
                 })
                 .collect(),
             block: None,
+            normalized: Vec::new(),
         })
     }
 
@@ -121,11 +125,34 @@ impl AaveV3 {
     }
 
     fn view_of(&self, id: u16) -> Option<ReserveView<'_>> {
-        self.reserves.get(&id).map(|r| ReserveView {
-            config: &r.config,
-            indexes: &r.indexes,
-            price: r.price,
+        let r = self.reserves.get(&id)?;
+        Some(match self.normalized.get(usize::from(id)).copied().flatten() {
+            Some((income, debt_index)) => ReserveView {
+                config: &r.config,
+                income,
+                debt_index,
+                price: r.price,
+            },
+            None => ReserveView::at(
+                &r.config,
+                &r.indexes,
+                r.price,
+                self.block.map(|b| b.timestamp).unwrap_or_default(),
+            ),
         })
+    }
+
+    /// Recomputes [`Self::normalized`] for the current block.
+    fn normalize(&mut self) {
+        let now = self.block.map(|b| b.timestamp).unwrap_or_default();
+        let len = self.reserves.keys().max().map_or(0, |m| usize::from(*m) + 1);
+        self.normalized = vec![None; len];
+        for (id, r) in &self.reserves {
+            self.normalized[usize::from(*id)] = Some((
+                r.indexes.normalized_income(now),
+                r.indexes.normalized_debt(now),
+            ));
+        }
     }
 
     /// Full account data (as `getUserAccountData`) of a stored position at the last refreshed block.
@@ -350,6 +377,7 @@ impl LendingProtocol for AaveV3 {
             self.emodes.insert(id, category);
         }
         self.block = Some(block);
+        self.normalize();
         Ok(change)
     }
 
