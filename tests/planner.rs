@@ -473,3 +473,31 @@ async fn two_plans_batched_in_one_transaction_both_liquidate() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_plan_whose_transaction_would_revert_is_refused_with_the_decoded_reason() {
+    let s = setup(false).await;
+    let d = &s.net.deployment;
+    // Planned for an account the Liquidator does not know: the simulation reverts with NotOperator.
+    let settings = PlannerSettings {
+        liquidator: s.liquidator,
+        sender: Address::repeat_byte(0x66),
+        uniswap_factory: d.uniswap.factory,
+        uniswap_v2_factory: Some(d.uniswap.v2_factory),
+        fee_tiers: vec![500, 3000, 10000],
+        native_asset: d.asset("WETH").unwrap().address,
+        priority_fee_wei: 1_000_000_000,
+        multicall: d.multicall,
+    };
+    let planner = Planner::new(s.net.rpc.clone(), s.watcher.protocol(), settings)
+        .await
+        .unwrap();
+    let user = s.watcher.liquidatable()[0];
+    let position = s.watcher.position(user).cloned().unwrap();
+    match planner.plan(s.watcher.protocol(), user, &position).await {
+        Err(PlanError::Refused(Refusal::Reverted(reason))) => {
+            assert!(reason.contains("NotOperator"), "{reason}")
+        }
+        other => panic!("expected a decoded revert, got {other:?}"),
+    }
+}

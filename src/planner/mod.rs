@@ -509,20 +509,21 @@ impl Planner {
                 .to(self.settings.liquidator)
                 .with_input(data)
         };
-        // Simulate with no minimum first: a revert here is the plan's own fault, decoded.
-        if let Err(e) = self
+        // Estimating gas runs the transaction with no minimum profit: a revert here is the plan's own
+        // fault (the node returns the revert data), decoded; success gives the gas. One round trip
+        // where a call and an estimate would take two.
+        let gas = match self
             .rpc
-            .call(tx(build(U256::ZERO)))
+            .estimate_gas(tx(build(U256::ZERO)))
             .block(BlockId::latest())
             .await
         {
-            return Err(Refusal::Reverted(decode_revert(&e)).into());
-        }
-        let gas = self
-            .rpc
-            .estimate_gas(tx(build(U256::ZERO)))
-            .await
-            .map_err(|e| ChainError::rpc("estimate the liquidation's gas", e))?;
+            Ok(gas) => gas,
+            Err(e) if e.as_error_resp().is_some() => {
+                return Err(Refusal::Reverted(decode_revert(&e)).into());
+            }
+            Err(e) => return Err(ChainError::rpc("estimate the liquidation's gas", e).into()),
+        };
         plan.gas_limit = gas * 12 / 10;
         plan.gas_cost_wei = U256::from(gas) * U256::from(plan.gas_price_wei);
         if let Some(l1) = &self.l1 {

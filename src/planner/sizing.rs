@@ -225,10 +225,13 @@ pub fn best_repay<E>(
     let Some((mut best_amounts, mut best_profit, k)) = best else {
         return Ok(None);
     };
-    // Refine between the neighbours of the best grid point.
+    // Refine between the neighbours of the best grid point, to 0.01% of the largest repay: finer than
+    // that moves the profit by less than the next block's interest, and each step costs every venue a
+    // swap simulation.
     let (mut lo, mut hi) = (at(k.saturating_sub(1)), at((k + 1).min(STEPS)));
+    let precision = (max / U256::from(10_000u64)).max(U256::from(2u8));
     for _ in 0..40 {
-        if hi <= lo + U256::from(2u8) {
+        if hi <= lo + precision {
             break;
         }
         let third = (hi - lo) / U256::from(3u8);

@@ -126,26 +126,32 @@ impl AaveV3 {
 
     fn view_of(&self, id: u16) -> Option<ReserveView<'_>> {
         let r = self.reserves.get(&id)?;
-        Some(match self.normalized.get(usize::from(id)).copied().flatten() {
-            Some((income, debt_index)) => ReserveView {
-                config: &r.config,
-                income,
-                debt_index,
-                price: r.price,
+        Some(
+            match self.normalized.get(usize::from(id)).copied().flatten() {
+                Some((income, debt_index)) => ReserveView {
+                    config: &r.config,
+                    income,
+                    debt_index,
+                    price: r.price,
+                },
+                None => ReserveView::at(
+                    &r.config,
+                    &r.indexes,
+                    r.price,
+                    self.block.map(|b| b.timestamp).unwrap_or_default(),
+                ),
             },
-            None => ReserveView::at(
-                &r.config,
-                &r.indexes,
-                r.price,
-                self.block.map(|b| b.timestamp).unwrap_or_default(),
-            ),
-        })
+        )
     }
 
     /// Recomputes [`Self::normalized`] for the current block.
     fn normalize(&mut self) {
         let now = self.block.map(|b| b.timestamp).unwrap_or_default();
-        let len = self.reserves.keys().max().map_or(0, |m| usize::from(*m) + 1);
+        let len = self
+            .reserves
+            .keys()
+            .max()
+            .map_or(0, |m| usize::from(*m) + 1);
         self.normalized = vec![None; len];
         for (id, r) in &self.reserves {
             self.normalized[usize::from(*id)] = Some((
