@@ -220,7 +220,11 @@ pub struct Planner {
     venue_cache: std::sync::Mutex<VenueCache>,
 }
 
-type VenueCache = (u64, HashMap<(Address, Address), Vec<Venue>>);
+/// Venues by token pair at one block; concurrent plans share one read of each pair.
+type VenueCache = (
+    u64,
+    HashMap<(Address, Address), std::sync::Arc<tokio::sync::OnceCell<Vec<Venue>>>>,
+);
 
 impl Planner {
     /// Reads the Pool's rules and flash-loan premium, and the L1 fee parameters on an OP-stack chain.
@@ -563,33 +567,30 @@ impl Planner {
 
     /// The venues between `a` and `b` at `block` (the market's block; latest when unknown), read once
     /// per block however many borrowers hold the pair: a keeper plans many positions in the block a
-    /// price moves, and a 0.05% pool's tick bitmap alone is several batched reads.
+    /// price moves, concurrently, and a 0.05% pool's tick bitmap alone is several batched reads.
     async fn venues(
         &self,
         a: Address,
         b: Address,
         block: Option<crate::protocol::BlockRef>,
     ) -> Result<Vec<Venue>, ChainError> {
-        let key = (a.min(b), a.max(b));
-        let number = block.map(|b| b.number);
-        if let Some(number) = number
-            && let Ok(cache) = self.venue_cache.lock()
-            && cache.0 == number
-            && let Some(venues) = cache.1.get(&key)
-        {
-            return Ok(venues.clone());
-        }
         let at = block.map_or(BlockId::latest(), |b| BlockId::hash(b.hash));
-        let venues = self.pools_for(a, b, at).await?;
-        if let Some(number) = number
-            && let Ok(mut cache) = self.venue_cache.lock()
-        {
+        let Some(number) = block.map(|b| b.number) else {
+            return self.pools_for(a, b, at).await;
+        };
+        let cell = {
+            let mut cache = self
+                .venue_cache
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             if cache.0 != number {
                 *cache = (number, HashMap::new());
             }
-            cache.1.insert(key, venues.clone());
-        }
-        Ok(venues)
+            cache.1.entry((a.min(b), a.max(b))).or_default().clone()
+        };
+        cell.get_or_try_init(|| self.pools_for(a, b, at))
+            .await
+            .cloned()
     }
 
     async fn pools_for(
