@@ -49,6 +49,10 @@ pub struct Args {
     /// Price shocks for the detection-to-submission figures.
     #[arg(long, default_value_t = 5)]
     pub shocks: u32,
+    /// Each shock moves WETH by this much, in percent: small enough that a shock makes a handful of
+    /// positions liquidatable, as one oracle update does.
+    #[arg(long, allow_hyphen_values = true, default_value = "-1")]
+    pub shock_pct: PriceMoveBps,
     /// Idle blocks to average over.
     #[arg(long, default_value_t = 10)]
     pub blocks: u32,
@@ -253,7 +257,7 @@ pub async fn bench(args: &Args) -> eyre::Result<BenchReport> {
     drop(store);
 
     // The keeper through K shocks, with 1-second blocks.
-    shocks(&devnet, args.shocks, dir.path(), &mut out).await?;
+    shocks(&devnet, args.shocks, args.shock_pct, dir.path(), &mut out).await?;
     out.peak_rss_mb = peak_rss_mb();
     Ok(out)
 }
@@ -261,6 +265,7 @@ pub async fn bench(args: &Args) -> eyre::Result<BenchReport> {
 async fn shocks(
     devnet: &Devnet,
     count: u32,
+    step: PriceMoveBps,
     dir: &std::path::Path,
     out: &mut BenchReport,
 ) -> eyre::Result<()> {
@@ -309,7 +314,7 @@ async fn shocks(
     tokio::time::sleep(Duration::from_secs(3)).await;
     for i in 0..count {
         eprintln!("shock {}/{count}", i + 1);
-        shock::shock_market(&devnet.rpc, &devnet_cfg, &weth, PriceMoveBps(-400)).await?;
+        shock::shock_market(&devnet.rpc, &devnet_cfg, &weth, step).await?;
         tokio::time::sleep(Duration::from_secs(4)).await;
     }
     cancel.cancel();

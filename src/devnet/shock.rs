@@ -146,7 +146,9 @@ pub async fn shock_market(
             crate::chain::wait_for_receipt(rpc, hash, context, std::time::Duration::from_secs(30))
                 .await?;
         if !receipt.status() {
-            return Err(eyre::eyre!("{context}: transaction {hash} reverted"));
+            // Someone (a keeper selling seized collateral) moved the pool between reading it and
+            // the swap, past the price limit: that pool stays a little off until the next shock.
+            tracing::warn!(%hash, context, "an arbitrage transaction reverted; the pool is left where the market put it");
         }
     }
     Ok(change)

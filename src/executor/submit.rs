@@ -8,7 +8,7 @@ use crate::{
 };
 use alloy::{
     consensus::{SignableTransaction, TxEip1559, TxEnvelope},
-    eips::{BlockNumberOrTag, Encodable2718},
+    eips::Encodable2718,
     network::TxSignerSync,
     primitives::{Address, Bytes, TxKind, U256},
     providers::Provider,
@@ -253,13 +253,8 @@ impl Executor {
         if self.journal.open_for(plan.borrower)?.is_some() {
             return Err(ExecError::InFlight(plan.borrower));
         }
-        let base_fee = self
-            .rpc
-            .get_block_by_number(BlockNumberOrTag::Latest)
-            .await
-            .map_err(|e| ChainError::rpc("latest block", e))?
-            .and_then(|b| b.header.base_fee_per_gas)
-            .map_or(1_000_000_000, u128::from);
+        // The plan's base fee is the next block's, from the header it was planned on.
+        let base_fee = plan.base_fee_wei.max(1);
         let priority = plan.gas_price_wei.saturating_sub(base_fee).max(1);
         // Room for two base-fee rises of 12.5% before the transaction stops being includable.
         let max_fee = base_fee * 2 + priority;

@@ -25,13 +25,14 @@ use crate::{
     },
     planner::{PlanError, Planner, Refusal, base_value},
     protocol::{MarketLiquidation, aave_v3::AaveV3},
+    store::StoredPosition,
     telemetry::metrics::{self as m, Liveness, Stage},
     units::{HealthFactor, WAD},
     watcher::{SyncReport, Watcher, WatcherError, follow::OnBlock},
 };
 use alloy::primitives::{Address, U256};
 use dry_run::DryRun;
-use futures::{StreamExt, stream::FuturesUnordered};
+use futures::StreamExt;
 use std::{
     collections::HashMap,
     sync::Arc,
@@ -261,16 +262,25 @@ impl Keeper {
         // Plans only read: make them all at once, largest debt first, and send each as soon as it is
         // ready (sends go one at a time: one nonce sequence).
         targets.sort_by_key(|(_, position)| std::cmp::Reverse(position.debt_base));
-        let market = watcher.protocol();
+        // Each plan is a task of its own, so sizing (CPU-bound: hundreds of swap simulations) runs on
+        // every core while other plans wait on the node; at most `CONCURRENT_PLANS` at a time, so a
+        // cascade of hundreds of positions does not flood the node the keeper depends on.
+        let market = Arc::new(watcher.protocol().clone());
         let planner = Arc::clone(&self.planner);
-        let mut plans: FuturesUnordered<_> = targets
-            .iter()
-            .map(|(user, position)| {
-                let planner = &planner;
-                async move { (*user, planner.plan(market, *user, position).await) }
-            })
+        let owned: Vec<(Address, StoredPosition)> = targets
+            .into_iter()
+            .map(|(user, position)| (user, position.clone()))
             .collect();
-        while let Some((user, result)) = plans.next().await {
+        let mut plans = futures::stream::iter(owned.into_iter().map(move |(user, position)| {
+            let (planner, market) = (Arc::clone(&planner), Arc::clone(&market));
+            tokio::spawn(async move { (user, planner.plan(&market, user, &position).await) })
+        }))
+        .buffer_unordered(CONCURRENT_PLANS);
+        while let Some(joined) = plans.next().await {
+            let Ok((user, result)) = joined else {
+                tracing::error!("a planning task panicked");
+                continue;
+            };
             match result {
                 Ok(plan) => {
                     m::stage(Stage::Planned, arrived);
@@ -482,6 +492,9 @@ impl OnBlock<AaveV3> for Keeper {
         self.handle_block(watcher, report)
     }
 }
+
+/// Plans in flight at once (each is a few RPC calls and some milliseconds of CPU).
+const CONCURRENT_PLANS: usize = 8;
 
 /// Health-factor bands for the at-risk debt gauge, upper bounds in thousandths.
 const BANDS: [(u64, &str); 5] = [

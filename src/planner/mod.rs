@@ -62,8 +62,10 @@ pub struct Plan {
     pub flash_premium: U256,
     /// Gas limit of the transaction (estimated, with headroom).
     pub gas_limit: u64,
-    /// Price per gas assumed (wei).
+    /// Price per gas assumed (wei): the next block's base fee plus the priority fee.
     pub gas_price_wei: u128,
+    /// The next block's base fee assumed (wei).
+    pub base_fee_wei: u128,
     /// Gas cost (wei).
     pub gas_cost_wei: U256,
     /// L1 data fee (wei), on OP-stack chains.
@@ -218,6 +220,8 @@ pub struct Planner {
     l1: Option<L1FeeParams>,
     /// Venues read at one block, by token pair: (block number, venues).
     venue_cache: std::sync::Mutex<VenueCache>,
+    /// The next block's base fee, by the block it was computed from.
+    base_fee_cache: std::sync::Mutex<Option<(u64, u128)>>,
 }
 
 /// Venues by token pair at one block; concurrent plans share one read of each pair.
@@ -252,6 +256,7 @@ impl Planner {
             flash_premium_bps: premium as u64,
             l1,
             venue_cache: std::sync::Mutex::new((u64::MAX, HashMap::new())),
+            base_fee_cache: std::sync::Mutex::new(None),
         })
     }
 
@@ -311,22 +316,7 @@ impl Planner {
             .into());
         }
         let now = market.block.map(|b| b.timestamp).unwrap_or_default();
-        let header = self
-            .rpc
-            .get_block_by_number(alloy::eips::BlockNumberOrTag::Latest)
-            .await
-            .map_err(|e| ChainError::rpc("latest block", e))?;
-        let base_fee = header
-            .as_ref()
-            .and_then(|b| b.header.base_fee_per_gas)
-            .map(|f| {
-                fees::eip1559::next_base_fee(
-                    u128::from(f),
-                    header.as_ref().map_or(0, |b| b.header.gas_used),
-                    header.as_ref().map_or(30_000_000, |b| b.header.gas_limit),
-                )
-            })
-            .unwrap_or(1_000_000_000);
+        let base_fee = self.next_base_fee(market.block).await?;
         let gas_price = base_fee + self.settings.priority_fee_wei;
         let native_price = market
             .reserve_of(self.settings.native_asset)
@@ -448,6 +438,7 @@ impl Planner {
                     flash_premium: premium(amounts.debt_repaid),
                     gas_limit: SIZING_GAS,
                     gas_price_wei: gas_price,
+                    base_fee_wei: base_fee,
                     gas_cost_wei: U256::from(SIZING_GAS) * U256::from(gas_price),
                     l1_fee_wei: U256::ZERO,
                     fees_in_debt: sizing_fees,
@@ -563,6 +554,46 @@ impl Planner {
             return Err(Refusal::Reverted(decode_revert(&e)).into());
         }
         Ok(())
+    }
+
+    /// The base fee of the block after `block` (latest when unknown), from its header: read once per
+    /// block, however many positions are planned in it.
+    async fn next_base_fee(
+        &self,
+        block: Option<crate::protocol::BlockRef>,
+    ) -> Result<u128, ChainError> {
+        if let Some(b) = block
+            && let Ok(cached) = self.base_fee_cache.lock()
+            && let Some((number, fee)) = *cached
+            && number == b.number
+        {
+            return Ok(fee);
+        }
+        let at = block.map_or(alloy::eips::BlockNumberOrTag::Latest, |b| {
+            alloy::eips::BlockNumberOrTag::Number(b.number)
+        });
+        let header = self
+            .rpc
+            .get_block_by_number(at)
+            .await
+            .map_err(|e| ChainError::rpc(format!("block {at}"), e))?;
+        let fee = header
+            .as_ref()
+            .and_then(|b| b.header.base_fee_per_gas)
+            .map(|f| {
+                fees::eip1559::next_base_fee(
+                    u128::from(f),
+                    header.as_ref().map_or(0, |b| b.header.gas_used),
+                    header.as_ref().map_or(30_000_000, |b| b.header.gas_limit),
+                )
+            })
+            .unwrap_or(1_000_000_000);
+        if let Some(b) = block
+            && let Ok(mut cached) = self.base_fee_cache.lock()
+        {
+            *cached = Some((b.number, fee));
+        }
+        Ok(fee)
     }
 
     /// The venues between `a` and `b` at `block` (the market's block; latest when unknown), read once
