@@ -54,6 +54,22 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Lets `account` call the devnet's Liquidator (the admin owns it).
+async fn make_operator(devnet: &Devnet, account: Address) {
+    cascade::chain::send_call(
+        &devnet.rpc,
+        devnet.deployment.admin,
+        devnet.deployment.liquidator,
+        Liquidator::setOperatorCall {
+            operator: account,
+            allowed: true,
+        },
+        "setOperator",
+    )
+    .await
+    .unwrap();
+}
+
 async fn net(borrowers: u64, block_time: Option<u64>) -> Net {
     let devnet = Devnet::start(&DevnetOptions {
         borrowers,
@@ -74,18 +90,7 @@ async fn net(borrowers: u64, block_time: Option<u64>) -> Net {
     });
     // The keeper sends from its own account, an operator of the Liquidator, so the devnet admin's
     // transactions (the shocks) never mix with the keeper's.
-    cascade::chain::send_call(
-        &devnet.rpc,
-        devnet.deployment.admin,
-        devnet.deployment.liquidator,
-        Liquidator::setOperatorCall {
-            operator: KEEPER_ACCOUNT,
-            allowed: true,
-        },
-        "setOperator",
-    )
-    .await
-    .unwrap();
+    make_operator(&devnet, KEEPER_ACCOUNT).await;
     config.executor.as_mut().unwrap().account = KEEPER_ACCOUNT;
     let config_path = dir.path().join("cascade.toml");
     config.write(&config_path, "test").unwrap();
@@ -109,6 +114,18 @@ impl Net {
             .into_iter()
             .find(|a| a.symbol == "WETH")
             .unwrap()
+    }
+
+    /// Drops WETH by `bps` (oracle and pools, in one block).
+    async fn crash_weth(&self, bps: i64) {
+        shock_market(
+            &self.devnet.rpc,
+            &self.devnet_config(),
+            &self.weth(),
+            PriceMoveBps(bps),
+        )
+        .await
+        .unwrap();
     }
 
     /// Every LiquidationCall on the market since `from`.
@@ -275,14 +292,7 @@ async fn a_crash_is_liquidated_within_two_blocks_and_the_store_metrics_and_chain
     let before_block = net.devnet.rpc.get_block_number().await.unwrap();
     // Read before the shock: anvil writes the feed's storage into the latest block's state.
     let before = net.health(before_block).await;
-    shock_market(
-        &net.devnet.rpc,
-        &net.devnet_config(),
-        &net.weth(),
-        PriceMoveBps(-2000),
-    )
-    .await
-    .unwrap();
+    net.crash_weth(-2000).await;
     let crash_block = net.devnet.rpc.get_block_number().await.unwrap();
     let crossed: Vec<Address> = net
         .health(crash_block)
@@ -424,14 +434,7 @@ async fn a_kill_between_send_and_receipt_is_finished_after_restart_without_a_sec
     let nonce_before = net.nonce().await;
 
     let before_block = net.devnet.rpc.get_block_number().await.unwrap();
-    shock_market(
-        &net.devnet.rpc,
-        &net.devnet_config(),
-        &net.weth(),
-        PriceMoveBps(-2500),
-    )
-    .await
-    .unwrap();
+    net.crash_weth(-2500).await;
     // Stop mining: the keeper's liquidations stay pending.
     net.devnet.rpc.anvil_set_interval_mining(0).await.unwrap();
     net.devnet.rpc.anvil_set_auto_mine(false).await.unwrap();
@@ -515,14 +518,7 @@ async fn a_dry_run_liquidates_on_a_fork_and_never_touches_the_chain() {
     healthy(&net).await;
     let nonce_before = net.nonce().await;
     let before_block = net.devnet.rpc.get_block_number().await.unwrap();
-    shock_market(
-        &net.devnet.rpc,
-        &net.devnet_config(),
-        &net.weth(),
-        PriceMoveBps(-2500),
-    )
-    .await
-    .unwrap();
+    net.crash_weth(-2500).await;
     let crash_block = net.devnet.rpc.get_block_number().await.unwrap();
     let debt_after_crash = net.health(crash_block).await;
     wait_until(
@@ -665,18 +661,7 @@ async fn bad_inputs_exit_non_zero_naming_the_problem() {
     let empty = alloy::signers::local::PrivateKeySigner::from_bytes(&empty_key.parse().unwrap())
         .unwrap()
         .address();
-    cascade::chain::send_call(
-        &net.devnet.rpc,
-        net.devnet.deployment.admin,
-        net.devnet.deployment.liquidator,
-        Liquidator::setOperatorCall {
-            operator: empty,
-            allowed: true,
-        },
-        "setOperator",
-    )
-    .await
-    .unwrap();
+    make_operator(&net.devnet, empty).await;
     let broke = with("broke.toml", &|c| {
         c.executor.as_mut().unwrap().account = empty
     });

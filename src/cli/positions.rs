@@ -6,12 +6,12 @@ use crate::{
     protocol::aave_v3::AaveV3,
     store::Store,
     units::{BaseAmount, HealthFactor, u256_to_f64},
-    watcher::{Watcher, WatcherOptions},
+    watcher::Watcher,
 };
 use alloy::primitives::U256;
 use comfy_table::{Cell, CellAlignment, Table, presets::UTF8_FULL_CONDENSED};
 use eyre::{WrapErr, eyre};
-use std::{io::IsTerminal, path::PathBuf};
+use std::path::PathBuf;
 
 /// Arguments of `cascade positions`.
 #[derive(Debug, clap::Args)]
@@ -118,25 +118,7 @@ pub async fn open_watcher(
     rebuild_store: bool,
 ) -> eyre::Result<(Store, Watcher<AaveV3>, String)> {
     let (rpc, url) = connect_checked(config, path).await?;
-    let store = Store::open(&config.store.path, rebuild_store)?;
-    let aave = AaveV3::connect(
-        &rpc,
-        config.aave.addresses_provider,
-        config.multicall.address,
-    )
-    .await
-    .wrap_err("reading the Aave market behind aave.addresses_provider")?;
-    let opts = WatcherOptions {
-        deployment_block: config.aave.deployment_block,
-        progress: std::io::stderr().is_terminal(),
-        ..Default::default()
-    };
-    let watcher = Watcher::open(
-        aave,
-        rpc,
-        store.market(config.aave.addresses_provider)?,
-        opts,
-    )?;
+    let (store, watcher) = crate::keeper::startup::open_watcher(config, rpc, rebuild_store).await?;
     Ok((store, watcher, url))
 }
 

@@ -172,20 +172,12 @@ pub async fn start(config: &Config, path: &Path, opts: &RunOptions) -> eyre::Res
         .into());
     }
 
-    let store = Store::open(&config.store.path, opts.rebuild_store)
-        .wrap_err_with(|| format!("opening the store at {}", config.store.path.display()))?;
-    let aave = AaveV3::connect(
-        &rpc,
-        config.aave.addresses_provider,
-        config.multicall.address,
-    )
-    .await
-    .wrap_err("reading the Aave market behind aave.addresses_provider")?;
+    let (store, watcher) = open_watcher(config, rpc.clone(), opts.rebuild_store).await?;
     check_liquidator(
         &rpc,
         executor_cfg.liquidator,
         executor_cfg.account,
-        aave.pool,
+        watcher.protocol().pool,
     )
     .await?;
     check_balance(&rpc, executor_cfg.account, config.planner.priority_fee_wei).await?;
@@ -224,16 +216,6 @@ pub async fn start(config: &Config, path: &Path, opts: &RunOptions) -> eyre::Res
         (None, rpc.clone(), Journal::new(store.journal_tree()?))
     };
 
-    let watcher = Watcher::open(
-        aave,
-        rpc.clone(),
-        store.market(config.aave.addresses_provider)?,
-        WatcherOptions {
-            deployment_block: config.aave.deployment_block,
-            progress: std::io::stderr().is_terminal(),
-            ..Default::default()
-        },
-    )?;
     let planner = Planner::new(act_rpc.clone(), watcher.protocol(), settings.clone())
         .await
         .wrap_err("reading the Pool's liquidation rules and flash-loan premium")?;
@@ -268,6 +250,35 @@ pub async fn start(config: &Config, path: &Path, opts: &RunOptions) -> eyre::Res
         meter,
         liveness,
     })
+}
+
+/// The configured market's watcher over the configured store, reading through `rpc`: what every
+/// command that follows positions starts from. Returns the store too, to flush.
+pub async fn open_watcher(
+    config: &Config,
+    rpc: Rpc,
+    rebuild_store: bool,
+) -> eyre::Result<(Store, Watcher<AaveV3>)> {
+    let store = Store::open(&config.store.path, rebuild_store)
+        .wrap_err_with(|| format!("opening the store at {}", config.store.path.display()))?;
+    let aave = AaveV3::connect(
+        &rpc,
+        config.aave.addresses_provider,
+        config.multicall.address,
+    )
+    .await
+    .wrap_err("reading the Aave market behind aave.addresses_provider")?;
+    let watcher = Watcher::open(
+        aave,
+        rpc,
+        store.market(config.aave.addresses_provider)?,
+        WatcherOptions {
+            deployment_block: config.aave.deployment_block,
+            progress: std::io::stderr().is_terminal(),
+            ..Default::default()
+        },
+    )?;
+    Ok((store, watcher))
 }
 
 async fn check_chain(rpc: &Rpc, urls: &[String], expected: u64) -> Result<(), StartupError> {
