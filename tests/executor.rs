@@ -388,3 +388,47 @@ async fn a_pending_liquidation_whose_position_is_gone_is_cancelled() {
         .unwrap();
     assert!(logs.is_empty());
 }
+
+#[tokio::test]
+async fn nonces_stay_right_with_liquidations_in_flight_and_an_external_transaction() {
+    let (net, plan, store, _dir) = planned().await;
+    let mut ex = executor(&net, &store, Duration::from_secs(600)).await;
+    let admin = net.deployment.admin;
+    net.rpc.anvil_set_auto_mine(false).await.unwrap();
+    let first = ex
+        .prepare(&plan, net.deployment.liquidator, CAP)
+        .await
+        .unwrap();
+    let first = ex.send_prepared(first).await.unwrap();
+    // Someone else sends from the same account (an operator's wallet, a script) while ours is pending.
+    let external = alloy::rpc::types::TransactionRequest::default()
+        .from(admin)
+        .to(admin)
+        .gas_limit(21_000);
+    let external = net.rpc.send_transaction(external).await.unwrap();
+    // A second liquidation (another borrower) takes the next free nonce, after both.
+    let second_plan = Plan {
+        borrower: Address::repeat_byte(0x77),
+        ..plan.clone()
+    };
+    let second = ex
+        .prepare(&second_plan, net.deployment.liquidator, CAP)
+        .await
+        .unwrap();
+    assert_eq!(
+        second.nonce,
+        first.nonce + 2,
+        "ours, the external one, then this"
+    );
+    let mined = net
+        .rpc
+        .get_transaction_by_hash(*external.tx_hash())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        alloy::consensus::Transaction::nonce(&mined),
+        first.nonce + 1
+    );
+    net.rpc.anvil_set_auto_mine(true).await.unwrap();
+}
