@@ -220,6 +220,13 @@ impl<'a> BlockBatch<'a> {
             if pending.is_empty() {
                 return Ok(());
             }
+            // Seeding fills block after block, and EIP-1559 would raise the base fee 12.5% each time:
+            // after a few hundred full blocks no borrower's 1 ETH pays for gas and its transactions wait
+            // in the pool for ever. Seeding is setup, not market activity: keep the fee where it started.
+            self.d
+                .rpc
+                .anvil_set_next_block_base_fee_per_gas(SEEDING_BASE_FEE)
+                .await?;
             self.d.rpc.evm_mine(None).await?;
             let mut still = Vec::new();
             for (hash, what) in pending {
@@ -275,6 +282,9 @@ pub async fn fund_market(
     })
     .await
 }
+
+/// The base fee of every seeding block (anvil's initial base fee, 1 gwei).
+const SEEDING_BASE_FEE: u128 = 1_000_000_000;
 
 /// Borrowers opened per mined block.
 const BORROWERS_PER_BLOCK: u64 = 25;
