@@ -133,7 +133,7 @@ impl Keeper {
             Ok(finished) => self.record_final(watcher, finished),
             Err(ExecError::Journal(e)) => return Err(e.into()),
             Err(e) => {
-                tracing::warn!(error = %e, "reconciling the journal failed; retrying each block")
+                tracing::warn!(error = %e, "reconciling the journal failed; open entries are polled (and re-sent when stuck) each block")
             }
         }
         Ok(())
