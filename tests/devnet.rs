@@ -131,12 +131,7 @@ async fn shock_then_liquidation_moves_what_the_formula_says() {
     let debt_asset = d.assets[p.debt[0].0].clone();
     let debt_spec = ASSETS[p.debt[0].0];
 
-    let devnet_weth = cascade::config::DevnetAsset {
-        symbol: weth.symbol.clone(),
-        address: weth.address,
-        decimals: 18,
-        feed: weth.feed,
-    };
+    let devnet_weth = weth.devnet_asset();
     shock::shock(&net.rpc, &devnet_weth, PriceMoveBps(-3000))
         .await
         .expect("shock");

@@ -35,12 +35,7 @@ async fn planned() -> (Devnet, Plan, Store, tempfile::TempDir) {
     .unwrap_or_else(|e| panic!("devnet did not start: {e:#}"));
     let d = net.deployment.clone();
     let weth = d.asset("WETH").unwrap();
-    let feed = cascade::config::DevnetAsset {
-        symbol: "WETH".into(),
-        address: weth.address,
-        decimals: 18,
-        feed: weth.feed,
-    };
+    let feed = weth.devnet_asset();
     shock::shock(&net.rpc, &feed, PriceMoveBps(-2500))
         .await
         .unwrap();

@@ -47,12 +47,7 @@ async fn setup(op_stack: bool) -> Setup {
         .await
         .expect("deploy Liquidator");
     let weth = d.asset("WETH").unwrap();
-    let feed = cascade::config::DevnetAsset {
-        symbol: "WETH".into(),
-        address: weth.address,
-        decimals: 18,
-        feed: weth.feed,
-    };
+    let feed = weth.devnet_asset();
     shock::shock(&net.rpc, &feed, PriceMoveBps(-2500))
         .await
         .unwrap();

@@ -52,13 +52,7 @@ async fn watcher(net: &Devnet, store: &Store, meter: &RpcMeter) -> Watcher<AaveV
 }
 
 fn weth(net: &Devnet) -> cascade::config::DevnetAsset {
-    let a = net.deployment.asset("WETH").unwrap();
-    cascade::config::DevnetAsset {
-        symbol: a.symbol.clone(),
-        address: a.address,
-        decimals: a.decimals,
-        feed: a.feed,
-    }
+    net.deployment.asset("WETH").unwrap().devnet_asset()
 }
 
 /// The chain's health factor of every tracked user equals the watcher's, at the watcher's block.

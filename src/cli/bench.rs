@@ -206,12 +206,10 @@ pub async fn bench(args: &Args) -> eyre::Result<BenchReport> {
     out.ours_ms_per_block = ms(idle_wall) / f64::from(args.blocks);
 
     // A price change: WETH −1% (feed only, so nothing becomes liquidatable by it).
-    let weth = crate::config::DevnetAsset {
-        symbol: "WETH".into(),
-        address: d.asset("WETH").map(|a| a.address).unwrap_or_default(),
-        decimals: 18,
-        feed: d.asset("WETH").map(|a| a.feed).unwrap_or_default(),
-    };
+    let weth = d
+        .asset("WETH")
+        .map(|a| a.devnet_asset())
+        .ok_or_else(|| eyre::eyre!("no WETH on the devnet"))?;
     shock::shock(&devnet.rpc, &weth, PriceMoveBps(-100)).await?;
     let before = meter.snapshot();
     let report: SyncReport = watcher.sync().await?;

@@ -54,6 +54,18 @@ pub struct DeployedAsset {
     pub variable_debt_token: Address,
 }
 
+impl DeployedAsset {
+    /// The asset as the devnet config names it, for shocks.
+    pub fn devnet_asset(&self) -> crate::config::DevnetAsset {
+        crate::config::DevnetAsset {
+            symbol: self.symbol.clone(),
+            address: self.address,
+            decimals: self.decimals,
+            feed: self.feed,
+        }
+    }
+}
+
 fn ray_bps(bps: u64) -> U256 {
     // 1 bp of a ray is 1e23.
     U256::from(bps) * U256::from(10u64).pow(U256::from(23))

@@ -16,9 +16,8 @@ pub use deployer::Deployer;
 use crate::{
     chain::{self, Rpc, multicall::MULTICALL3},
     config::{
-        AaveConfig, ChainConfig, Config, DevnetAsset, DevnetConfig, DevnetPool, ExecutorConfig,
-        MetricsConfig, MulticallConfig, PlannerConfig, StoreConfig, UniswapV2Config,
-        UniswapV3Config,
+        AaveConfig, ChainConfig, Config, DevnetConfig, DevnetPool, ExecutorConfig, MetricsConfig,
+        MulticallConfig, PlannerConfig, StoreConfig, UniswapV2Config, UniswapV3Config,
     },
     contracts::Contracts,
     toolchain,
@@ -143,12 +142,7 @@ impl Deployment {
                 assets: self
                     .assets
                     .iter()
-                    .map(|a| DevnetAsset {
-                        symbol: a.symbol.clone(),
-                        address: a.address,
-                        decimals: a.decimals,
-                        feed: a.feed,
-                    })
+                    .map(DeployedAsset::devnet_asset)
                     .collect(),
                 oracle: self.aave.oracle,
                 router: self.uniswap.router,

@@ -155,12 +155,12 @@ impl Keeper {
         }
         self.liveness.block(block.number);
         m::stage(Stage::Repriced, arrived);
-        record_positions(watcher);
         self.record_market_liquidations(watcher, &report.market_liquidations, block.number);
 
         let open = self.executor.journal().open()?;
         if report.liquidatable.is_empty() && open.is_empty() {
             self.pursuits.clear();
+            record_positions(watcher);
             return Ok(());
         }
         if let Some(fork) = &self.dry_run {
@@ -168,6 +168,7 @@ impl Keeper {
             // would act on upstream.
             if let Err(e) = fork.follow(block.number).await {
                 tracing::warn!(error = %e, block = block.number, "dry run: resetting the fork failed");
+                record_positions(watcher);
                 return Ok(());
             }
             self.executor.resync_nonce();
@@ -175,6 +176,8 @@ impl Keeper {
         self.settle(watcher, &open).await?;
         self.pursue(watcher, &report, block.number, arrived).await?;
         self.forget_recovered(&report)?;
+        // Gauges over every position: after the block's liquidations are sent, not before.
+        record_positions(watcher);
         Ok(())
     }
 
@@ -239,6 +242,14 @@ impl Keeper {
         block: u64,
         arrived: Instant,
     ) -> Result<(), KeeperError> {
+        // One read of the journal for the block, not one per candidate.
+        let in_flight: std::collections::HashSet<Address> = self
+            .executor
+            .journal()
+            .open()?
+            .iter()
+            .map(|e| e.borrower)
+            .collect();
         let mut targets = Vec::new();
         for c in &report.liquidatable {
             // The chain's own figure has the last word (they agree to the wei; this guards a bug).
@@ -252,7 +263,7 @@ impl Keeper {
                 refusal: None,
                 sent_from: None,
             });
-            if self.executor.journal().open_for(c.user)?.is_some() {
+            if in_flight.contains(&c.user) {
                 continue;
             }
             if let Some(position) = watcher.position(c.user) {
