@@ -17,6 +17,9 @@ fn a_small_bench_writes_every_figure() {
             "2",
             "--blocks",
             "3",
+            // Larger moves than the default 0.5% so that few shocks reach the first liquidations.
+            "--shock-pct",
+            "-2",
             "--json",
         ])
         .arg(&json)
@@ -65,6 +68,10 @@ fn a_small_bench_writes_every_figure() {
     assert!(
         f("liquidations") >= 1.0,
         "the shocks made something liquidatable: {figures}"
+    );
+    assert!(
+        f("shocks_sent") >= 2.0,
+        "shocks go on until two made positions liquidatable: {figures}"
     );
     assert!(
         f("detect_to_send_ms_p50") > 0.0

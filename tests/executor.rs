@@ -71,7 +71,7 @@ async fn planned() -> (Devnet, Plan, Store, tempfile::TempDir) {
 
 async fn executor(net: &Devnet, store: &Store, bump_after: Duration) -> Executor {
     let key = signer::parse_key(ADMIN_KEY, "test").unwrap();
-    let journal = Journal::new(store.journal_tree().unwrap());
+    let journal = Journal::new(store.journal_tree().unwrap()).unwrap();
     Executor::new(
         net.rpc.clone(),
         key,
@@ -151,7 +151,12 @@ async fn stuck_liquidation_is_bumped_and_included_once() {
     else {
         panic!("{:?}", finished[0].state)
     };
-    assert!(*success && profit.unwrap_or_default() > U256::ZERO);
+    assert!(
+        *success && profit.unwrap_or_default() > U256::ZERO,
+        "{:?} (gas limit {})",
+        finished[0].state,
+        finished[0].gas_limit
+    );
     assert_eq!(
         *hash,
         finished[0].attempts.last().unwrap().hash,
@@ -190,10 +195,12 @@ async fn crash_between_send_and_receipt_never_sends_twice() {
     net.rpc.anvil_set_auto_mine(true).await.unwrap();
     let finished = restarted.poll().await.unwrap();
     assert_eq!(finished.len(), 1);
-    assert!(matches!(
+    assert!(
+        matches!(finished[0].state, TxState::Included { success: true, .. }),
+        "{:?} (gas limit {})",
         finished[0].state,
-        TxState::Included { success: true, .. }
-    ));
+        finished[0].gas_limit
+    );
     assert_eq!(
         restarted.journal().entries().unwrap().len(),
         1,
@@ -290,7 +297,7 @@ async fn a_configured_relay_gets_the_signed_bundle_and_the_mempool_nothing() {
     let mut ex = Executor::new(
         net.rpc.clone(),
         signer::parse_key(ADMIN_KEY, "test").unwrap(),
-        Journal::new(store.journal_tree().unwrap()),
+        Journal::new(store.journal_tree().unwrap()).unwrap(),
         ExecutorOptions {
             route: Route::Relay {
                 url,

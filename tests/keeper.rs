@@ -263,7 +263,7 @@ fn journal(store: &Path, dry_run: bool) -> Vec<JournalEntry> {
     } else {
         store.journal_tree()
     };
-    Journal::new(tree.unwrap()).entries().unwrap()
+    Journal::new(tree.unwrap()).unwrap().entries().unwrap()
 }
 
 async fn healthy(net: &Net) {

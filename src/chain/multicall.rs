@@ -57,33 +57,56 @@ pub async fn aggregate3_raw(
     block: BlockId,
     batch: usize,
 ) -> Result<Vec<Result<Bytes, CallFailure>>, ChainError> {
+    use futures::{StreamExt, TryStreamExt};
     let contract = Multicall3::new(multicall, rpc);
-    let mut out = Vec::with_capacity(calls.len());
-    for chunk in calls.chunks(batch.max(1)) {
-        let batch: Vec<Multicall3::Call3> = chunk
-            .iter()
-            .map(|(target, data)| Multicall3::Call3 {
-                target: *target,
-                allowFailure: true,
-                callData: data.clone().into(),
-            })
-            .collect();
-        let results = contract
-            .aggregate3(batch)
-            .block(block)
-            .call()
-            .await
-            .map_err(|e| ChainError::rpc("aggregate3", contract_rpc_error(e)))?;
-        out.extend(results.into_iter().map(|r| {
+    let batches: Vec<Vec<Multicall3::Call3>> = calls
+        .chunks(batch.max(1))
+        .map(|chunk| {
+            chunk
+                .iter()
+                .map(|(target, data)| Multicall3::Call3 {
+                    target: *target,
+                    allowFailure: true,
+                    callData: data.clone().into(),
+                })
+                .collect()
+        })
+        .collect();
+    // Batches go out a few at a time, in order: a large read (a pool's whole tick bitmap, thousands of
+    // borrowers) takes a few round trips' time, without flooding the node.
+    let results: Vec<Vec<Multicall3::Result>> = futures::stream::iter(batches)
+        .map(|batch| run_batch(&contract, batch, block))
+        .buffered(CONCURRENT_BATCHES)
+        .try_collect()
+        .await?;
+    Ok(results
+        .into_iter()
+        .flatten()
+        .map(|r| {
             if r.success {
                 Ok(r.returnData)
             } else {
                 Err(CallFailure::Reverted(r.returnData.to_string()))
             }
-        }));
-    }
-    Ok(out)
+        })
+        .collect())
 }
+
+async fn run_batch(
+    contract: &Multicall3::Multicall3Instance<&Rpc>,
+    batch: Vec<Multicall3::Call3>,
+    block: BlockId,
+) -> Result<Vec<Multicall3::Result>, ChainError> {
+    contract
+        .aggregate3(batch)
+        .block(block)
+        .call()
+        .await
+        .map_err(|e| ChainError::rpc("aggregate3", contract_rpc_error(e)))
+}
+
+/// Batches of one large read in flight at once.
+const CONCURRENT_BATCHES: usize = 4;
 
 /// alloy's contract errors wrap the transport error; unwrap it so callers see one error type.
 pub(crate) fn contract_rpc_error(

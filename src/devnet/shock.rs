@@ -119,6 +119,27 @@ pub async fn shock_market(
     asset: &DevnetAsset,
     bps: PriceMoveBps,
 ) -> eyre::Result<PriceChange> {
+    shock_market_landing(rpc, devnet, asset, bps, Landing::MineNow).await
+}
+
+/// Which block a shock lands in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Landing {
+    /// A block mined for it at once (`evm_mine`).
+    MineNow,
+    /// The next block the chain mines on its own (interval mining): the shock arrives on the chain's
+    /// clock, a whole block time before the block after it, as an oracle update does on a live chain.
+    NextBlock,
+}
+
+/// [`shock_market`], landing where `landing` says.
+pub async fn shock_market_landing(
+    rpc: &Rpc,
+    devnet: &crate::config::DevnetConfig,
+    asset: &DevnetAsset,
+    bps: PriceMoveBps,
+    landing: Landing,
+) -> eyre::Result<PriceChange> {
     let change = set_price(rpc, asset, bps).await?;
     let mut txs = Vec::new();
     for pool in devnet
@@ -128,19 +149,34 @@ pub async fn shock_market(
     {
         txs.extend(alignment(rpc, devnet, pool, asset, change.new.0).await?);
     }
-    // Sent without waiting, then one block mined: the price move and the arbitrage land together
+    // Sent without waiting, then mined together: the price move and the arbitrage land in one block
     // (with automine each is mined as it arrives, after the price write).
+    // Fees that get the arbitrage into the very next block whatever else waits: after a price move the
+    // pool holds a backlog of liquidations, blocks fill, and the base fee climbs 12.5% a block; the
+    // usual twice-the-base-fee cap and a small tip left the arbitrage waiting behind them.
+    let base_fee = rpc
+        .get_block_by_number(alloy::eips::BlockNumberOrTag::Latest)
+        .await
+        .map_err(|e| ChainError::rpc("latest block", e))?
+        .and_then(|b| b.header.base_fee_per_gas)
+        .map_or(1_000_000_000, u128::from);
+    const ARBITRAGE_TIP_WEI: u128 = 50_000_000_000;
     let mut hashes = Vec::new();
     for (tx, context) in txs {
+        let tx = tx
+            .max_fee_per_gas(base_fee * 8 + ARBITRAGE_TIP_WEI)
+            .max_priority_fee_per_gas(ARBITRAGE_TIP_WEI);
         let pending = rpc
             .send_transaction(tx)
             .await
             .map_err(|e| ChainError::rpc(context, e))?;
         hashes.push((*pending.tx_hash(), context));
     }
-    rpc.evm_mine(None)
-        .await
-        .map_err(|e| ChainError::rpc("mine the price update", e))?;
+    if landing == Landing::MineNow {
+        rpc.evm_mine(None)
+            .await
+            .map_err(|e| ChainError::rpc("mine the price update", e))?;
+    }
     for (hash, context) in hashes {
         let receipt =
             crate::chain::wait_for_receipt(rpc, hash, context, std::time::Duration::from_secs(30))

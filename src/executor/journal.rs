@@ -113,58 +113,194 @@ pub enum JournalError {
     },
 }
 
-/// The journal tree.
+/// The journal tree. Open entries and final ones live under their own key prefixes, so what every
+/// block reads (the open ones) does not grow with the keeper's history.
 #[derive(Clone)]
 pub struct Journal {
     tree: sled::Tree,
 }
 
+/// Key prefix of entries not yet final.
+const OPEN: u8 = b'o';
+/// Key prefix of final entries.
+const FINAL: u8 = b'f';
+/// Keys before the prefixes existed: nonce and borrower, 28 bytes.
+const UNPREFIXED_KEY_LEN: usize = 28;
+
 impl Journal {
-    /// Over a sled tree (`Store::journal_tree`).
-    pub fn new(tree: sled::Tree) -> Self {
-        Self { tree }
+    /// Over a sled tree (`Store::journal_tree`). Entries written before open and final entries were
+    /// kept apart are moved to their place.
+    pub fn new(tree: sled::Tree) -> Result<Self, JournalError> {
+        let journal = Self { tree };
+        let old: Vec<(sled::IVec, sled::IVec)> = journal
+            .tree
+            .iter()
+            .filter(|item| {
+                item.as_ref()
+                    .is_ok_and(|(k, _)| k.len() == UNPREFIXED_KEY_LEN)
+            })
+            .collect::<Result<_, _>>()?;
+        if !old.is_empty() {
+            let mut batch = sled::Batch::default();
+            for (k, v) in old {
+                let entry = decode(&k, &v)?;
+                batch.remove(k);
+                batch.insert(Self::key(&entry), v);
+            }
+            journal.tree.apply_batch(batch)?;
+            journal.tree.flush()?;
+        }
+        Ok(journal)
     }
 
-    fn key(entry_borrower: Address, nonce: u64) -> Vec<u8> {
-        let mut key = nonce.to_be_bytes().to_vec();
-        key.extend_from_slice(entry_borrower.as_slice());
+    fn key(entry: &JournalEntry) -> Vec<u8> {
+        Self::key_with(
+            if entry.state.is_final() { FINAL } else { OPEN },
+            entry.borrower,
+            entry.nonce,
+        )
+    }
+
+    fn key_with(prefix: u8, borrower: Address, nonce: u64) -> Vec<u8> {
+        let mut key = vec![prefix];
+        key.extend_from_slice(&nonce.to_be_bytes());
+        key.extend_from_slice(borrower.as_slice());
         key
     }
 
     /// Writes an entry and waits until it is on disk: called before anything is sent.
     pub fn put(&self, entry: &JournalEntry) -> Result<(), JournalError> {
-        let value = serde_json::to_vec(entry).expect("journal entries serialize");
-        self.tree
-            .insert(Self::key(entry.borrower, entry.nonce), value)?;
+        self.write(entry)?;
         self.tree.flush()?;
+        Ok(())
+    }
+
+    /// Writes an entry without waiting for the disk (sled flushes within half a second): for a change
+    /// that recovery redoes by itself if it is lost. That a prepared transaction was sent is one: after
+    /// a crash it is sent again, and the node answers that it already has it.
+    pub fn note(&self, entry: &JournalEntry) -> Result<(), JournalError> {
+        self.write(entry)
+    }
+
+    /// Waits until everything written is on disk.
+    pub fn flush(&self) -> Result<(), JournalError> {
+        self.tree.flush()?;
+        Ok(())
+    }
+
+    fn write(&self, entry: &JournalEntry) -> Result<(), JournalError> {
+        let value = serde_json::to_vec(entry).expect("journal entries serialize");
+        let mut batch = sled::Batch::default();
+        if entry.state.is_final() {
+            batch.remove(Self::key_with(OPEN, entry.borrower, entry.nonce));
+        }
+        batch.insert(Self::key(entry), value);
+        self.tree.apply_batch(batch)?;
         Ok(())
     }
 
     /// Every entry, by nonce.
     pub fn entries(&self) -> Result<Vec<JournalEntry>, JournalError> {
-        self.tree
-            .iter()
-            .map(|item| {
-                let (k, v) = item?;
-                serde_json::from_slice(&v).map_err(|e| JournalError::Corrupt {
-                    key: alloy::hex::encode(&k),
-                    reason: e.to_string(),
-                })
-            })
-            .collect()
+        let mut all = self.scan(&[])?;
+        all.sort_by_key(|e| e.nonce);
+        Ok(all)
     }
 
-    /// Entries not yet final.
+    /// Entries not yet final, by nonce.
     pub fn open(&self) -> Result<Vec<JournalEntry>, JournalError> {
-        Ok(self
-            .entries()?
-            .into_iter()
-            .filter(|e| !e.state.is_final())
-            .collect())
+        self.scan(&[OPEN])
     }
 
     /// The open entry for `borrower`, if any.
     pub fn open_for(&self, borrower: Address) -> Result<Option<JournalEntry>, JournalError> {
         Ok(self.open()?.into_iter().find(|e| e.borrower == borrower))
+    }
+
+    fn scan(&self, prefix: &[u8]) -> Result<Vec<JournalEntry>, JournalError> {
+        self.tree
+            .scan_prefix(prefix)
+            .map(|item| {
+                let (k, v) = item?;
+                decode(&k, &v)
+            })
+            .collect()
+    }
+}
+
+fn decode(key: &[u8], value: &[u8]) -> Result<JournalEntry, JournalError> {
+    serde_json::from_slice(value).map_err(|e| JournalError::Corrupt {
+        key: alloy::hex::encode(key),
+        reason: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(nonce: u64, state: TxState) -> JournalEntry {
+        JournalEntry {
+            borrower: Address::repeat_byte(nonce as u8 + 1),
+            pair: (Address::repeat_byte(0xc0), Address::repeat_byte(0xd0)),
+            nonce,
+            attempts: Vec::new(),
+            state,
+            fee_cap_wei: U256::from(1u8),
+            gas_limit: 500_000,
+            planned_block: 7,
+            expected_profit_base: 1,
+            debt_repaid: U256::from(2u8),
+        }
+    }
+
+    fn included() -> TxState {
+        TxState::Included {
+            hash: B256::ZERO,
+            block: 8,
+            success: true,
+            profit: None,
+            fee_paid_wei: U256::ZERO,
+        }
+    }
+
+    #[test]
+    fn an_entry_leaves_the_open_set_when_it_becomes_final() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let journal = Journal::new(db.open_tree("journal").unwrap()).unwrap();
+        let (a, b) = (entry(0, TxState::Prepared), entry(1, TxState::Prepared));
+        journal.put(&a).unwrap();
+        journal.note(&b).unwrap();
+        assert_eq!(journal.open().unwrap().len(), 2);
+        journal
+            .put(&JournalEntry {
+                state: included(),
+                ..a.clone()
+            })
+            .unwrap();
+        assert_eq!(journal.open().unwrap(), vec![b.clone()]);
+        assert_eq!(journal.open_for(a.borrower).unwrap(), None);
+        let all = journal.entries().unwrap();
+        assert_eq!(all.len(), 2, "one entry per liquidation, never two");
+        assert_eq!(all[0].state, included());
+        assert_eq!(all[1], b);
+    }
+
+    #[test]
+    fn entries_written_before_the_split_are_moved_to_their_place() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tree = db.open_tree("journal").unwrap();
+        for e in [entry(0, included()), entry(1, TxState::Sent)] {
+            let mut key = e.nonce.to_be_bytes().to_vec();
+            key.extend_from_slice(e.borrower.as_slice());
+            tree.insert(key, serde_json::to_vec(&e).unwrap()).unwrap();
+        }
+        let journal = Journal::new(tree.clone()).unwrap();
+        assert_eq!(journal.open().unwrap(), vec![entry(1, TxState::Sent)]);
+        assert_eq!(journal.entries().unwrap().len(), 2);
+        assert!(
+            tree.iter()
+                .keys()
+                .all(|k| k.unwrap().len() == UNPREFIXED_KEY_LEN + 1)
+        );
     }
 }

@@ -89,6 +89,9 @@ impl Default for ExecutorOptions {
     }
 }
 
+/// Receipt reads in flight at once while polling.
+const CONCURRENT_RECEIPT_READS: usize = 16;
+
 /// Sends liquidations from one account.
 pub struct Executor {
     rpc: Rpc,
@@ -250,75 +253,151 @@ impl Executor {
         liquidator: Address,
         fee_cap_wei: U256,
     ) -> Result<JournalEntry, ExecError> {
-        if self.journal.open_for(plan.borrower)?.is_some() {
-            return Err(ExecError::InFlight(plan.borrower));
-        }
-        // The plan's base fee is the next block's, from the header it was planned on.
-        let base_fee = plan.base_fee_wei.max(1);
-        let priority = plan.gas_price_wei.saturating_sub(base_fee).max(1);
-        // Room for two base-fee rises of 12.5% before the transaction stops being includable.
-        let max_fee = base_fee * 2 + priority;
-        let nonce = self.nonce().await?;
-        let attempt = self.sign(
-            nonce,
-            plan.gas_limit,
-            liquidator,
-            plan.calldata.clone(),
-            max_fee,
-            priority,
-            false,
-        )?;
-        let entry = JournalEntry {
-            borrower: plan.borrower,
-            pair: (plan.collateral, plan.debt),
-            nonce,
-            attempts: vec![attempt],
-            state: TxState::Prepared,
+        let plan = Plan {
             fee_cap_wei,
-            gas_limit: plan.gas_limit,
-            planned_block: plan.block,
-            expected_profit_base: plan.net_profit_base,
-            debt_repaid: plan.amounts.debt_repaid,
+            ..plan.clone()
         };
-        self.journal.put(&entry)?;
-        Ok(entry)
+        self.prepare_all(std::slice::from_ref(&plan), liquidator)
+            .await?
+            .pop()
+            .expect("one result per plan")
+    }
+
+    /// Signs every plan's transaction (consecutive nonces, each capped at its plan's `fee_cap_wei`)
+    /// and writes them all to the journal with one wait for the disk: the liquidations of a price move
+    /// go out together, and each waiting on its own disk flush would hold back the next. One result
+    /// per plan; a borrower with a liquidation in flight gets [`ExecError::InFlight`].
+    pub async fn prepare_all(
+        &mut self,
+        plans: &[Plan],
+        liquidator: Address,
+    ) -> Result<Vec<Result<JournalEntry, ExecError>>, ExecError> {
+        let in_flight: std::collections::HashSet<Address> =
+            self.journal.open()?.iter().map(|e| e.borrower).collect();
+        let mut out = Vec::with_capacity(plans.len());
+        let mut next: Option<u64> = None;
+        for plan in plans {
+            if in_flight.contains(&plan.borrower) {
+                out.push(Err(ExecError::InFlight(plan.borrower)));
+                continue;
+            }
+            // The plan's base fee is the next block's, from the header it was planned on.
+            let base_fee = plan.base_fee_wei.max(1);
+            let priority = plan.gas_price_wei.saturating_sub(base_fee).max(1);
+            // Room for two base-fee rises of 12.5% before the transaction stops being includable.
+            let max_fee = base_fee * 2 + priority;
+            // One look at the chain's count per batch; the rest follow on.
+            let nonce = match next {
+                Some(n) => n,
+                None => self.nonce().await?,
+            };
+            let attempt = match self.sign(
+                nonce,
+                plan.gas_limit,
+                liquidator,
+                plan.calldata.clone(),
+                max_fee,
+                priority,
+                false,
+            ) {
+                Ok(attempt) => attempt,
+                Err(e) => {
+                    // The nonce stays free for the next plan.
+                    next = Some(nonce);
+                    out.push(Err(e));
+                    continue;
+                }
+            };
+            next = Some(nonce + 1);
+            let entry = JournalEntry {
+                borrower: plan.borrower,
+                pair: (plan.collateral, plan.debt),
+                nonce,
+                attempts: vec![attempt],
+                state: TxState::Prepared,
+                fee_cap_wei: plan.fee_cap_wei,
+                gas_limit: plan.gas_limit,
+                planned_block: plan.block,
+                expected_profit_base: plan.net_profit_base,
+                debt_repaid: plan.amounts.debt_repaid,
+            };
+            self.journal.note(&entry)?;
+            out.push(Ok(entry));
+        }
+        if let Some(n) = next {
+            self.next_nonce = Some(n);
+        }
+        // On disk before anything is sent.
+        self.journal.flush()?;
+        Ok(out)
     }
 
     /// Sends a prepared entry's transaction and records that it was sent.
-    pub async fn send_prepared(
+    pub async fn send_prepared(&mut self, entry: JournalEntry) -> Result<JournalEntry, ExecError> {
+        self.send_all(vec![entry])
+            .await
+            .pop()
+            .expect("one result per entry")
+    }
+
+    /// Sends prepared entries' transactions side by side (nonce order does not matter to a node: a
+    /// later nonce waits in its queue for the earlier one) and records each that went out. One result
+    /// per entry, in order.
+    pub async fn send_all(
         &mut self,
-        mut entry: JournalEntry,
-    ) -> Result<JournalEntry, ExecError> {
-        let attempt = entry
-            .attempts
-            .last()
-            .cloned()
-            .expect("an entry has an attempt");
-        self.broadcast(&attempt).await?;
-        entry.state = TxState::Sent;
-        self.journal.put(&entry)?;
-        tracing::debug!(borrower = %entry.borrower, nonce = entry.nonce, hash = %attempt.hash, "transaction sent");
-        Ok(entry)
+        entries: Vec<JournalEntry>,
+    ) -> Vec<Result<JournalEntry, ExecError>> {
+        let sends = entries.iter().map(|entry| {
+            let attempt = entry.attempts.last().expect("an entry has an attempt");
+            self.broadcast(attempt)
+        });
+        let results = futures::future::join_all(sends).await;
+        entries
+            .into_iter()
+            .zip(results)
+            .map(|(mut entry, sent)| {
+                sent?;
+                entry.state = TxState::Sent;
+                self.journal.note(&entry)?;
+                tracing::debug!(borrower = %entry.borrower, nonce = entry.nonce, "transaction sent");
+                Ok(entry)
+            })
+            .collect()
     }
 
     /// Checks every open liquidation: records receipts, replaces stuck transactions with higher fees
     /// (never past the fee cap), and marks as dropped those whose nonce went to another transaction.
     /// Returns the entries that became final.
     pub async fn poll(&mut self) -> Result<Vec<JournalEntry>, ExecError> {
-        let mut finished = Vec::new();
-        for mut entry in self.journal.open()? {
-            if let Some(state) = self.outcome(&entry).await? {
-                entry.state = state;
-                self.journal.put(&entry)?;
-                finished.push(entry);
-                continue;
-            }
-            let mined_nonce = self
-                .rpc
+        use futures::{StreamExt, TryStreamExt};
+        let open = self.journal.open()?;
+        if open.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Every open entry's receipts, a few at a time, and the account's mined nonce once: after a
+        // price move dozens are open, and one after the other they would hold up the next block.
+        let reads: Vec<_> = open.iter().map(|entry| self.outcome(entry)).collect();
+        let outcomes = futures::stream::iter(reads)
+            .buffered(CONCURRENT_RECEIPT_READS)
+            .try_collect::<Vec<_>>();
+        let mined_nonce = async {
+            self.rpc
                 .get_transaction_count(self.address())
                 .latest()
                 .await
-                .map_err(|e| ChainError::rpc("eth_getTransactionCount", e))?;
+                .map_err(|e| ExecError::from(ChainError::rpc("eth_getTransactionCount", e)))
+        };
+        let (outcomes, mined_nonce) = tokio::try_join!(outcomes, mined_nonce)?;
+        let mut finished = Vec::new();
+        for (mut entry, state) in open.into_iter().zip(outcomes) {
+            // Final states need not wait for the disk one by one: lost in a crash, the entry is open
+            // again and the next poll finds the same receipt. One flush at the end.
+            if let Some(state) = state {
+                entry.state = state;
+                self.journal.note(&entry)?;
+                finished.push(entry);
+                continue;
+            }
             if mined_nonce > entry.nonce {
                 // The nonce is used. Ours, unless no attempt has a receipt; nodes can index a block's
                 // receipts a moment after its state, so look again before calling it dropped.
@@ -333,7 +412,7 @@ impl Executor {
                 entry.state = state.unwrap_or_else(|| TxState::Dropped {
                     reason: format!("nonce {} was used by another transaction", entry.nonce),
                 });
-                self.journal.put(&entry)?;
+                self.journal.note(&entry)?;
                 finished.push(entry);
                 continue;
             }
@@ -386,6 +465,7 @@ impl Executor {
             self.broadcast(&attempt).await?;
             tracing::info!(borrower = %entry.borrower, nonce = entry.nonce, hash = %attempt.hash, max_fee, cancel = last.cancel, "replaced a stuck transaction with higher fees");
         }
+        self.journal.flush()?;
         Ok(finished)
     }
 

@@ -32,7 +32,7 @@ use crate::{
 };
 use alloy::primitives::{Address, U256};
 use dry_run::DryRun;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use std::{
     collections::HashMap,
     sync::Arc,
@@ -76,7 +76,13 @@ pub struct Keeper {
     recovered: bool,
     /// Each liquidation sent: from its block's arrival to the send returning.
     send_latencies: Vec<Duration>,
+    /// Venues being read ahead for positions close to liquidation.
+    warming: Option<tokio::task::JoinHandle<()>>,
 }
+
+/// Positions below this health factor (×1000) have their venues read ahead: a move of a few percent
+/// makes them liquidatable, and the block it happens in should not wait for pool ticks.
+const WARM_BELOW_MILLI: u64 = 1_050;
 
 impl Keeper {
     /// A keeper sending through `executor` to `liquidator`.
@@ -99,6 +105,7 @@ impl Keeper {
             outcomes: Vec::new(),
             recovered: false,
             send_latencies: Vec::new(),
+            warming: None,
         }
     }
 
@@ -154,6 +161,9 @@ impl Keeper {
             self.recovered = true;
         }
         self.liveness.block(block.number);
+        if report.reorg_depth.is_some() {
+            self.planner.reorged();
+        }
         m::stage(Stage::Repriced, arrived);
         self.record_market_liquidations(watcher, &report.market_liquidations, block.number);
 
@@ -161,6 +171,7 @@ impl Keeper {
         if report.liquidatable.is_empty() && open.is_empty() {
             self.pursuits.clear();
             record_positions(watcher);
+            self.warm_venues(watcher, block);
             return Ok(());
         }
         if let Some(fork) = &self.dry_run {
@@ -179,6 +190,30 @@ impl Keeper {
         // Gauges over every position: after the block's liquidations are sent, not before.
         record_positions(watcher);
         Ok(())
+    }
+
+    /// Reads ahead, in the background, the venues of positions close to liquidation that the planner
+    /// does not hold yet; one such read at a time.
+    fn warm_venues(&mut self, watcher: &Watcher<AaveV3>, block: crate::protocol::BlockRef) {
+        if self.warming.as_ref().is_some_and(|t| !t.is_finished()) {
+            return;
+        }
+        let near = HealthFactor::from_milli(WARM_BELOW_MILLI).0;
+        let pairs = self.planner.cold_pairs(
+            watcher.protocol(),
+            watcher
+                .positions()
+                .filter(|(_, _, h)| h.health_factor < near)
+                .map(|(_, p, _)| p),
+            block.number,
+        );
+        if pairs.is_empty() {
+            return;
+        }
+        let planner = Arc::clone(&self.planner);
+        self.warming = Some(tokio::spawn(
+            async move { planner.warm(pairs, block).await },
+        ));
     }
 
     /// A position back above 1 with nothing in flight is no longer pursued: if it crosses again, that
@@ -273,6 +308,11 @@ impl Keeper {
         // Plans only read: make them all at once, largest debt first, and send each as soon as it is
         // ready (sends go one at a time: one nonce sequence).
         targets.sort_by_key(|(_, position)| std::cmp::Reverse(position.debt_base));
+        tracing::debug!(
+            targets = targets.len(),
+            since_block_ms = arrived.elapsed().as_millis() as u64,
+            "planning"
+        );
         // Each plan is a task of its own, so sizing (CPU-bound: hundreds of swap simulations) runs on
         // every core while other plans wait on the node; at most `CONCURRENT_PLANS` at a time, so a
         // cascade of hundreds of positions does not flood the node the keeper depends on.
@@ -288,71 +328,98 @@ impl Keeper {
         }))
         .buffer_unordered(CONCURRENT_PLANS);
         while let Some(joined) = plans.next().await {
-            let Ok((user, result)) = joined else {
-                tracing::error!("a planning task panicked");
-                continue;
-            };
-            match result {
-                Ok(plan) => {
-                    m::stage(Stage::Planned, arrived);
-                    tracing::debug!(borrower = %user, since_block_ms = arrived.elapsed().as_millis() as u64, "planned");
-                    self.send(plan, arrived).await?;
+            // Plans finished meanwhile go out with this one: one disk flush and one round of sends for
+            // all of them. (A dry run sends one at a time: its fork mines each at once.)
+            let mut ready = vec![joined];
+            while self.dry_run.is_none()
+                && let Some(Some(more)) = plans.next().now_or_never()
+            {
+                ready.push(more);
+            }
+            let mut batch = Vec::new();
+            for joined in ready {
+                let Ok((user, result)) = joined else {
+                    tracing::error!("a planning task panicked");
+                    continue;
+                };
+                match result {
+                    Ok(plan) => {
+                        m::stage(Stage::Planned, arrived);
+                        tracing::debug!(borrower = %user, since_block_ms = arrived.elapsed().as_millis() as u64, "planned");
+                        batch.push(plan);
+                    }
+                    Err(PlanError::Refused(refusal)) => self.refused(user, &refusal),
+                    Err(PlanError::Chain(e)) => {
+                        tracing::warn!(borrower = %user, error = %e, "planning failed; retrying next block");
+                    }
                 }
-                Err(PlanError::Refused(refusal)) => self.refused(user, &refusal),
-                Err(PlanError::Chain(e)) => {
-                    tracing::warn!(borrower = %user, error = %e, "planning failed; retrying next block");
-                }
+            }
+            if !batch.is_empty() {
+                self.send(batch, arrived).await?;
             }
         }
         Ok(())
     }
 
+    /// Journals and sends `plans` together.
     async fn send(
         &mut self,
-        plan: crate::planner::Plan,
+        plans: Vec<crate::planner::Plan>,
         arrived: Instant,
     ) -> Result<(), KeeperError> {
-        let borrower = plan.borrower;
-        let entry = match self
-            .executor
-            .prepare(&plan, self.liquidator, plan.fee_cap_wei)
-            .await
-        {
-            Ok(entry) => entry,
+        let prepared = match self.executor.prepare_all(&plans, self.liquidator).await {
+            Ok(prepared) => prepared,
             Err(ExecError::Journal(e)) => return Err(e.into()),
             Err(e) => {
-                tracing::warn!(%borrower, error = %e, "signing the liquidation failed");
+                tracing::warn!(liquidations = plans.len(), error = %e, "preparing the liquidations failed; retrying next block");
                 return Ok(());
             }
         };
-        m::stage(Stage::Signed, arrived);
-        metrics::counter!(m::LIQUIDATIONS, "outcome" => "attempted").increment(1);
-        let (nonce, hash) = (entry.nonce, entry.attempts[0].hash);
-        match self.executor.send_prepared(entry).await {
-            Ok(_) => {
-                m::stage(Stage::Sent, arrived);
-                self.send_latencies.push(arrived.elapsed());
-            }
-            Err(ExecError::Journal(e)) => return Err(e.into()),
-            // Journaled as prepared: the next poll sends exactly this transaction again.
-            Err(e) => {
-                tracing::warn!(%borrower, error = %e, "sending failed; it is journaled and will be re-sent")
+        let mut entries = Vec::new();
+        let mut signed = Vec::new();
+        for (plan, result) in plans.into_iter().zip(prepared) {
+            match result {
+                Ok(entry) => {
+                    m::stage(Stage::Signed, arrived);
+                    metrics::counter!(m::LIQUIDATIONS, "outcome" => "attempted").increment(1);
+                    signed.push((plan, entry.nonce, entry.attempts[0].hash));
+                    entries.push(entry);
+                }
+                Err(ExecError::Journal(e)) => return Err(e.into()),
+                Err(e) => {
+                    tracing::warn!(borrower = %plan.borrower, error = %e, "signing the liquidation failed")
+                }
             }
         }
-        tracing::info!(
-            %borrower,
-            nonce,
-            %hash,
-            collateral = %plan.collateral,
-            debt = %plan.debt,
-            repay = %plan.amounts.debt_repaid,
-            expected_profit_usd = plan.net_profit_base as f64 / 1e8,
-            planned_block = plan.block,
-            "liquidation sent"
-        );
-        if let Some(p) = self.pursuits.get_mut(&borrower) {
-            p.sent_from = Some(arrived);
-            p.refusal = None;
+        let results = self.executor.send_all(entries).await;
+        for ((plan, nonce, hash), result) in signed.into_iter().zip(results) {
+            let borrower = plan.borrower;
+            match result {
+                Ok(_) => {
+                    m::stage(Stage::Sent, arrived);
+                    self.send_latencies.push(arrived.elapsed());
+                }
+                Err(ExecError::Journal(e)) => return Err(e.into()),
+                // Journaled as prepared: the next poll sends exactly this transaction again.
+                Err(e) => {
+                    tracing::warn!(%borrower, error = %e, "sending failed; it is journaled and will be re-sent")
+                }
+            }
+            tracing::info!(
+                %borrower,
+                nonce,
+                %hash,
+                collateral = %plan.collateral,
+                debt = %plan.debt,
+                repay = %plan.amounts.debt_repaid,
+                expected_profit_usd = plan.net_profit_base as f64 / 1e8,
+                planned_block = plan.block,
+                "liquidation sent"
+            );
+            if let Some(p) = self.pursuits.get_mut(&borrower) {
+                p.sent_from = Some(arrived);
+                p.refusal = None;
+            }
         }
         if self.dry_run.is_some() {
             self.await_fork_receipt().await?;

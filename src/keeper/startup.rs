@@ -172,7 +172,9 @@ pub async fn start(config: &Config, path: &Path, opts: &RunOptions) -> eyre::Res
         .into());
     }
 
-    let (store, watcher) = open_watcher(config, rpc.clone(), opts.rebuild_store).await?;
+    let (store, mut watcher) = open_watcher(config, rpc.clone(), opts.rebuild_store).await?;
+    // The simulation of each liquidation checks health on-chain; no separate read first.
+    watcher.set_verify_below_one(false);
     check_liquidator(
         &rpc,
         executor_cfg.liquidator,
@@ -210,10 +212,14 @@ pub async fn start(config: &Config, path: &Path, opts: &RunOptions) -> eyre::Res
         (
             Some(fork),
             fork_rpc,
-            Journal::new(store.dry_run_journal_tree()?),
+            Journal::new(store.dry_run_journal_tree()?).wrap_err("opening the dry-run journal")?,
         )
     } else {
-        (None, rpc.clone(), Journal::new(store.journal_tree()?))
+        (
+            None,
+            rpc.clone(),
+            Journal::new(store.journal_tree()?).wrap_err("opening the journal")?,
+        )
     };
 
     let planner = Planner::new(act_rpc.clone(), watcher.protocol(), settings.clone())

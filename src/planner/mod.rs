@@ -15,25 +15,33 @@ pub mod venues;
 use crate::{
     chain::{
         ChainError, Rpc,
-        bindings::{Liquidator, Pool, UniswapV3Factory},
+        bindings::{Liquidator, Pool},
         view,
     },
-    protocol::aave_v3::{AaveV3, math},
+    protocol::aave_v3::{
+        AaveV3, Reserve,
+        math::{self, UserReserve},
+    },
     store::StoredPosition,
     units::BaseAmount,
 };
 use alloy::{
     eips::BlockId,
     network::TransactionBuilder,
-    primitives::{Address, Bytes, U256, aliases::U24},
+    primitives::{Address, Bytes, U256},
     providers::Provider,
-    rpc::types::TransactionRequest,
+    rpc::types::{
+        TransactionRequest,
+        simulate::{SimBlock, SimulatePayload},
+    },
     sol_types::{SolCall, SolInterface},
 };
 use fees::op_stack::L1FeeParams;
 use sizing::{LiquidationAmounts, LiquidationCase, Rules, Side};
-use std::collections::HashMap;
-use venues::{Venue, VenueKind, uniswap_v2::load_pair, uniswap_v3::load_pool};
+use venues::{
+    Venue, VenueKind,
+    book::{BookSettings, VenueBook},
+};
 
 /// A priced liquidation, with everything that went into the price.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -218,17 +226,13 @@ pub struct Planner {
     rules: Rules,
     flash_premium_bps: u64,
     l1: Option<L1FeeParams>,
-    /// Venues read at one block, by token pair: (block number, venues).
-    venue_cache: std::sync::Mutex<VenueCache>,
+    /// Pools and pairs to sell on, kept current across blocks.
+    book: VenueBook,
+    /// Whether the node answers `eth_simulateV1` (until it says it does not).
+    simulate_v1: std::sync::atomic::AtomicBool,
     /// The next block's base fee, by the block it was computed from.
     base_fee_cache: std::sync::Mutex<Option<(u64, u128)>>,
 }
-
-/// Venues by token pair at one block; concurrent plans share one read of each pair.
-type VenueCache = (
-    u64,
-    HashMap<(Address, Address), std::sync::Arc<tokio::sync::OnceCell<Vec<Venue>>>>,
-);
 
 impl Planner {
     /// Reads the Pool's rules and flash-loan premium, and the L1 fee parameters on an OP-stack chain.
@@ -249,13 +253,23 @@ impl Planner {
             .await
             .ok()
             .filter(|p| !p.l1_base_fee.is_zero());
+        let book = VenueBook::new(
+            rpc.clone(),
+            BookSettings {
+                multicall: settings.multicall,
+                v3_factory: settings.uniswap_factory,
+                fee_tiers: settings.fee_tiers.clone(),
+                v2_factory: settings.uniswap_v2_factory,
+            },
+        );
         Ok(Self {
             rpc,
             settings,
             rules,
             flash_premium_bps: premium as u64,
             l1,
-            venue_cache: std::sync::Mutex::new((u64::MAX, HashMap::new())),
+            book,
+            simulate_v1: std::sync::atomic::AtomicBool::new(true),
             base_fee_cache: std::sync::Mutex::new(None),
         })
     }
@@ -273,7 +287,9 @@ impl Planner {
         borrower: Address,
         position: &StoredPosition,
     ) -> Result<Plan, PlanError> {
+        let started = std::time::Instant::now();
         let (outcomes, native_price) = self.candidates(market, borrower, position).await?;
+        let sized = started.elapsed();
         let best = outcomes
             .iter()
             .filter_map(|o| o.plan.as_ref())
@@ -297,6 +313,12 @@ impl Planner {
             .into());
         };
         self.finalise(&mut plan, market, native_price).await?;
+        tracing::debug!(
+            %borrower,
+            sizing_ms = sized.as_secs_f64() * 1e3,
+            simulation_ms = (started.elapsed() - sized).as_secs_f64() * 1e3,
+            "plan made"
+        );
         Ok(plan)
     }
 
@@ -316,146 +338,127 @@ impl Planner {
             .into());
         }
         let now = market.block.map(|b| b.timestamp).unwrap_or_default();
-        let base_fee = self.next_base_fee(market.block).await?;
-        let gas_price = base_fee + self.settings.priority_fee_wei;
         let native_price = market
             .reserve_of(self.settings.native_asset)
             .map(|r| r.price)
             .unwrap_or_default();
 
-        let mut pools: HashMap<(Address, Address), Vec<Venue>> = HashMap::new();
+        let pairs = liquidation_pairs(market, position);
+        // The next base fee and every pair's venues, read side by side.
+        let venues = futures::future::try_join_all(
+            pairs
+                .iter()
+                .map(|(_, cr, _, dr)| self.venues(cr.asset, dr.asset, market.block)),
+        );
+        let reading = std::time::Instant::now();
+        let (base_fee, venues) = tokio::try_join!(self.next_base_fee(market.block), venues)?;
+        tracing::trace!(%borrower, reads_ms = reading.elapsed().as_secs_f64() * 1e3, "venues and base fee read");
+        let gas_price = base_fee + self.settings.priority_fee_wei;
+
         let mut outcomes = Vec::new();
-        for c in position
-            .holdings
-            .iter()
-            .filter(|h| h.collateral_enabled && !h.scaled_a_token.is_zero())
-        {
-            let Some(cr) = market.reserves.get(&c.reserve_id) else {
-                continue;
-            };
-            if cr.config.liquidation_threshold == 0 {
-                continue;
-            }
-            for d in position.holdings.iter().filter(|h| h.borrowing) {
-                let Some(dr) = market.reserves.get(&d.reserve_id) else {
-                    continue;
-                };
-                if dr.asset == cr.asset {
-                    continue;
-                }
-                let key = (cr.asset, dr.asset);
-                if let std::collections::hash_map::Entry::Vacant(slot) = pools.entry(key) {
-                    slot.insert(self.venues(cr.asset, dr.asset, market.block).await?);
-                }
-                let candidates = &pools[&key];
-                if candidates.is_empty() {
-                    // No pool sells this collateral for this debt.
-                    outcomes.push(PairOutcome {
-                        collateral: cr.asset,
-                        debt: dr.asset,
-                        plan: None,
-                        best_loss_base: None,
-                    });
-                    continue;
-                }
-                let case = LiquidationCase {
-                    rules: self.rules,
-                    health_factor: account.health_factor,
-                    total_debt_base: account.total_debt_base,
-                    total_collateral_base: account.total_collateral_base,
-                    collateral: Side {
-                        balance: math::ray_mul(c.scaled_a_token, cr.indexes.normalized_income(now)),
-                        price: cr.price,
-                        decimals: cr.config.decimals,
-                    },
-                    debt: Side {
-                        balance: math::ray_mul(
-                            d.scaled_variable_debt,
-                            dr.indexes.normalized_debt(now),
-                        ),
-                        price: dr.price,
-                        decimals: dr.config.decimals,
-                    },
-                    bonus_bps: sizing::liquidation_bonus(
-                        cr.config.liquidation_bonus,
-                        cr.config.emode_category,
-                        market.emodes.get(&position.emode),
-                    ),
-                    protocol_fee_bps: cr.config.liquidation_protocol_fee,
-                };
-                let fees_in_debt = |gas: u64| -> U256 {
-                    let wei = U256::from(gas) * U256::from(gas_price);
-                    // wei → base (native price per 1e18) → debt units.
-                    let base = wei * native_price / crate::units::WAD;
-                    (base * U256::from(10u64).pow(U256::from(dr.config.decimals)))
-                        .div_ceil(dr.price.max(U256::from(1u8)))
-                };
-                let sizing_fees = fees_in_debt(SIZING_GAS);
-                let sell = |amount: U256| -> Option<(U256, &Venue)> {
-                    candidates
-                        .iter()
-                        .filter_map(|v| v.sell(cr.asset, amount).map(|out| (out, v)))
-                        .max_by_key(|(out, _)| *out)
-                };
-                let premium = |repay: U256| math::percent_mul(repay, self.flash_premium_bps);
-                let net = |a: &LiquidationAmounts| -> Option<i128> {
-                    let (out, _) = sell(a.collateral_to_liquidator)?;
-                    let cost = a.debt_repaid + premium(a.debt_repaid) + sizing_fees;
-                    Some(signed(out) - signed(cost))
-                };
-                let result = sizing::best_repay(&case, |a| Ok::<_, ()>(net(a))).unwrap_or(None);
-                let Some((amounts, net_debt)) = result else {
-                    // Record how close the largest repay came, for the refusal.
-                    let full = sizing::liquidation_amounts(&case, U256::MAX).ok();
-                    let best_loss_base = full.as_ref().and_then(net).map(|n| {
-                        n * signed(dr.price)
-                            / signed(U256::from(10u64).pow(U256::from(dr.config.decimals)))
-                    });
-                    outcomes.push(PairOutcome {
-                        collateral: cr.asset,
-                        debt: dr.asset,
-                        plan: None,
-                        best_loss_base,
-                    });
-                    continue;
-                };
-                let (swap_out, pool) =
-                    sell(amounts.collateral_to_liquidator).expect("priced above");
-                let unit = signed(U256::from(10u64).pow(U256::from(dr.config.decimals)));
-                let net_base = net_debt * signed(dr.price) / unit;
-                let plan = Plan {
-                    borrower,
-                    collateral: cr.asset,
-                    debt: dr.asset,
-                    rules: self.rules,
-                    amounts,
-                    venue: pool.kind(),
-                    swap_pool: pool.address(),
-                    swap_fee: pool.fee(),
-                    swap_out,
-                    price_impact_bps: pool
-                        .price_impact_bps(cr.asset, amounts.collateral_to_liquidator),
-                    flash_premium: premium(amounts.debt_repaid),
-                    gas_limit: SIZING_GAS,
-                    gas_price_wei: gas_price,
-                    base_fee_wei: base_fee,
-                    gas_cost_wei: U256::from(SIZING_GAS) * U256::from(gas_price),
-                    l1_fee_wei: U256::ZERO,
-                    fees_in_debt: sizing_fees,
-                    net_profit_debt: net_debt,
-                    net_profit_base: net_base,
-                    min_profit: sizing_fees,
-                    calldata: Bytes::new(),
-                    block: market.block.map(|b| b.number).unwrap_or_default(),
-                    fee_cap_wei: U256::ZERO,
-                };
+        for (&(c, cr, d, dr), candidates) in pairs.iter().zip(&venues) {
+            if candidates.is_empty() {
+                // No pool sells this collateral for this debt.
                 outcomes.push(PairOutcome {
                     collateral: cr.asset,
                     debt: dr.asset,
-                    plan: Some(plan),
+                    plan: None,
                     best_loss_base: None,
                 });
+                continue;
             }
+            let case = LiquidationCase {
+                rules: self.rules,
+                health_factor: account.health_factor,
+                total_debt_base: account.total_debt_base,
+                total_collateral_base: account.total_collateral_base,
+                collateral: Side {
+                    balance: math::ray_mul(c.scaled_a_token, cr.indexes.normalized_income(now)),
+                    price: cr.price,
+                    decimals: cr.config.decimals,
+                },
+                debt: Side {
+                    balance: math::ray_mul(d.scaled_variable_debt, dr.indexes.normalized_debt(now)),
+                    price: dr.price,
+                    decimals: dr.config.decimals,
+                },
+                bonus_bps: sizing::liquidation_bonus(
+                    cr.config.liquidation_bonus,
+                    cr.config.emode_category,
+                    market.emodes.get(&position.emode),
+                ),
+                protocol_fee_bps: cr.config.liquidation_protocol_fee,
+            };
+            let fees_in_debt = |gas: u64| -> U256 {
+                let wei = U256::from(gas) * U256::from(gas_price);
+                // wei → base (native price per 1e18) → debt units.
+                let base = wei * native_price / crate::units::WAD;
+                (base * U256::from(10u64).pow(U256::from(dr.config.decimals)))
+                    .div_ceil(dr.price.max(U256::from(1u8)))
+            };
+            let sizing_fees = fees_in_debt(SIZING_GAS);
+            let sell = |amount: U256| -> Option<(U256, &Venue)> {
+                candidates
+                    .iter()
+                    .filter_map(|v| v.sell(cr.asset, amount).map(|out| (out, v)))
+                    .max_by_key(|(out, _)| *out)
+            };
+            let premium = |repay: U256| math::percent_mul(repay, self.flash_premium_bps);
+            let net = |a: &LiquidationAmounts| -> Option<i128> {
+                let (out, _) = sell(a.collateral_to_liquidator)?;
+                let cost = a.debt_repaid + premium(a.debt_repaid) + sizing_fees;
+                Some(signed(out) - signed(cost))
+            };
+            let result = sizing::best_repay(&case, |a| Ok::<_, ()>(net(a))).unwrap_or(None);
+            let Some((amounts, net_debt)) = result else {
+                // Record how close the largest repay came, for the refusal.
+                let full = sizing::liquidation_amounts(&case, U256::MAX).ok();
+                let best_loss_base = full.as_ref().and_then(net).map(|n| {
+                    n * signed(dr.price)
+                        / signed(U256::from(10u64).pow(U256::from(dr.config.decimals)))
+                });
+                outcomes.push(PairOutcome {
+                    collateral: cr.asset,
+                    debt: dr.asset,
+                    plan: None,
+                    best_loss_base,
+                });
+                continue;
+            };
+            let (swap_out, pool) = sell(amounts.collateral_to_liquidator).expect("priced above");
+            let unit = signed(U256::from(10u64).pow(U256::from(dr.config.decimals)));
+            let net_base = net_debt * signed(dr.price) / unit;
+            let plan = Plan {
+                borrower,
+                collateral: cr.asset,
+                debt: dr.asset,
+                rules: self.rules,
+                amounts,
+                venue: pool.kind(),
+                swap_pool: pool.address(),
+                swap_fee: pool.fee(),
+                swap_out,
+                price_impact_bps: pool.price_impact_bps(cr.asset, amounts.collateral_to_liquidator),
+                flash_premium: premium(amounts.debt_repaid),
+                gas_limit: SIZING_GAS,
+                gas_price_wei: gas_price,
+                base_fee_wei: base_fee,
+                gas_cost_wei: U256::from(SIZING_GAS) * U256::from(gas_price),
+                l1_fee_wei: U256::ZERO,
+                fees_in_debt: sizing_fees,
+                net_profit_debt: net_debt,
+                net_profit_base: net_base,
+                min_profit: sizing_fees,
+                calldata: Bytes::new(),
+                block: market.block.map(|b| b.number).unwrap_or_default(),
+                fee_cap_wei: U256::ZERO,
+            };
+            outcomes.push(PairOutcome {
+                collateral: cr.asset,
+                debt: dr.asset,
+                plan: Some(plan),
+                best_loss_base: None,
+            });
         }
         Ok((outcomes, native_price))
     }
@@ -504,29 +507,30 @@ impl Planner {
                 .to(self.settings.liquidator)
                 .with_input(data)
         };
-        // Estimating gas runs the transaction with no minimum profit: a revert here is the plan's own
-        // fault (the node returns the revert data), decoded; success gives the gas. One round trip
-        // where a call and an estimate would take two.
-        let gas = match self
-            .rpc
-            .estimate_gas(tx(build(U256::ZERO)))
-            .block(BlockId::latest())
-            .await
-        {
-            Ok(gas) => gas,
-            Err(e) if e.as_error_resp().is_some() => {
-                return Err(Refusal::Reverted(decode_revert(&e)).into());
-            }
-            Err(e) => return Err(ChainError::rpc("estimate the liquidation's gas", e).into()),
+        let l1_fee = |plan: &Plan, min_profit: U256| {
+            self.l1.as_ref().map_or(U256::ZERO, |l1| {
+                // The unsigned EIP-1559 transaction, as GasPriceOracle.getL1Fee would be given it.
+                let unsigned =
+                    unsigned_bytes(&tx(build(min_profit)), plan, self.settings.liquidator);
+                fees::op_stack::l1_fee_unsigned(&unsigned, l1)
+            })
         };
-        plan.gas_limit = gas * 12 / 10;
-        plan.gas_cost_wei = U256::from(gas) * U256::from(plan.gas_price_wei);
-        if let Some(l1) = &self.l1 {
-            // The unsigned EIP-1559 transaction, as GasPriceOracle.getL1Fee would be given it.
-            let unsigned =
-                unsigned_bytes(&tx(build(plan.min_profit)), plan, self.settings.liquidator);
-            plan.l1_fee_wei = fees::op_stack::l1_fee_unsigned(&unsigned, l1);
-        }
+        // One simulation in the usual case: the exact transaction, with the minimum profit set to the
+        // fees at the sizing gas (an upper bound of the real gas), is run on the latest state. Success
+        // gives the gas and shows it does not revert with any minimum profit up to that bound. A revert
+        // is looked at again with no minimum profit: reverting then too is the plan's own fault
+        // (decoded), otherwise the bound was too tight for this liquidation.
+        let bound = to_debt(plan.gas_cost_wei + l1_fee(plan, plan.min_profit));
+        let (gas, simulated_up_to) = match self.run(tx(build(bound))).await? {
+            Run::Succeeded(gas) => (gas, Some(bound)),
+            Run::Reverted(_) => match self.run(tx(build(U256::ZERO))).await? {
+                Run::Succeeded(gas) => (gas, None),
+                Run::Reverted(reason) => return Err(Refusal::Reverted(reason).into()),
+            },
+        };
+        plan.gas_limit = gas.limit;
+        plan.gas_cost_wei = U256::from(gas.used) * U256::from(plan.gas_price_wei);
+        plan.l1_fee_wei = l1_fee(plan, plan.min_profit);
         plan.fees_in_debt = to_debt(plan.gas_cost_wei + plan.l1_fee_wei);
         let net = signed(plan.swap_out)
             - signed(plan.amounts.debt_repaid + plan.flash_premium + plan.fees_in_debt);
@@ -545,15 +549,85 @@ impl Planner {
         // The contract keeps at least the fees: a liquidation that cannot pay for itself reverts.
         plan.min_profit = plan.fees_in_debt;
         plan.calldata = build(plan.min_profit);
-        if let Err(e) = self
-            .rpc
-            .call(tx(plan.calldata.clone()))
-            .block(BlockId::latest())
-            .await
+        if simulated_up_to.is_none_or(|bound| bound < plan.min_profit)
+            && let Err(e) = self
+                .rpc
+                .call(tx(plan.calldata.clone()))
+                .block(BlockId::latest())
+                .await
         {
             return Err(Refusal::Reverted(decode_revert(&e)).into());
         }
         Ok(())
+    }
+
+    /// Runs the exact transaction on the latest state: `eth_simulateV1` where the node has it (one
+    /// execution, with the gas it used), `eth_estimateGas` otherwise (a search over gas limits: several
+    /// executions). A revert comes back decoded, as a run that reverted.
+    async fn run(&self, tx: TransactionRequest) -> Result<Run, ChainError> {
+        use std::sync::atomic::Ordering;
+        if self.simulate_v1.load(Ordering::Relaxed) {
+            let payload = SimulatePayload::default().extend(SimBlock::default().call(tx.clone()));
+            match self
+                .rpc
+                .simulate(&payload)
+                .block_id(BlockId::latest())
+                .await
+            {
+                Ok(blocks) => {
+                    let Some(result) = blocks
+                        .into_iter()
+                        .next()
+                        .and_then(|b| b.calls.into_iter().next())
+                    else {
+                        return Err(ChainError::rpc(
+                            "eth_simulateV1",
+                            alloy::transports::RpcError::NullResp,
+                        ));
+                    };
+                    if !result.status {
+                        let data = result
+                            .error
+                            .as_ref()
+                            .and_then(|e| e.data.clone())
+                            .unwrap_or(result.return_data);
+                        return Ok(Run::Reverted(decode_revert_data(&data).unwrap_or_else(
+                            || {
+                                result.error.map_or_else(
+                                    || "reverted without data".to_owned(),
+                                    |e| e.message,
+                                )
+                            },
+                        )));
+                    }
+                    // The limit must cover the most gas in use before refunds (nodes that do not
+                    // report it give the used gas, after refunds of up to a fifth) and what the 63/64
+                    // rule holds back from each nested call. Half as much again covers both; a
+                    // transaction pays only for the gas it uses.
+                    let peak = result
+                        .max_used_gas
+                        .unwrap_or(result.gas_used)
+                        .max(result.gas_used);
+                    return Ok(Run::Succeeded(Gas {
+                        used: result.gas_used,
+                        limit: peak * 3 / 2,
+                    }));
+                }
+                Err(e) if method_missing(&e) => {
+                    tracing::info!(error = %e, "the node has no eth_simulateV1: simulating with eth_estimateGas");
+                    self.simulate_v1.store(false, Ordering::Relaxed);
+                }
+                Err(e) => return Err(ChainError::rpc("eth_simulateV1 (the liquidation)", e)),
+            }
+        }
+        match self.rpc.estimate_gas(tx).block(BlockId::latest()).await {
+            Ok(gas) => Ok(Run::Succeeded(Gas {
+                used: gas,
+                limit: gas * 12 / 10,
+            })),
+            Err(e) if e.as_error_resp().is_some() => Ok(Run::Reverted(decode_revert(&e))),
+            Err(e) => Err(ChainError::rpc("estimate the liquidation's gas", e)),
+        }
     }
 
     /// The base fee of the block after `block` (latest when unknown), from its header: read once per
@@ -596,83 +670,81 @@ impl Planner {
         Ok(fee)
     }
 
-    /// The venues between `a` and `b` at `block` (the market's block; latest when unknown), read once
-    /// per block however many borrowers hold the pair: a keeper plans many positions in the block a
-    /// price moves, concurrently, and a 0.05% pool's tick bitmap alone is several batched reads.
+    /// The venues between `a` and `b` at `block` (the market's block; latest when unknown).
     async fn venues(
         &self,
         a: Address,
         b: Address,
         block: Option<crate::protocol::BlockRef>,
     ) -> Result<Vec<Venue>, ChainError> {
-        let at = block.map_or(BlockId::latest(), |b| BlockId::hash(b.hash));
-        let Some(number) = block.map(|b| b.number) else {
-            return self.pools_for(a, b, at).await;
-        };
-        let cell = {
-            let mut cache = self
-                .venue_cache
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if cache.0 != number {
-                *cache = (number, HashMap::new());
-            }
-            cache.1.entry((a.min(b), a.max(b))).or_default().clone()
-        };
-        cell.get_or_try_init(|| self.pools_for(a, b, at))
-            .await
-            .cloned()
+        match block {
+            Some(block) => self.book.venues(a, b, block).await,
+            None => self.book.venues_latest(a, b).await,
+        }
     }
 
-    async fn pools_for(
-        &self,
-        a: Address,
-        b: Address,
-        at: BlockId,
-    ) -> Result<Vec<Venue>, ChainError> {
-        let mut out = Vec::new();
-        if let Some(factory) = self.settings.uniswap_v2_factory {
-            alloy::sol! {
-                function getPair(address tokenA, address tokenB) external view returns (address pair);
-            }
-            let pair = view(
-                &self.rpc,
-                factory,
-                getPairCall {
-                    tokenA: a,
-                    tokenB: b,
-                },
-                "UniswapV2Factory.getPair",
-            )
-            .await?;
-            if !pair.is_zero() {
-                out.push(Venue::V2(load_pair(&self.rpc, pair, at).await?));
-            }
-        }
-        for &fee in &self.settings.fee_tiers {
-            let Ok(fee24) = U24::try_from(fee) else {
-                continue;
-            };
-            let pool = view(
-                &self.rpc,
-                self.settings.uniswap_factory,
-                UniswapV3Factory::getPoolCall {
-                    tokenA: a,
-                    tokenB: b,
-                    fee: fee24,
-                },
-                "getPool",
-            )
-            .await?;
-            if pool.is_zero() {
-                continue;
-            }
-            out.push(Venue::V3(
-                load_pool(&self.rpc, self.settings.multicall, pool, at).await?,
-            ));
-        }
-        Ok(out)
+    /// After a reorg: pools' ticks are read again before they are trusted.
+    pub fn reorged(&self) {
+        self.book.forget_ticks();
     }
+
+    /// The pairs of `positions` whose venues the book does not hold yet, or holds ticks about to age
+    /// out for, at block `block`: what [`Self::warm`] should read ahead.
+    pub fn cold_pairs<'a>(
+        &self,
+        market: &AaveV3,
+        positions: impl Iterator<Item = &'a StoredPosition>,
+        block: u64,
+    ) -> Vec<(Address, Address)> {
+        let mut pairs: Vec<(Address, Address)> = positions
+            .flat_map(|p| liquidation_pairs(market, p))
+            .map(|(_, cr, _, dr)| (cr.asset.min(dr.asset), cr.asset.max(dr.asset)))
+            .collect();
+        pairs.sort_unstable();
+        pairs.dedup();
+        pairs.retain(|&(a, b)| !self.book.is_warm(a, b, block));
+        pairs
+    }
+
+    /// Reads `pairs`' venues ahead at `block`, so that the block a price move makes their positions
+    /// liquidatable reads only what swaps changed. Failures are only logged: planning reads what it
+    /// needs anyway.
+    pub async fn warm(&self, pairs: Vec<(Address, Address)>, block: crate::protocol::BlockRef) {
+        for (a, b) in pairs {
+            if let Err(e) = self.book.venues(a, b, block).await {
+                tracing::debug!(error = %e, "reading venues ahead failed");
+            }
+        }
+    }
+}
+
+/// Every (collateral, debt) pair of `position` the protocol would liquidate: enabled collateral with a
+/// liquidation threshold, against each other asset it borrows.
+fn liquidation_pairs<'a>(
+    market: &'a AaveV3,
+    position: &'a StoredPosition,
+) -> Vec<(&'a UserReserve, &'a Reserve, &'a UserReserve, &'a Reserve)> {
+    let mut pairs = Vec::new();
+    for c in position
+        .holdings
+        .iter()
+        .filter(|h| h.collateral_enabled && !h.scaled_a_token.is_zero())
+    {
+        let Some(cr) = market.reserves.get(&c.reserve_id) else {
+            continue;
+        };
+        if cr.config.liquidation_threshold == 0 {
+            continue;
+        }
+        for d in position.holdings.iter().filter(|h| h.borrowing) {
+            if let Some(dr) = market.reserves.get(&d.reserve_id)
+                && dr.asset != cr.asset
+            {
+                pairs.push((c, cr, d, dr));
+            }
+        }
+    }
+    pairs
 }
 
 /// The bytes `GasPriceOracle.getL1Fee` is given: an unsigned EIP-1559 transaction's RLP.
@@ -701,18 +773,53 @@ fn unsigned_bytes(tx: &TransactionRequest, plan: &Plan, to: Address) -> Vec<u8> 
 pub fn decode_revert(
     err: &alloy::transports::RpcError<alloy::transports::TransportErrorKind>,
 ) -> String {
-    if let Some(payload) = err.as_error_resp()
-        && let Some(data) = payload.as_revert_data()
-    {
-        if let Ok(e) = Liquidator::LiquidatorErrors::abi_decode(&data) {
-            return format!("Liquidator: {e:?}");
-        }
-        if let Some(reason) = alloy::sol_types::decode_revert_reason(&data) {
-            return aave_error(&reason).map_or(reason.clone(), |name| format!("{reason} ({name})"));
-        }
-        return format!("revert data {data}");
+    err.as_error_resp()
+        .and_then(|payload| payload.as_revert_data())
+        .and_then(|data| decode_revert_data(&data))
+        .unwrap_or_else(|| err.to_string())
+}
+
+/// A revert's reason from its data: the Liquidator's custom errors and Aave's error codes by name
+/// where known, the raw data otherwise; `None` when there is no data.
+fn decode_revert_data(data: &[u8]) -> Option<String> {
+    if data.is_empty() {
+        return None;
     }
-    err.to_string()
+    if let Ok(e) = Liquidator::LiquidatorErrors::abi_decode(data) {
+        return Some(format!("Liquidator: {e:?}"));
+    }
+    if let Some(reason) = alloy::sol_types::decode_revert_reason(data) {
+        return Some(
+            aave_error(&reason).map_or(reason.clone(), |name| format!("{reason} ({name})")),
+        );
+    }
+    Some(format!("revert data {}", Bytes::copy_from_slice(data)))
+}
+
+/// Whether a node answered that it does not have the method called.
+fn method_missing(
+    err: &alloy::transports::RpcError<alloy::transports::TransportErrorKind>,
+) -> bool {
+    err.as_error_resp().is_some_and(|p| {
+        let message = p.message.to_lowercase();
+        p.code == -32601
+            || message.contains("method not found")
+            || message.contains("not supported")
+            || message.contains("does not exist")
+            || message.contains("not available")
+    })
+}
+
+/// How a run of the exact transaction went.
+enum Run {
+    Succeeded(Gas),
+    Reverted(String),
+}
+
+/// Gas a run used, and the limit to send it with.
+struct Gas {
+    used: u64,
+    limit: u64,
 }
 
 /// Names of the Aave V3 error codes a liquidation can meet (`Errors.sol`).

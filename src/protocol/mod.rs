@@ -101,8 +101,9 @@ pub trait LendingProtocol: Send + Sync {
     /// Health of a stored position at the market state last refreshed.
     fn health(&self, position: &StoredPosition) -> Health;
 
-    /// The reserves (ids) whose price moves change this position's health.
-    fn reserves_of(&self, position: &StoredPosition) -> Vec<u16>;
+    /// Whether a change to any of `reserves` (ids: a price, a configuration) changes this position's
+    /// health.
+    fn moved_by(&self, position: &StoredPosition, reserves: &[u16]) -> bool;
 
     /// The chain's own health factor for `users` at `block` (WAD), to verify before acting.
     fn onchain_health(

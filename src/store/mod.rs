@@ -121,6 +121,9 @@ pub struct BackfillCursor {
     pub to: u64,
 }
 
+/// sled's page cache.
+const STORE_CACHE_BYTES: u64 = 32 << 20;
+
 /// The store.
 #[derive(Clone)]
 pub struct Store {
@@ -145,7 +148,13 @@ impl Store {
         if rebuild && path.exists() {
             std::fs::remove_dir_all(path).map_err(|e| err(sled::Error::Io(e)))?;
         }
-        let db = sled::open(path).map_err(err)?;
+        // sled caches up to 1 GiB by default; a keeper's store is written every block and read whole
+        // only at start-up, so a small cache costs nothing and keeps the process small.
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(STORE_CACHE_BYTES)
+            .open()
+            .map_err(err)?;
         let store = Self {
             db,
             path: path.to_owned(),

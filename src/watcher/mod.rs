@@ -18,7 +18,7 @@ pub mod follow;
 
 use crate::{
     chain::{ChainError, Rpc},
-    protocol::{BlockRef, LendingProtocol},
+    protocol::{BlockRef, LendingProtocol, MarketChange},
     store::{BackfillCursor, Cursor, MarketStore, StoreError, StoredPosition},
     units::{HealthFactor, WAD},
 };
@@ -68,6 +68,11 @@ pub struct WatcherOptions {
     pub ranges: RangePolicy,
     /// Show a progress bar during discovery (on a terminal).
     pub progress: bool,
+    /// Read the chain's own `getUserAccountData` for every position computed below 1, before reporting
+    /// it. What a person watching wants; the keeper turns it off, since the simulation of the exact
+    /// liquidation, which it runs anyway, is the chain's word on the same question (the Pool reverts a
+    /// liquidation of a healthy position) and the read would delay every plan of a price move.
+    pub verify_below_one: bool,
 }
 
 impl Default for WatcherOptions {
@@ -78,6 +83,7 @@ impl Default for WatcherOptions {
             full_reprice_every: 100,
             ranges: RangePolicy::default(),
             progress: false,
+            verify_below_one: true,
         }
     }
 }
@@ -138,7 +144,6 @@ pub struct Watcher<P> {
     store: MarketStore,
     opts: WatcherOptions,
     positions: HashMap<Address, (StoredPosition, crate::protocol::Health)>,
-    holders: HashMap<u16, HashSet<Address>>,
     cursor: Option<Cursor>,
     /// Users touched by each recent block, so a reorg can re-read them.
     touched_in: BTreeMap<u64, Vec<Address>>,
@@ -162,7 +167,6 @@ impl<P: LendingProtocol> Watcher<P> {
             store,
             opts,
             positions: HashMap::new(),
-            holders: HashMap::new(),
             touched_in: BTreeMap::new(),
             last_full_reprice: 0,
             market_loaded: false,
@@ -205,6 +209,12 @@ impl<P: LendingProtocol> Watcher<P> {
         self.positions.iter().map(|(a, (p, h))| (*a, p, *h))
     }
 
+    /// Whether positions computed below 1 are checked on-chain before they are reported (see
+    /// [`WatcherOptions::verify_below_one`]).
+    pub fn set_verify_below_one(&mut self, verify: bool) {
+        self.opts.verify_below_one = verify;
+    }
+
     /// The stored position of `user`, if it has debt.
     pub fn position(&self, user: Address) -> Option<&StoredPosition> {
         self.positions.get(&user).map(|(p, _)| p)
@@ -238,10 +248,6 @@ impl<P: LendingProtocol> Watcher<P> {
     }
 
     fn insert(&mut self, user: Address, position: StoredPosition) {
-        self.remove(user);
-        for id in self.protocol.reserves_of(&position) {
-            self.holders.entry(id).or_default().insert(user);
-        }
         let health = crate::protocol::Health {
             collateral_base: position.collateral_base,
             debt_base: position.debt_base,
@@ -251,13 +257,7 @@ impl<P: LendingProtocol> Watcher<P> {
     }
 
     fn remove(&mut self, user: Address) {
-        if let Some((old, _)) = self.positions.remove(&user) {
-            for id in self.protocol.reserves_of(&old) {
-                if let Some(set) = self.holders.get_mut(&id) {
-                    set.remove(&user);
-                }
-            }
-        }
+        self.positions.remove(&user);
     }
 
     /// The chain's latest block.
@@ -308,7 +308,9 @@ impl<P: LendingProtocol> Watcher<P> {
                 if !self.market_loaded {
                     // Restarted with nothing new on chain: the positions came from the store, the
                     // market state (indexes, prices) has to be read before any health is computed.
-                    return self.apply(head.block, Vec::new(), true, &cursor).await;
+                    return self
+                        .apply(head.block, Vec::new(), true, &cursor, None)
+                        .await;
                 }
                 return Ok(SyncReport {
                     block: Some(head.block),
@@ -414,7 +416,7 @@ impl<P: LendingProtocol> Watcher<P> {
         let end = self.head_at(BlockNumberOrTag::Number(to)).await?;
         let mut cursor = Cursor::default();
         cursor.advance(end.block.number, end.block.hash);
-        let mut report = self.apply(end.block, users, true, &cursor).await?;
+        let mut report = self.apply(end.block, users, true, &cursor, None).await?;
         self.store.finish_backfill(&cursor)?;
         self.cursor = Some(cursor);
         report.backfilled = true;
@@ -431,17 +433,24 @@ impl<P: LendingProtocol> Watcher<P> {
         let (addresses, topics) = self.protocol.log_filter();
         let mut touched = Vec::new();
         let mut liquidations = Vec::new();
+        let mut market = None;
         if from == to.number {
-            // Pinned to the block's hash: these are the logs of exactly this block.
+            // Pinned to the block's hash: these are the logs of exactly this block. The market's
+            // prices are read at the same hash side by side: one round trip's wait, not two.
             let filter = Filter::new()
                 .address(addresses)
                 .event_signature(topics)
                 .at_block_hash(to.hash);
-            let logs = self
-                .rpc
-                .get_logs(&filter)
-                .await
-                .map_err(|e| ChainError::rpc("eth_getLogs", e))?;
+            let (rpc, protocol) = (&self.rpc, &mut self.protocol);
+            let (logs, change) = tokio::try_join!(
+                async {
+                    rpc.get_logs(&filter)
+                        .await
+                        .map_err(|e| ChainError::rpc("eth_getLogs", e))
+                },
+                protocol.refresh_market(rpc, to)
+            )?;
+            market = Some(change);
             for log in &logs {
                 self.protocol.touched_users(log, &mut touched);
                 liquidations.extend(self.protocol.liquidation(log));
@@ -472,7 +481,7 @@ impl<P: LendingProtocol> Watcher<P> {
         while self.touched_in.len() > crate::store::RECENT_BLOCKS {
             self.touched_in.pop_first();
         }
-        let report = self.apply(to, touched, false, &cursor).await?;
+        let report = self.apply(to, touched, false, &cursor, market).await?;
         self.cursor = Some(cursor);
         Ok(SyncReport {
             blocks: to.number + 1 - from,
@@ -539,7 +548,7 @@ impl<P: LendingProtocol> Watcher<P> {
         } else {
             let mut c = self.cursor.clone().unwrap_or_default();
             c.advance(head.block.number, head.block.hash);
-            let r = self.apply(head.block, users, false, &c).await?;
+            let r = self.apply(head.block, users, false, &c, None).await?;
             self.cursor = Some(c);
             r
         };
@@ -547,16 +556,21 @@ impl<P: LendingProtocol> Watcher<P> {
         Ok(report)
     }
 
-    /// At `block`: refresh the market, re-read `touched` users, re-price who needs it, verify
-    /// positions below 1 on-chain, and commit with `cursor`.
+    /// At `block`: refresh the market (unless `market` says what changed, read already), re-read
+    /// `touched` users, re-price who needs it, verify positions below 1 on-chain, and commit with
+    /// `cursor`.
     async fn apply(
         &mut self,
         block: BlockRef,
         touched: Vec<Address>,
         reprice_all: bool,
         cursor: &Cursor,
+        market: Option<MarketChange>,
     ) -> Result<SyncReport, WatcherError> {
-        let change = self.protocol.refresh_market(&self.rpc, block).await?;
+        let change = match market {
+            Some(change) => change,
+            None => self.protocol.refresh_market(&self.rpc, block).await?,
+        };
         self.market_loaded = true;
 
         let mut updated = Vec::new();
@@ -583,36 +597,27 @@ impl<P: LendingProtocol> Watcher<P> {
             || change.all
             || block.number >= self.last_full_reprice + self.opts.full_reprice_every;
         let started = Instant::now();
-        let to_price: Vec<Address> = if full {
+        if full {
             self.last_full_reprice = block.number;
-            self.positions.keys().copied().collect()
-        } else {
-            let mut set: HashSet<Address> = touched
-                .iter()
-                .copied()
-                .filter(|u| self.positions.contains_key(u))
-                .collect();
-            for id in &change.reserves {
-                if let Some(holders) = self.holders.get(id) {
-                    set.extend(holders.iter().copied());
-                }
-            }
-            let at_risk = self.opts.at_risk.0;
-            set.extend(
-                self.positions
-                    .iter()
-                    .filter(|(_, (_, h))| h.health_factor < at_risk)
-                    .map(|(a, _)| *a),
-            );
-            set.into_iter().collect()
-        };
+        }
+        // One pass over every position, no index to maintain: a position is re-priced when it was
+        // touched, holds a reserve that changed, or sits in the at-risk band (its interest moves it).
+        let touched_set: HashSet<Address> = touched.iter().copied().collect();
+        let (at_risk, changed, protocol) = (self.opts.at_risk.0, &change.reserves, &self.protocol);
+        let mut repriced = 0usize;
         let mut below_one = Vec::new();
-        for user in &to_price {
-            if let Some((position, health)) = self.positions.get_mut(user) {
-                *health = self.protocol.health(position);
-                if health.health_factor < WAD {
-                    below_one.push(*user);
-                }
+        for (user, (position, health)) in self.positions.iter_mut() {
+            if !(full
+                || health.health_factor < at_risk
+                || (!changed.is_empty() && protocol.moved_by(position, changed))
+                || touched_set.contains(user))
+            {
+                continue;
+            }
+            *health = protocol.health(position);
+            repriced += 1;
+            if health.health_factor < WAD {
+                below_one.push(*user);
             }
         }
         let reprice_time = started.elapsed();
@@ -628,29 +633,33 @@ impl<P: LendingProtocol> Watcher<P> {
         }
         self.store.commit_block(&updated, &removed, cursor)?;
 
-        let mut liquidatable = Vec::new();
-        if !below_one.is_empty() {
-            below_one.sort();
-            let onchain = self
-                .protocol
+        below_one.sort();
+        let onchain = if self.opts.verify_below_one && !below_one.is_empty() {
+            self.protocol
                 .onchain_health(&self.rpc, &below_one, block)
-                .await?;
-            for (user, chain_hf) in below_one.iter().zip(onchain) {
+                .await?
+        } else {
+            vec![None; below_one.len()]
+        };
+        let liquidatable = below_one
+            .iter()
+            .zip(onchain)
+            .map(|(user, chain_hf)| {
                 let (_, health) = &self.positions[user];
-                liquidatable.push(Candidate {
+                Candidate {
                     user: *user,
                     health_factor: HealthFactor(health.health_factor),
                     onchain_health_factor: chain_hf.map(HealthFactor),
                     collateral_base: health.collateral_base,
                     debt_base: health.debt_base,
-                });
-            }
-        }
+                }
+            })
+            .collect();
         Ok(SyncReport {
             block: Some(block),
             blocks: 1,
             loaded: touched.len(),
-            repriced: to_price.len(),
+            repriced,
             reprice_time,
             liquidatable,
             reorg_depth: None,

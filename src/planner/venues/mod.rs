@@ -1,5 +1,6 @@
 //! Where seized collateral is sold: swaps simulated against the pools' on-chain state.
 
+pub mod book;
 pub mod uniswap_v2;
 pub mod uniswap_v3;
 

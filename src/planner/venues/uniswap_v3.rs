@@ -5,10 +5,11 @@
 use crate::chain::{ChainError, Rpc, bindings::UniswapV3Pool, multicall};
 use alloy::{
     eips::BlockId,
-    primitives::{Address, U256, U512, aliases::I24},
+    primitives::{Address, Bytes, U256, U512, aliases::I24},
     sol,
+    sol_types::SolCall,
 };
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 sol! {
     #[sol(rpc)]
@@ -227,6 +228,50 @@ fn swap_step(
     (next, amount_in, amount_out, fee_amount)
 }
 
+/// A pool's fixed identity: what never changes after it is created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolKey {
+    /// The pool.
+    pub address: Address,
+    /// token0.
+    pub token0: Address,
+    /// token1.
+    pub token1: Address,
+    /// Fee in hundredths of a bip.
+    pub fee: u32,
+    /// Tick spacing.
+    pub tick_spacing: i32,
+}
+
+/// A pool's initialized ticks, as far as they were read. Only adding or removing liquidity (`Mint`,
+/// `Burn`) changes them; a swap moves the price and the in-range liquidity, never `liquidityNet`. So
+/// they are read once and kept across blocks, shared by every simulation of the pool.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TickMap {
+    /// Bitmap words loaded, by word position.
+    pub bitmap: BTreeMap<i16, U256>,
+    /// `liquidityNet` of each initialized tick in the loaded words.
+    pub liquidity_net: BTreeMap<i32, i128>,
+}
+
+impl TickMap {
+    /// Whether a swap starting at `tick` can walk at least [`WORDS_EACH_SIDE`] / 2 words either way
+    /// (or to the end of the tick range) inside the loaded words. A pool loaded whole always can; a
+    /// 1-bp pool whose price drifted towards the edge of what was read needs reading again.
+    pub fn covers(&self, tick: i32, spacing: i32) -> bool {
+        let (Some((&lo, _)), Some((&hi, _))) =
+            (self.bitmap.first_key_value(), self.bitmap.last_key_value())
+        else {
+            return false;
+        };
+        let (min_word, max_word) = word_range(spacing);
+        let word = (tick.div_euclid(spacing) >> 8) as i16;
+        let margin = WORDS_EACH_SIDE / 2;
+        (lo == min_word || word.saturating_sub(margin) >= lo)
+            && (hi == max_word || word.saturating_add(margin) <= hi)
+    }
+}
+
 /// A pool's state as far as a swap needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolState {
@@ -246,10 +291,8 @@ pub struct PoolState {
     pub tick: i32,
     /// In-range liquidity.
     pub liquidity: u128,
-    /// Bitmap words loaded, by word position.
-    pub bitmap: BTreeMap<i16, U256>,
-    /// `liquidityNet` of each initialized tick in the loaded words.
-    pub liquidity_net: BTreeMap<i32, i128>,
+    /// The initialized ticks around the price.
+    pub ticks: Arc<TickMap>,
 }
 
 /// The outcome of a simulated exact-input swap.
@@ -278,7 +321,8 @@ pub enum SwapError {
 
 impl PoolState {
     fn word(&self, pos: i16) -> Result<U256, SwapError> {
-        self.bitmap
+        self.ticks
+            .bitmap
             .get(&pos)
             .copied()
             .ok_or(SwapError::BeyondLoadedTicks(pos))
@@ -354,6 +398,7 @@ impl PoolState {
             if sqrt_price == next_price {
                 if initialized {
                     let net = self
+                        .ticks
                         .liquidity_net
                         .get(&next_tick)
                         .copied()
@@ -395,57 +440,97 @@ pub fn word_range(spacing: i32) -> (i16, i16) {
     )
 }
 
-/// Reads a pool's state at `block`: slot0, liquidity, fee and spacing, the bitmap words around the
-/// current tick, and the `liquidityNet` of every initialized tick in them. Three batched requests.
-pub async fn load_pool(
+/// The calls that read a pool's price and in-range liquidity, for a batch: `slot0()`, `liquidity()`.
+pub fn state_calls(pool: Address) -> [(Address, Vec<u8>); 2] {
+    [
+        (pool, UniswapV3Pool::slot0Call {}.abi_encode()),
+        (pool, UniswapV3Pool::liquidityCall {}.abi_encode()),
+    ]
+}
+
+fn call_failed(what: &str, pool: Address, e: multicall::CallFailure) -> ChainError {
+    ChainError::rpc(
+        format!("{what} of pool {pool}"),
+        alloy::transports::RpcError::LocalUsageError(Box::new(e)),
+    )
+}
+
+/// Decodes what [`state_calls`] returned: (sqrt price, tick, liquidity).
+pub fn decode_state(
+    pool: Address,
+    results: &[Result<Bytes, multicall::CallFailure>],
+) -> Result<(U256, i32, u128), ChainError> {
+    let failed = |what: &str, e| call_failed(what, pool, e);
+    let slot0 = multicall::decode::<UniswapV3Pool::slot0Call>(&results[0])
+        .map_err(|e| failed("slot0", e))?;
+    let liquidity = multicall::decode::<UniswapV3Pool::liquidityCall>(&results[1])
+        .map_err(|e| failed("liquidity", e))?;
+    Ok((
+        U256::from(slot0.sqrtPriceX96),
+        slot0.tick.as_i32(),
+        liquidity,
+    ))
+}
+
+/// The calls that read a pool's identity, for a batch: `token0`, `token1`, `fee`, `tickSpacing`.
+pub fn key_calls(pool: Address) -> [(Address, Vec<u8>); 4] {
+    [
+        (pool, UniswapV3Pool::token0Call {}.abi_encode()),
+        (pool, UniswapV3Pool::token1Call {}.abi_encode()),
+        (pool, UniswapV3Pool::feeCall {}.abi_encode()),
+        (pool, UniswapV3Pool::tickSpacingCall {}.abi_encode()),
+    ]
+}
+
+/// Decodes what [`key_calls`] returned.
+pub fn decode_key(
+    pool: Address,
+    r: &[Result<Bytes, multicall::CallFailure>],
+) -> Result<PoolKey, ChainError> {
+    let failed = |what: &str, e| call_failed(what, pool, e);
+    Ok(PoolKey {
+        address: pool,
+        token0: multicall::decode::<UniswapV3Pool::token0Call>(&r[0])
+            .map_err(|e| failed("token0", e))?,
+        token1: multicall::decode::<UniswapV3Pool::token1Call>(&r[1])
+            .map_err(|e| failed("token1", e))?,
+        fee: multicall::decode::<UniswapV3Pool::feeCall>(&r[2])
+            .map_err(|e| failed("fee", e))?
+            .to::<u32>(),
+        tick_spacing: multicall::decode::<UniswapV3Pool::tickSpacingCall>(&r[3])
+            .map_err(|e| failed("tickSpacing", e))?
+            .as_i32(),
+    })
+}
+
+/// Reads a pool's identity in one batch.
+pub async fn read_key(
     rpc: &Rpc,
     multicall_address: Address,
     pool: Address,
     block: BlockId,
-) -> Result<PoolState, ChainError> {
-    let contract = UniswapV3Pool::new(pool, rpc);
-    let err = |what: &'static str| {
-        move |e: alloy::contract::Error| ChainError::rpc(what, multicall::contract_rpc_error(e))
-    };
-    let slot0 = contract
-        .slot0()
-        .block(block)
-        .call()
-        .await
-        .map_err(err("slot0"))?;
-    let liquidity = contract
-        .liquidity()
-        .block(block)
-        .call()
-        .await
-        .map_err(err("liquidity"))?;
-    let fee: u32 = contract
-        .fee()
-        .block(block)
-        .call()
-        .await
-        .map_err(err("fee"))?
-        .to::<u32>();
-    let spacing: i32 = contract
-        .tickSpacing()
-        .block(block)
-        .call()
-        .await
-        .map_err(err("tickSpacing"))?
-        .as_i32();
-    let token0 = contract
-        .token0()
-        .block(block)
-        .call()
-        .await
-        .map_err(err("token0"))?;
-    let token1 = contract
-        .token1()
-        .block(block)
-        .call()
-        .await
-        .map_err(err("token1"))?;
-    let tick = slot0.tick.as_i32();
+) -> Result<PoolKey, ChainError> {
+    let r = multicall::aggregate3_raw(
+        rpc,
+        multicall_address,
+        key_calls(pool).to_vec(),
+        block,
+        multicall::BATCH,
+    )
+    .await?;
+    decode_key(pool, &r)
+}
+
+/// Reads the bitmap words a swap from `tick` can reach, and the `liquidityNet` of every initialized
+/// tick in them: two batched reads (their batches run side by side).
+pub async fn read_ticks(
+    rpc: &Rpc,
+    multicall_address: Address,
+    key: &PoolKey,
+    tick: i32,
+    block: BlockId,
+) -> Result<TickMap, ChainError> {
+    let (pool, spacing) = (key.address, key.tick_spacing);
     let center = (tick.div_euclid(spacing) >> 8) as i16;
     let (min_word, max_word) = word_range(spacing);
     let words: Vec<i16> = if ((max_word - min_word) as usize) < MAX_WORDS_LOADED_WHOLE {
@@ -498,18 +583,54 @@ pub async fn load_pool(
         })?;
         liquidity_net.insert(t, info.liquidityNet);
     }
-    Ok(PoolState {
-        address: pool,
-        token0,
-        token1,
-        fee,
-        tick_spacing: spacing,
-        sqrt_price: U256::from(slot0.sqrtPriceX96),
-        tick,
-        liquidity,
+    Ok(TickMap {
         bitmap,
         liquidity_net,
     })
+}
+
+impl PoolState {
+    /// The pool at a price, over ticks already read.
+    pub fn new(
+        key: &PoolKey,
+        (sqrt_price, tick, liquidity): (U256, i32, u128),
+        ticks: Arc<TickMap>,
+    ) -> Self {
+        Self {
+            address: key.address,
+            token0: key.token0,
+            token1: key.token1,
+            fee: key.fee,
+            tick_spacing: key.tick_spacing,
+            sqrt_price,
+            tick,
+            liquidity,
+            ticks,
+        }
+    }
+}
+
+/// Reads a pool's whole state at `block` from nothing: identity, price and liquidity, ticks. The
+/// planner keeps the identity and ticks across blocks instead (`super::book`); this is for one-off
+/// reads.
+pub async fn load_pool(
+    rpc: &Rpc,
+    multicall_address: Address,
+    pool: Address,
+    block: BlockId,
+) -> Result<PoolState, ChainError> {
+    let key = read_key(rpc, multicall_address, pool, block).await?;
+    let results = multicall::aggregate3_raw(
+        rpc,
+        multicall_address,
+        state_calls(pool).to_vec(),
+        block,
+        multicall::BATCH,
+    )
+    .await?;
+    let state = decode_state(pool, &results)?;
+    let ticks = read_ticks(rpc, multicall_address, &key, state.1, block).await?;
+    Ok(PoolState::new(&key, state, Arc::new(ticks)))
 }
 
 /// Price impact of a swap in bps: how much worse than the pool's price before it the swap filled.
@@ -566,16 +687,20 @@ mod tests {
             sqrt_price: Q96,
             tick: 0,
             liquidity,
+            ticks: Arc::default(),
+        };
+        let mut ticks = TickMap {
             bitmap,
             liquidity_net: BTreeMap::new(),
         };
         for (t, net) in [(-600, liquidity as i128), (600, -(liquidity as i128))] {
             let c = t / spacing;
             let (w, b) = ((c >> 8) as i16, (c & 0xff) as usize);
-            let word = pool.bitmap.get_mut(&w).unwrap();
+            let word = ticks.bitmap.get_mut(&w).unwrap();
             *word |= U256::from(1u8) << b;
-            pool.liquidity_net.insert(t, net);
+            ticks.liquidity_net.insert(t, net);
         }
+        pool.ticks = Arc::new(ticks);
         pool
     }
 

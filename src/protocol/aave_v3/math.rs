@@ -11,10 +11,14 @@ pub const SECONDS_PER_YEAR: u64 = 365 * 24 * 3600;
 const HALF_RAY: U256 = U256::from_limbs([0x4fe8401e74000000, 0x19d971e, 0, 0]);
 const PERCENTAGE_FACTOR: u64 = 10_000;
 
-/// `a·b / RAY`, rounded half up.
+/// `a·b / RAY`, rounded half up. RAY (1e27) takes two 64-bit limbs, and dividing by it is the slow,
+/// general long division; ⌊⌊x / 1e18⌋ / 1e9⌋ = ⌊x / 1e27⌋ exactly, and each step divides by one limb.
+/// Re-pricing every position after a price move is mostly this.
 pub fn ray_mul(a: U256, b: U256) -> U256 {
-    (a * b + HALF_RAY) / RAY
+    (a * b + HALF_RAY) / WAD / GIGA
 }
+
+const GIGA: U256 = U256::from_limbs([1_000_000_000, 0, 0, 0]);
 
 /// `a·RAY / b`, rounded half up.
 pub fn ray_div(a: U256, b: U256) -> U256 {
@@ -299,6 +303,24 @@ pub fn account_data<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ray_mul_in_two_steps_is_the_division_by_ray() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..10_000 {
+            let a = U256::from_limbs([next(), next(), next() >> 40, 0]);
+            let b = U256::from_limbs([next(), next() >> 20, 0, 0]);
+            assert_eq!(ray_mul(a, b), (a * b + HALF_RAY) / RAY, "{a} × {b}");
+        }
+        assert_eq!(ray_mul(RAY, RAY), RAY);
+        assert_eq!(ray_mul(U256::ZERO, RAY), U256::ZERO);
+    }
 
     fn ray(x: u64) -> U256 {
         U256::from(x) * RAY

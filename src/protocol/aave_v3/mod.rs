@@ -519,8 +519,11 @@ impl LendingProtocol for AaveV3 {
         }
     }
 
-    fn reserves_of(&self, position: &StoredPosition) -> Vec<u16> {
-        position.holdings.iter().map(|h| h.reserve_id).collect()
+    fn moved_by(&self, position: &StoredPosition, reserves: &[u16]) -> bool {
+        position
+            .holdings
+            .iter()
+            .any(|h| reserves.contains(&h.reserve_id))
     }
 
     async fn onchain_health(
