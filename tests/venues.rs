@@ -191,3 +191,201 @@ async fn v2_amount_out_is_exactly_what_the_pair_pays() {
         }
     }
 }
+
+/// The planner keeps pool ticks across blocks. After arbitrage swaps move a pool (swaps change no
+/// ticks) the kept ticks are reused and the simulation still equals QuoterV2; after liquidity is added
+/// (a `Mint`) they are read again, and still equal it.
+#[tokio::test]
+async fn kept_pool_state_follows_swaps_and_new_liquidity() {
+    use alloy::{
+        eips::BlockNumberOrTag,
+        primitives::aliases::I24,
+        providers::{Provider, ext::AnvilApi},
+    };
+    use cascade::{
+        chain::bindings::{MintableERC20, NonfungiblePositionManager},
+        devnet::shock::{PriceMoveBps, shock_market},
+        planner::venues::{
+            Venue,
+            book::{BookSettings, VenueBook},
+        },
+        protocol::BlockRef,
+    };
+
+    let net = Devnet::start(&DevnetOptions {
+        borrowers: 0,
+        ..Default::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("devnet did not start: {e:#}"));
+    let (d, rpc) = (&net.deployment, &net.rpc);
+    let quoter = d.uniswap.quoter;
+    let (weth, usdc) = (d.asset("WETH").unwrap(), d.asset("USDC").unwrap());
+    let book = VenueBook::new(
+        net.rpc.clone(),
+        BookSettings {
+            multicall: d.multicall,
+            v3_factory: d.uniswap.factory,
+            fee_tiers: vec![100, 500, 3000, 10_000],
+            v2_factory: Some(d.uniswap.v2_factory),
+        },
+    );
+    let head = || async {
+        let b = rpc
+            .get_block_by_number(BlockNumberOrTag::Latest)
+            .await
+            .unwrap()
+            .unwrap();
+        BlockRef {
+            number: b.header.number,
+            hash: b.header.hash,
+            timestamp: b.header.timestamp,
+        }
+    };
+    let pools = |venues: &[Venue]| -> Vec<cascade::planner::venues::uniswap_v3::PoolState> {
+        venues
+            .iter()
+            .filter_map(|v| match v {
+                Venue::V3(p) => Some(p.clone()),
+                Venue::V2(_) => None,
+            })
+            .collect()
+    };
+    // Every V3 pool of the pair sells 300 WETH for what QuoterV2 says, at the block read.
+    let agrees_with_quoter = |venues: Vec<Venue>, at: BlockRef| async move {
+        for pool in pools(&venues) {
+            let amount = units(300, 18);
+            let ours = pool.swap_exact_in(weth.address, amount).unwrap();
+            let quote = chain::view(
+                rpc,
+                quoter,
+                QuoterV2::quoteExactInputSingleCall {
+                    params: QuoterV2::QuoteExactInputSingleParams {
+                        tokenIn: weth.address,
+                        tokenOut: usdc.address,
+                        amountIn: amount,
+                        fee: pool.fee.try_into().unwrap(),
+                        sqrtPriceLimitX96: U160::ZERO,
+                    },
+                },
+                "QuoterV2",
+            )
+            .await
+            .unwrap();
+            assert_eq!(
+                ours.amount_out, quote.amountOut,
+                "pool {} at block {}",
+                pool.address, at.number
+            );
+        }
+    };
+
+    let b0 = head().await;
+    let first = book.venues(weth.address, usdc.address, b0).await.unwrap();
+    assert!(!pools(&first).is_empty());
+    agrees_with_quoter(first.clone(), b0).await;
+
+    // Arbitrage swaps every WETH pool to a price 3% lower: no tick changes.
+    let config = d.config(
+        &net.rpc_url,
+        None,
+        std::env::temp_dir().join("unused-store"),
+    );
+    shock_market(
+        &net.rpc,
+        config.devnet.as_ref().unwrap(),
+        &weth.devnet_asset(),
+        PriceMoveBps(-300),
+    )
+    .await
+    .unwrap();
+    let b1 = head().await;
+    let moved = book.venues(weth.address, usdc.address, b1).await.unwrap();
+    for (before, after) in pools(&first).iter().zip(pools(&moved)) {
+        assert!(
+            std::sync::Arc::ptr_eq(&before.ticks, &after.ticks),
+            "ticks kept after swaps"
+        );
+        assert_ne!(before.sqrt_price, after.sqrt_price, "the price moved");
+    }
+    agrees_with_quoter(moved.clone(), b1).await;
+
+    // New liquidity in the first pool, over ticks nobody used before.
+    let target = pools(&moved)[0].clone();
+    let lp = alloy::primitives::Address::repeat_byte(0x5a);
+    net.rpc.anvil_set_balance(lp, units(1, 18)).await.unwrap();
+    let desired = |token| {
+        if token == weth.address {
+            units(100, 18)
+        } else {
+            units(200_000, 6)
+        }
+    };
+    let spacing = target.tick_spacing;
+    let lower = (target.tick.div_euclid(spacing) - 7) * spacing;
+    let upper = (target.tick.div_euclid(spacing) + 9) * spacing;
+    for token in [target.token0, target.token1] {
+        chain::send_call(
+            &net.rpc,
+            lp,
+            token,
+            MintableERC20::mintCall {
+                account: lp,
+                value: units(1_000_000_000, 18),
+            },
+            "mint",
+        )
+        .await
+        .unwrap();
+        chain::send_call(
+            &net.rpc,
+            lp,
+            token,
+            MintableERC20::approveCall {
+                spender: d.uniswap.position_manager,
+                amount: U256::MAX,
+            },
+            "approve",
+        )
+        .await
+        .unwrap();
+    }
+    chain::send_call(
+        &net.rpc,
+        lp,
+        d.uniswap.position_manager,
+        NonfungiblePositionManager::mintCall {
+            params: NonfungiblePositionManager::MintParams {
+                token0: target.token0,
+                token1: target.token1,
+                fee: target.fee.try_into().unwrap(),
+                tickLower: I24::try_from(lower).unwrap(),
+                tickUpper: I24::try_from(upper).unwrap(),
+                amount0Desired: desired(target.token0),
+                amount1Desired: desired(target.token1),
+                amount0Min: U256::ZERO,
+                amount1Min: U256::ZERO,
+                recipient: lp,
+                deadline: U256::MAX,
+            },
+        },
+        "add liquidity",
+    )
+    .await
+    .unwrap();
+    let b2 = head().await;
+    let minted = book.venues(weth.address, usdc.address, b2).await.unwrap();
+    let after = pools(&minted)
+        .into_iter()
+        .find(|p| p.address == target.address)
+        .unwrap();
+    assert!(
+        !std::sync::Arc::ptr_eq(&target.ticks, &after.ticks),
+        "ticks read again after the Mint"
+    );
+    assert!(
+        after.ticks.liquidity_net.contains_key(&lower)
+            && after.ticks.liquidity_net.contains_key(&upper)
+    );
+    agrees_with_quoter(minted, b2).await;
+}

@@ -103,6 +103,8 @@ pub struct BenchReport {
     pub detect_to_send_ms_p99: f64,
     /// max.
     pub detect_to_send_ms_max: f64,
+    /// Liquidations mined but reverted (gas spent, nothing earned).
+    pub liquidations_reverted: usize,
     /// Price shocks sent, including those that made nothing liquidatable.
     pub shocks_sent: u32,
     /// Share of profitable liquidations included in the block after the price update.
@@ -196,6 +198,7 @@ pub async fn bench(args: &Args) -> eyre::Result<BenchReport> {
     watcher.sync().await?;
     out.discovery_ms = ms(started.elapsed());
     out.positions = watcher.len();
+    tracing::info!(peak_rss_mb = peak_rss_mb(), "after discovery");
 
     // Restart: blocks pass while the watcher is down.
     drop(watcher);
@@ -208,6 +211,7 @@ pub async fn bench(args: &Args) -> eyre::Result<BenchReport> {
     let mut watcher = Watcher::open(aave, rpc.clone(), open(&store)?, opts.clone())?;
     watcher.sync().await?;
     out.restart_catchup_ms = ms(started.elapsed());
+    tracing::info!(peak_rss_mb = peak_rss_mb(), "after the restart");
 
     // Idle blocks.
     let mut idle_requests = 0;
@@ -258,6 +262,7 @@ pub async fn bench(args: &Args) -> eyre::Result<BenchReport> {
         sweep_meter.snapshot().since(&before).total_calls() as f64 / f64::from(args.blocks);
     out.sweep_ms_per_block = ms(sweep_wall) / f64::from(args.blocks);
     out.sweep_ratio = out.sweep_ms_per_block / out.ours_ms_per_block.max(1e-6);
+    tracing::info!(peak_rss_mb = peak_rss_mb(), "after the sweep");
 
     // Loopback round trip.
     let mut rtts = Vec::new();
@@ -286,7 +291,9 @@ async fn shocks(
     out: &mut BenchReport,
 ) -> eyre::Result<()> {
     let d = &devnet.deployment;
-    let mut config = d.config(&devnet.rpc_url, Some(1), dir.join("keeper-store"));
+    // The keeper starts from the store the bench's watcher built, as a restarted keeper does: one
+    // discovery per process, as in production (a second one here would only measure the allocator).
+    let mut config = d.config(&devnet.rpc_url, Some(1), dir.join("store"));
     config.metrics = None;
     config
         .executor
@@ -374,6 +381,11 @@ async fn shocks(
     out.detect_to_send_ms_p50 = percentile(&latencies, 50.0);
     out.detect_to_send_ms_p99 = percentile(&latencies, 99.0);
     out.detect_to_send_ms_max = latencies.last().copied().unwrap_or(0.0);
+    out.liquidations_reverted = keeper
+        .outcomes()
+        .iter()
+        .filter(|o| o.kind == OutcomeKind::Reverted)
+        .count();
     let won: Vec<_> = keeper
         .outcomes()
         .iter()
@@ -463,6 +475,10 @@ fn table(r: &BenchReport) -> String {
         (
             "included in the first block after the update",
             format!("{:.0}%", r.first_block_inclusion_pct),
+        ),
+        (
+            "liquidations mined but reverted",
+            format!("{}", r.liquidations_reverted),
         ),
         (
             "peak RSS after seeding",

@@ -364,9 +364,24 @@ impl Keeper {
     /// Journals and sends `plans` together.
     async fn send(
         &mut self,
-        plans: Vec<crate::planner::Plan>,
+        mut plans: Vec<crate::planner::Plan>,
         arrived: Instant,
     ) -> Result<(), KeeperError> {
+        // Each plan was sized on the block's pools; the ones this block already sells into have moved.
+        plans.retain(|plan| {
+            let fits = self.planner.claim_sale(plan);
+            if !fits {
+                tracing::info!(
+                    borrower = %plan.borrower,
+                    pool = %plan.swap_pool,
+                    "held back: after this block's earlier liquidations the pool no longer pays for it; planning it again next block"
+                );
+            }
+            fits
+        });
+        if plans.is_empty() {
+            return Ok(());
+        }
         let prepared = match self.executor.prepare_all(&plans, self.liquidator).await {
             Ok(prepared) => prepared,
             Err(ExecError::Journal(e)) => return Err(e.into()),

@@ -40,7 +40,7 @@ use fees::op_stack::L1FeeParams;
 use sizing::{LiquidationAmounts, LiquidationCase, Rules, Side};
 use venues::{
     Venue, VenueKind,
-    book::{BookSettings, VenueBook},
+    book::{BookSettings, SaleCheck, VenueBook},
 };
 
 /// A priced liquidation, with everything that went into the price.
@@ -680,6 +680,29 @@ impl Planner {
         match block {
             Some(block) => self.book.venues(a, b, block).await,
             None => self.book.venues_latest(a, b).await,
+        }
+    }
+
+    /// Checks `plan` against its pool as this block's liquidations already sent will leave it (ours
+    /// are mined in nonce order, ahead of it) and, if it still pays, counts its sale in. `false` when
+    /// the sale would now return less than the repay, the premium and the minimum profit together:
+    /// the Liquidator would revert, and the gas would be lost. Plans of a block sell into the same
+    /// pools; each was sized on the block's state.
+    pub fn claim_sale(&self, plan: &Plan) -> bool {
+        let needed = plan.amounts.debt_repaid + plan.flash_premium + plan.min_profit;
+        match self.book.check_sale(
+            plan.block,
+            plan.swap_pool,
+            plan.collateral,
+            plan.amounts.collateral_to_liquidator,
+        ) {
+            SaleCheck::Unknown => true,
+            SaleCheck::CannotFill => false,
+            SaleCheck::Fills(out, _) if out < needed => false,
+            SaleCheck::Fills(_, after) => {
+                self.book.record_sale(plan.block, after);
+                true
+            }
         }
     }
 

@@ -103,6 +103,21 @@ pub struct VenueBook {
     ticks: Mutex<HashMap<Address, Ticks>>,
     /// Venues at one block (its number), by pair: plans made at the same block share one read.
     at_block: Mutex<(u64, AtBlock)>,
+    /// The venues our liquidations sent at one block (its number) sell on, as those sales will leave
+    /// them: one account's transactions are mined in nonce order, so a later liquidation of the same
+    /// block sells into the pool after the earlier ones.
+    pending: Mutex<(u64, HashMap<Address, Venue>)>,
+}
+
+/// A sale checked against the venue as this block's earlier sales leave it.
+#[derive(Debug, Clone)]
+pub enum SaleCheck {
+    /// The book does not hold the venue at that block: nothing known to compare with.
+    Unknown,
+    /// What it returns, and the venue after it.
+    Fills(U256, Venue),
+    /// The venue can no longer take all of it.
+    CannotFill,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -129,7 +144,53 @@ impl VenueBook {
             discovered: Mutex::default(),
             ticks: Mutex::default(),
             at_block: Mutex::new((u64::MAX, HashMap::new())),
+            pending: Mutex::new((u64::MAX, HashMap::new())),
         }
+    }
+
+    /// Selling `amount` of `token_in` on `venue` at block `block`, after this block's sales already
+    /// recorded.
+    pub fn check_sale(
+        &self,
+        block: u64,
+        venue: Address,
+        token_in: Address,
+        amount: U256,
+    ) -> SaleCheck {
+        let current = {
+            let pending = lock(&self.pending);
+            (pending.0 == block)
+                .then(|| pending.1.get(&venue).cloned())
+                .flatten()
+        };
+        let current = current.or_else(|| {
+            let at = lock(&self.at_block);
+            (at.0 == block)
+                .then(|| {
+                    at.1.values()
+                        .filter_map(|cell| cell.get())
+                        .flat_map(|venues| venues.iter())
+                        .find(|v| v.address() == venue)
+                        .cloned()
+                })
+                .flatten()
+        });
+        match current {
+            None => SaleCheck::Unknown,
+            Some(v) => match v.after_sale(token_in, amount) {
+                Some((out, after)) => SaleCheck::Fills(out, after),
+                None => SaleCheck::CannotFill,
+            },
+        }
+    }
+
+    /// Records a sale sent at block `block`: the venue as it leaves it.
+    pub fn record_sale(&self, block: u64, after: Venue) {
+        let mut pending = lock(&self.pending);
+        if pending.0 != block {
+            *pending = (block, HashMap::new());
+        }
+        pending.1.insert(after.address(), after);
     }
 
     /// Forgets every pool's ticks: after a reorg, a `Mint` or `Burn` the book saw may be gone.
@@ -153,9 +214,21 @@ impl VenueBook {
             }
             at.1.entry(key).or_default().clone()
         };
-        cell.get_or_try_init(|| self.read(key, block))
-            .await
-            .cloned()
+        let mut venues = cell
+            .get_or_try_init(|| self.read(key, block))
+            .await?
+            .clone();
+        // Plans made after some of this block's liquidations were sent price against the pools as
+        // those leave them.
+        let pending = lock(&self.pending);
+        if pending.0 == block.number {
+            for v in &mut venues {
+                if let Some(after) = pending.1.get(&v.address()) {
+                    *v = after.clone();
+                }
+            }
+        }
+        Ok(venues)
     }
 
     /// Whether the book knows the pair's venues and holds ticks for its pools that stay good for a

@@ -37,6 +37,24 @@ impl Venue {
         }
     }
 
+    /// What selling exactly `amount` of `token_in` returns, and the venue after the sale; `None`
+    /// when the venue cannot take all of it.
+    pub fn after_sale(&self, token_in: Address, amount: U256) -> Option<(U256, Venue)> {
+        match self {
+            Self::V3(pool) => {
+                let o = pool
+                    .swap_exact_in(token_in, amount)
+                    .ok()
+                    .filter(|o| o.amount_in == amount)?;
+                Some((o.amount_out, Self::V3(pool.after(&o))))
+            }
+            Self::V2(pair) => {
+                let out = pair.swap_exact_in(token_in, amount)?;
+                Some((out, Self::V2(pair.after(token_in, amount, out))))
+            }
+        }
+    }
+
     /// The pool or pair.
     pub fn address(&self) -> Address {
         match self {

@@ -50,6 +50,19 @@ pub fn amount_out(amount_in: U256, reserve_in: U256, reserve_out: U256) -> U256 
 }
 
 impl PairState {
+    /// The pair after selling `amount_in` of `token_in` for `amount_out`.
+    pub fn after(&self, token_in: Address, amount_in: U256, amount_out: U256) -> Self {
+        let mut next = *self;
+        if token_in == self.token0 {
+            next.reserve0 += amount_in;
+            next.reserve1 -= amount_out.min(self.reserve1);
+        } else {
+            next.reserve1 += amount_in;
+            next.reserve0 -= amount_out.min(self.reserve0);
+        }
+        next
+    }
+
     /// Output of selling `amount_in` of `token_in`; `None` if the token is not in the pair.
     pub fn swap_exact_in(&self, token_in: Address, amount_in: U256) -> Option<U256> {
         if token_in == self.token0 {

@@ -306,6 +306,10 @@ pub struct SwapOutcome {
     pub sqrt_price_after: U256,
     /// Initialized ticks crossed.
     pub ticks_crossed: u32,
+    /// The pool's tick after the swap.
+    pub tick_after: i32,
+    /// The pool's in-range liquidity after the swap.
+    pub liquidity_after: u128,
 }
 
 /// Why a swap cannot be simulated.
@@ -421,7 +425,20 @@ impl PoolState {
             amount_in: amount_in - remaining,
             sqrt_price_after: sqrt_price,
             ticks_crossed: crossed,
+            tick_after: tick,
+            liquidity_after: liquidity,
         })
+    }
+
+    /// The pool after `outcome`, a swap simulated on it: price, tick and in-range liquidity moved,
+    /// ticks unchanged.
+    pub fn after(&self, outcome: &SwapOutcome) -> Self {
+        Self {
+            sqrt_price: outcome.sqrt_price_after,
+            tick: outcome.tick_after,
+            liquidity: outcome.liquidity_after,
+            ..self.clone()
+        }
     }
 }
 
@@ -718,6 +735,31 @@ mod tests {
             out.amount_out
         );
         assert_eq!(out.ticks_crossed, 0);
+    }
+
+    #[test]
+    fn two_sales_in_a_row_equal_one_sale_of_both() {
+        // The pool after a sale, sold into again, pays what one sale of both amounts would (to a few
+        // wei of rounding per step): what a block's second liquidation into the same pool gets.
+        let pool = flat_pool(10u128.pow(20));
+        let (a, b) = (
+            U256::from(3u64) * U256::from(10u64).pow(U256::from(18)),
+            U256::from(5u64) * U256::from(10u64).pow(U256::from(18)),
+        );
+        let first = pool.swap_exact_in(pool.token0, a).unwrap();
+        let second = pool.after(&first).swap_exact_in(pool.token0, b).unwrap();
+        let both = pool.swap_exact_in(pool.token0, a + b).unwrap();
+        let sum = first.amount_out + second.amount_out;
+        assert!(sum <= both.amount_out && both.amount_out - sum < U256::from(10u8));
+        assert!(
+            second.amount_out < b * first.amount_out / a,
+            "the second sale fills worse"
+        );
+        // Crossing the position's lower edge empties the range: the pool after it has no liquidity.
+        let huge = pool
+            .swap_exact_in(pool.token0, U256::from(10u128.pow(30)))
+            .unwrap();
+        assert_eq!(pool.after(&huge).liquidity, 0);
     }
 
     #[test]
