@@ -193,10 +193,12 @@ impl VenueBook {
         pending.1.insert(after.address(), after);
     }
 
-    /// Forgets every pool's ticks: after a reorg, a `Mint` or `Burn` the book saw may be gone.
+    /// Forgets every pool's ticks and this block's state: after a reorg, a `Mint` or `Burn` the book
+    /// saw may be gone, and a block number may now name another block.
     pub fn forget_ticks(&self) {
         lock(&self.ticks).clear();
         *lock(&self.at_block) = (u64::MAX, HashMap::new());
+        *lock(&self.pending) = (u64::MAX, HashMap::new());
     }
 
     /// The venues between `a` and `b` at `block`, read once per block however many plans ask.

@@ -520,24 +520,6 @@ pub fn decode_key(
     })
 }
 
-/// Reads a pool's identity in one batch.
-pub async fn read_key(
-    rpc: &Rpc,
-    multicall_address: Address,
-    pool: Address,
-    block: BlockId,
-) -> Result<PoolKey, ChainError> {
-    let r = multicall::aggregate3_raw(
-        rpc,
-        multicall_address,
-        key_calls(pool).to_vec(),
-        block,
-        multicall::BATCH,
-    )
-    .await?;
-    decode_key(pool, &r)
-}
-
 /// Reads the bitmap words a swap from `tick` can reach, and the `liquidityNet` of every initialized
 /// tick in them: two batched reads (their batches run side by side).
 pub async fn read_ticks(
@@ -636,16 +618,15 @@ pub async fn load_pool(
     pool: Address,
     block: BlockId,
 ) -> Result<PoolState, ChainError> {
-    let key = read_key(rpc, multicall_address, pool, block).await?;
-    let results = multicall::aggregate3_raw(
-        rpc,
-        multicall_address,
-        state_calls(pool).to_vec(),
-        block,
-        multicall::BATCH,
-    )
-    .await?;
-    let state = decode_state(pool, &results)?;
+    // Identity, price and liquidity in one batch.
+    let calls = key_calls(pool)
+        .into_iter()
+        .chain(state_calls(pool))
+        .collect();
+    let results =
+        multicall::aggregate3_raw(rpc, multicall_address, calls, block, multicall::BATCH).await?;
+    let key = decode_key(pool, &results[..4])?;
+    let state = decode_state(pool, &results[4..])?;
     let ticks = read_ticks(rpc, multicall_address, &key, state.1, block).await?;
     Ok(PoolState::new(&key, state, Arc::new(ticks)))
 }
