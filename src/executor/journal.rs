@@ -211,6 +211,11 @@ impl Journal {
         self.scan(&[OPEN])
     }
 
+    /// The borrowers with a liquidation open.
+    pub fn in_flight(&self) -> Result<std::collections::HashSet<Address>, JournalError> {
+        Ok(self.open()?.iter().map(|e| e.borrower).collect())
+    }
+
     /// The open entry for `borrower`, if any.
     pub fn open_for(&self, borrower: Address) -> Result<Option<JournalEntry>, JournalError> {
         Ok(self.open()?.into_iter().find(|e| e.borrower == borrower))

@@ -148,22 +148,16 @@ impl Executor {
     }
 
     /// The next nonce: the chain's pending count, our own count of what we sent, and the journal's
-    /// open entries, whichever is highest. A transaction sent from this account by someone else moves
+    /// open entries (`open`), whichever is highest. A transaction sent from this account by someone else moves
     /// the chain's count, so the next call picks it up.
-    async fn nonce(&mut self) -> Result<u64, ExecError> {
+    async fn nonce(&mut self, open: &[JournalEntry]) -> Result<u64, ExecError> {
         let chain = self
             .rpc
             .get_transaction_count(self.address())
             .pending()
             .await
             .map_err(|e| ChainError::rpc("eth_getTransactionCount", e))?;
-        let journaled = self
-            .journal
-            .open()?
-            .iter()
-            .map(|e| e.nonce + 1)
-            .max()
-            .unwrap_or(0);
+        let journaled = open.iter().map(|e| e.nonce + 1).max().unwrap_or(0);
         let nonce = chain.max(self.next_nonce.unwrap_or(0)).max(journaled);
         self.next_nonce = Some(nonce + 1);
         Ok(nonce)
@@ -272,8 +266,10 @@ impl Executor {
         plans: &[Plan],
         liquidator: Address,
     ) -> Result<Vec<Result<JournalEntry, ExecError>>, ExecError> {
+        // One read of the journal: who is in flight, and the nonces it holds.
+        let open = self.journal.open()?;
         let in_flight: std::collections::HashSet<Address> =
-            self.journal.open()?.iter().map(|e| e.borrower).collect();
+            open.iter().map(|e| e.borrower).collect();
         let mut out = Vec::with_capacity(plans.len());
         let mut next: Option<u64> = None;
         for plan in plans {
@@ -289,7 +285,7 @@ impl Executor {
             // One look at the chain's count per batch; the rest follow on.
             let nonce = match next {
                 Some(n) => n,
-                None => self.nonce().await?,
+                None => self.nonce(&open).await?,
             };
             let attempt = match self.sign(
                 nonce,

@@ -221,13 +221,7 @@ impl Keeper {
     fn forget_recovered(&mut self, report: &SyncReport) -> Result<(), KeeperError> {
         let below: std::collections::HashSet<Address> =
             report.liquidatable.iter().map(|c| c.user).collect();
-        let in_flight: std::collections::HashSet<Address> = self
-            .executor
-            .journal()
-            .open()?
-            .iter()
-            .map(|e| e.borrower)
-            .collect();
+        let in_flight = self.executor.journal().in_flight()?;
         self.pursuits
             .retain(|user, _| below.contains(user) || in_flight.contains(user));
         Ok(())
@@ -278,21 +272,11 @@ impl Keeper {
         arrived: Instant,
     ) -> Result<(), KeeperError> {
         // One read of the journal for the block, not one per candidate.
-        let in_flight: std::collections::HashSet<Address> = self
-            .executor
-            .journal()
-            .open()?
-            .iter()
-            .map(|e| e.borrower)
-            .collect();
+        let in_flight = self.executor.journal().in_flight()?;
         let mut targets = Vec::new();
         for c in &report.liquidatable {
-            // The chain's own figure has the last word (they agree to the wei; this guards a bug).
-            if c.onchain_health_factor
-                .is_some_and(|hf| !hf.is_liquidatable())
-            {
-                continue;
-            }
+            // No separate on-chain health read first (the watcher's check is off for the keeper): the
+            // simulation of the liquidation is the chain's word, and the Pool reverts a healthy one.
             self.pursuits.entry(c.user).or_insert(Pursuit {
                 crossed_block: block,
                 refusal: None,

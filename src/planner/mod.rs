@@ -708,7 +708,7 @@ impl Planner {
 
     /// After a reorg: pools' ticks are read again before they are trusted.
     pub fn reorged(&self) {
-        self.book.forget_ticks();
+        self.book.forget_block_state();
     }
 
     /// The pairs of `positions` whose venues the book does not hold yet, or holds ticks about to age

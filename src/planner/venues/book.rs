@@ -195,7 +195,7 @@ impl VenueBook {
 
     /// Forgets every pool's ticks and this block's state: after a reorg, a `Mint` or `Burn` the book
     /// saw may be gone, and a block number may now name another block.
-    pub fn forget_ticks(&self) {
+    pub fn forget_block_state(&self) {
         lock(&self.ticks).clear();
         *lock(&self.at_block) = (u64::MAX, HashMap::new());
         *lock(&self.pending) = (u64::MAX, HashMap::new());
