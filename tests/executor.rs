@@ -12,7 +12,7 @@ use cascade::{
         shock::{self, PriceMoveBps},
     },
     executor::{
-        journal::{Journal, TxState},
+        journal::{Journal, JournalEntry, TxState},
         signer,
         submit::{ExecError, Executor, ExecutorOptions},
     },
@@ -105,6 +105,23 @@ async fn sent_by(net: &Devnet, account: Address, from: u64, to: u64) -> usize {
             .count();
     }
     n
+}
+
+/// Polls until an open entry is final, for at most 30 s of wall time.
+async fn polled_until_final(ex: &mut Executor) -> Vec<JournalEntry> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let finished = ex.poll().await.unwrap();
+        if !finished.is_empty() {
+            return finished;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no receipt 30 s after the journaled transaction was sent: open entries {:?}",
+            ex.journal().open().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 const CAP: U256 = U256::from_limbs([1_000_000_000_000_000_000, 0, 0, 0]);
@@ -223,7 +240,9 @@ async fn crash_between_journal_and_send_sends_the_journaled_transaction() {
     let mut restarted = executor(&net, &store, Duration::from_secs(60)).await;
     let finished = restarted.reconcile().await.unwrap();
     let finished = if finished.is_empty() {
-        restarted.poll().await.unwrap()
+        // anvil's automine mines a moment after eth_sendRawTransaction returns, later still on a
+        // loaded machine: wait for the block as the keeper would, one poll after another.
+        polled_until_final(&mut restarted).await
     } else {
         finished
     };
