@@ -4,7 +4,7 @@
 
 use alloy::{
     network::TransactionBuilder,
-    primitives::{Address, U256},
+    primitives::{Address, U160, U256},
     providers::{Provider, ext::AnvilApi},
     rpc::types::TransactionRequest,
     sol_types::{SolCall, SolEvent},
@@ -12,7 +12,7 @@ use alloy::{
 use cascade::{
     chain::{
         self,
-        bindings::{Liquidator, MintableERC20},
+        bindings::{Liquidator, MintableERC20, QuoterV2},
         metered::RpcMeter,
     },
     devnet::{
@@ -20,7 +20,9 @@ use cascade::{
         shock::{self, PriceMoveBps},
     },
     executor,
-    planner::{PlanError, Planner, PlannerSettings, Refusal, decode_revert, describe},
+    planner::{
+        PlanError, Planner, PlannerSettings, Refusal, decode_revert, describe, venues::VenueKind,
+    },
     protocol::aave_v3::AaveV3,
     store::Store,
     watcher::{Watcher, WatcherOptions},
@@ -495,4 +497,83 @@ async fn a_plan_whose_transaction_would_revert_is_refused_with_the_decoded_reaso
         }
         other => panic!("expected a decoded revert, got {other:?}"),
     }
+}
+
+/// Several liquidations of one price move sell into the same pool in the same block; each was sized on
+/// the pool as the block left it. The planner counts every sale it lets through into the pool's state
+/// and holds back the first that would no longer pay (the Liquidator would revert on it): the same
+/// point QuoterV2 shows for sales in a row.
+#[tokio::test]
+async fn sales_into_one_pool_in_one_block_stop_where_the_pool_no_longer_pays() {
+    let s = setup(false).await;
+    let mut found = None;
+    for user in s.watcher.liquidatable() {
+        let position = s.watcher.position(user).cloned().unwrap();
+        if let Ok(plan) = s.planner.plan(s.watcher.protocol(), user, &position).await
+            && plan.venue == VenueKind::UniswapV3
+        {
+            found = Some(plan);
+            break;
+        }
+    }
+    let plan = found.expect("a plan selling into a Uniswap V3 pool on the shocked devnet");
+    let needed = plan.amounts.debt_repaid + plan.flash_premium + plan.min_profit;
+    let sale = plan.amounts.collateral_to_liquidator;
+
+    // The same sale, again and again, as the liquidations of one price move would make it.
+    let mut let_through = 0u64;
+    while s.planner.claim_sale(&plan) {
+        let_through += 1;
+        assert!(
+            let_through < 100_000,
+            "100,000 sales of {sale} and the pool still pays: is the pool's state kept per block?"
+        );
+    }
+    assert!(let_through >= 1, "the sale the plan was sized on pays");
+
+    // QuoterV2 on the same pool: what n sales together return, so the n-th alone returns the
+    // difference (within the rounding of the fee on each sale, a few units).
+    let quote = |n: u64| {
+        let rpc = s.net.rpc.clone();
+        let quoter = s.net.deployment.uniswap.quoter;
+        let (collateral, debt, fee) = (plan.collateral, plan.debt, plan.swap_fee);
+        async move {
+            if n == 0 {
+                return U256::ZERO;
+            }
+            chain::view(
+                &rpc,
+                quoter,
+                QuoterV2::quoteExactInputSingleCall {
+                    params: QuoterV2::QuoteExactInputSingleParams {
+                        tokenIn: collateral,
+                        tokenOut: debt,
+                        amountIn: sale * U256::from(n),
+                        fee: fee.try_into().unwrap(),
+                        sqrtPriceLimitX96: U160::ZERO,
+                    },
+                },
+                "QuoterV2",
+            )
+            .await
+            .expect("quote")
+            .amountOut
+        }
+    };
+    let rounding = U256::from(10u64 * let_through);
+    let last_let_through = quote(let_through).await - quote(let_through - 1).await;
+    let first_held_back = quote(let_through + 1).await - quote(let_through).await;
+    eprintln!(
+        "{let_through} sales of {sale} let through; the last returns {last_let_through}, the next \
+         {first_held_back}; a sale must return {needed}"
+    );
+    assert!(
+        last_let_through + rounding >= needed,
+        "sale {let_through} was let through but returns {last_let_through} < {needed}"
+    );
+    assert!(
+        first_held_back < needed + rounding,
+        "sale {} was held back but returns {first_held_back} ≥ {needed}",
+        let_through + 1
+    );
 }

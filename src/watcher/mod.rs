@@ -15,6 +15,7 @@
 
 pub mod backfill;
 pub mod follow;
+pub mod table;
 
 use crate::{
     chain::{ChainError, Rpc},
@@ -30,9 +31,10 @@ use alloy::{
 };
 use backfill::{RangePolicy, RpcLogs};
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, HashSet},
     time::{Duration, Instant},
 };
+use table::PositionTable;
 
 /// Errors of the watcher.
 #[derive(Debug, thiserror::Error)]
@@ -143,7 +145,7 @@ pub struct Watcher<P> {
     rpc: Rpc,
     store: MarketStore,
     opts: WatcherOptions,
-    positions: HashMap<Address, (StoredPosition, crate::protocol::Health)>,
+    positions: PositionTable,
     cursor: Option<Cursor>,
     /// Users touched by each recent block, so a reorg can re-read them.
     touched_in: BTreeMap<u64, Vec<Address>>,
@@ -166,7 +168,7 @@ impl<P: LendingProtocol> Watcher<P> {
             cursor: store.cursor()?,
             store,
             opts,
-            positions: HashMap::new(),
+            positions: PositionTable::default(),
             touched_in: BTreeMap::new(),
             last_full_reprice: 0,
             market_loaded: false,
@@ -206,7 +208,7 @@ impl<P: LendingProtocol> Watcher<P> {
     pub fn positions(
         &self,
     ) -> impl Iterator<Item = (Address, &StoredPosition, crate::protocol::Health)> {
-        self.positions.iter().map(|(a, (p, h))| (*a, p, *h))
+        self.positions.iter().map(|(a, p, h)| (a, p, *h))
     }
 
     /// Whether positions computed below 1 are checked on-chain before they are reported (see
@@ -232,7 +234,7 @@ impl<P: LendingProtocol> Watcher<P> {
     /// returns the CPU time it took: what a full re-price costs (the benchmark's figure).
     pub fn reprice_all(&mut self) -> Duration {
         let started = Instant::now();
-        for (position, health) in self.positions.values_mut() {
+        for (_, position, health) in self.positions.iter_mut() {
             *health = self.protocol.health(position);
         }
         started.elapsed()
@@ -242,8 +244,8 @@ impl<P: LendingProtocol> Watcher<P> {
     pub fn liquidatable(&self) -> Vec<Address> {
         self.positions
             .iter()
-            .filter(|(_, (_, h))| h.health_factor < WAD)
-            .map(|(a, _)| *a)
+            .filter(|(_, _, h)| h.health_factor < WAD)
+            .map(|(a, _, _)| a)
             .collect()
     }
 
@@ -253,7 +255,7 @@ impl<P: LendingProtocol> Watcher<P> {
             debt_base: position.debt_base,
             health_factor: position.health_factor,
         };
-        self.positions.insert(user, (position, health));
+        self.positions.insert(user, position, health);
     }
 
     fn remove(&mut self, user: Address) {
@@ -531,7 +533,7 @@ impl<P: LendingProtocol> Watcher<P> {
             .flat_map(|n| self.touched_in.remove(n).unwrap_or_default())
             .collect();
         if !knows_all {
-            users = self.positions.keys().copied().collect();
+            users = self.positions.users().to_vec();
         }
         tracing::warn!(
             ancestor,
@@ -584,7 +586,7 @@ impl<P: LendingProtocol> Watcher<P> {
                         updated.push((*user, p));
                     }
                     None => {
-                        if self.positions.contains_key(user) {
+                        if self.positions.contains(user) {
                             removed.push(*user);
                         }
                         self.remove(*user);
@@ -606,18 +608,18 @@ impl<P: LendingProtocol> Watcher<P> {
         let (at_risk, changed, protocol) = (self.opts.at_risk.0, &change.reserves, &self.protocol);
         let mut repriced = 0usize;
         let mut below_one = Vec::new();
-        for (user, (position, health)) in self.positions.iter_mut() {
+        for (user, position, health) in self.positions.iter_mut() {
             if !(full
                 || health.health_factor < at_risk
                 || (!changed.is_empty() && protocol.moved_by(position, changed))
-                || touched_set.contains(user))
+                || touched_set.contains(&user))
             {
                 continue;
             }
             *health = protocol.health(position);
             repriced += 1;
             if health.health_factor < WAD {
-                below_one.push(*user);
+                below_one.push(user);
             }
         }
         let reprice_time = started.elapsed();
@@ -645,7 +647,10 @@ impl<P: LendingProtocol> Watcher<P> {
             .iter()
             .zip(onchain)
             .map(|(user, chain_hf)| {
-                let (_, health) = &self.positions[user];
+                let (_, health) = self
+                    .positions
+                    .get(user)
+                    .expect("a position below one is tracked");
                 Candidate {
                     user: *user,
                     health_factor: HealthFactor(health.health_factor),

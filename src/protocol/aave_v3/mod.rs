@@ -59,9 +59,19 @@ pub struct AaveV3 {
     pub emodes: BTreeMap<u8, EModeCategory>,
     /// The block the state was read at.
     pub block: Option<BlockRef>,
-    /// Each reserve's normalized income and debt index at `block`, by id: computed once per block,
-    /// not once per position holding it.
-    normalized: Vec<Option<(U256, U256)>>,
+    /// Each reserve as health needs it at `block` (configuration, normalized income and debt index,
+    /// price), indexed by id: computed once per block, not once per position holding it, and read by
+    /// re-pricing without a map lookup.
+    priced: Vec<Option<PricedReserve>>,
+}
+
+/// A reserve's [`ReserveView`] at one block, owned.
+#[derive(Debug, Clone, Copy)]
+struct PricedReserve {
+    config: ReserveConfig,
+    income: U256,
+    debt_index: U256,
+    price: U256,
 }
 
 /// `getUserAccountData` calls per `aggregate3` when verifying: up to ~100k gas each with several
@@ -115,7 +125,7 @@ impl AaveV3 {
                 })
                 .collect(),
             block: None,
-            normalized: Vec::new(),
+            priced: Vec::new(),
         })
     }
 
@@ -124,47 +134,44 @@ impl AaveV3 {
         self.reserves.values().find(|r| r.asset == asset)
     }
 
+    #[inline]
     fn view_of(&self, id: u16) -> Option<ReserveView<'_>> {
-        let r = self.reserves.get(&id)?;
-        Some(
-            match self.normalized.get(usize::from(id)).copied().flatten() {
-                Some((income, debt_index)) => ReserveView {
-                    config: &r.config,
-                    income,
-                    debt_index,
-                    price: r.price,
-                },
-                None => ReserveView::at(
-                    &r.config,
-                    &r.indexes,
-                    r.price,
-                    self.block.map(|b| b.timestamp).unwrap_or_default(),
-                ),
-            },
-        )
+        let p = self.priced.get(usize::from(id))?.as_ref()?;
+        Some(ReserveView {
+            config: &p.config,
+            income: p.income,
+            debt_index: p.debt_index,
+            price: p.price,
+        })
     }
 
-    /// Recomputes [`Self::normalized`] for the current block.
-    fn normalize(&mut self) {
+    /// Recomputes [`Self::priced`] for the current block.
+    fn price_reserves(&mut self) {
         let now = self.block.map(|b| b.timestamp).unwrap_or_default();
         let len = self
             .reserves
             .keys()
             .max()
             .map_or(0, |m| usize::from(*m) + 1);
-        self.normalized = vec![None; len];
+        self.priced = vec![None; len];
         for (id, r) in &self.reserves {
-            self.normalized[usize::from(*id)] = Some((
-                r.indexes.normalized_income(now),
-                r.indexes.normalized_debt(now),
-            ));
+            self.priced[usize::from(*id)] = Some(PricedReserve {
+                config: r.config,
+                income: r.indexes.normalized_income(now),
+                debt_index: r.indexes.normalized_debt(now),
+                price: r.price,
+            });
         }
     }
 
     /// Full account data (as `getUserAccountData`) of a stored position at the last refreshed block.
     pub fn account_data(&self, position: &StoredPosition) -> math::AccountData {
         let now = self.block.map(|b| b.timestamp).unwrap_or_default();
-        let emode = self.emodes.get(&position.emode);
+        // Most positions are in no category: no lookup for them.
+        let emode = match position.emode {
+            0 => None,
+            id => self.emodes.get(&id),
+        };
         math::account_data(&position.holdings, emode, now, |id| self.view_of(id))
     }
 }
@@ -383,7 +390,7 @@ impl LendingProtocol for AaveV3 {
             self.emodes.insert(id, category);
         }
         self.block = Some(block);
-        self.normalize();
+        self.price_reserves();
         Ok(change)
     }
 
