@@ -7,10 +7,10 @@ use alloy::{
     primitives::{Address, U256},
     providers::{Provider, ext::AnvilApi},
     rpc::types::Filter,
-    sol_types::SolEvent,
+    sol_types::{SolCall, SolEvent},
 };
 use cascade::{
-    chain::bindings::{Liquidator, Pool},
+    chain::bindings::{Liquidator, MintableERC20, Pool},
     config::{Config, DevnetAsset, DevnetConfig, MetricsConfig},
     devnet::{
         Devnet, DevnetOptions, report,
@@ -669,5 +669,131 @@ async fn bad_inputs_exit_non_zero_naming_the_problem() {
         &broke,
         empty_key,
         &["less than one liquidation's gas", "fund it"],
+    );
+}
+
+/// Another keeper outbids ours: it sees our liquidation waiting in the pool and sends the same one
+/// (borrower, collateral, debt; all the debt it may cover) straight to the Pool with a higher tip, so
+/// the block orders it first. The keeper reports that liquidation lost to the other keeper, naming
+/// the winner and how many blocks ahead it was, and counts it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_liquidation_taken_by_a_faster_keeper_is_counted_lost() {
+    let net = net(30, Some(1)).await;
+    let daemon = Daemon::start(&net.config_path, &[], &net.dir.path().join("run"));
+    healthy(&net).await;
+    let rpc = &net.devnet.rpc;
+    let nonce_before = net.nonce().await;
+
+    // Blocks only when the test mines them: the keeper's liquidations wait in the pool.
+    rpc.anvil_set_interval_mining(0).await.unwrap();
+    rpc.anvil_set_auto_mine(false).await.unwrap();
+    let before_block = rpc.get_block_number().await.unwrap();
+    net.crash_weth(-2500).await;
+    wait_until("the keeper to send", Duration::from_secs(30), async || {
+        rpc.get_transaction_count(KEEPER_ACCOUNT)
+            .pending()
+            .await
+            .unwrap()
+            > nonce_before
+    })
+    .await;
+    let pending = rpc
+        .get_block_by_number(alloy::eips::BlockNumberOrTag::Pending)
+        .full()
+        .await
+        .unwrap()
+        .expect("a pending block");
+    let ours = pending
+        .transactions
+        .txns()
+        .filter(|t| t.inner.signer() == KEEPER_ACCOUNT)
+        .find_map(|t| {
+            Liquidator::liquidateCall::abi_decode(alloy::consensus::Transaction::input(t)).ok()
+        })
+        .expect("the keeper's liquidation is in the pending block")
+        .l;
+
+    // The other keeper: the debt asset, the Pool allowed to take it, and the liquidation, all with a
+    // tip far above ours.
+    let d = &net.devnet.deployment;
+    let from_stranger = |to: Address, input: Vec<u8>, gas: u64| {
+        alloy::rpc::types::TransactionRequest::default()
+            .from(STRANGER_ACCOUNT)
+            .to(to)
+            .input(input.into())
+            .gas_limit(gas)
+            .max_priority_fee_per_gas(500_000_000_000)
+            .max_fee_per_gas(1_000_000_000_000)
+    };
+    let big = U256::from(10u64).pow(U256::from(30));
+    let txs = [
+        from_stranger(
+            ours.debt,
+            MintableERC20::mintCall {
+                account: STRANGER_ACCOUNT,
+                value: big,
+            }
+            .abi_encode(),
+            200_000,
+        ),
+        from_stranger(
+            ours.debt,
+            MintableERC20::approveCall {
+                spender: d.aave.pool,
+                amount: U256::MAX,
+            }
+            .abi_encode(),
+            200_000,
+        ),
+        from_stranger(
+            d.aave.pool,
+            Pool::liquidationCallCall {
+                collateralAsset: ours.collateral,
+                debtAsset: ours.debt,
+                user: ours.borrower,
+                debtToCover: U256::MAX,
+                receiveAToken: false,
+            }
+            .abi_encode(),
+            2_000_000,
+        ),
+    ];
+    for tx in txs {
+        let _pending = rpc.send_transaction(tx).await.unwrap();
+    }
+    rpc.evm_mine(None).await.unwrap();
+    rpc.anvil_set_interval_mining(1).await.unwrap();
+
+    let theirs = net
+        .liquidations(before_block)
+        .await
+        .into_iter()
+        .find(|(e, _)| e.user == ours.borrower && e.liquidator == STRANGER_ACCOUNT)
+        .expect("the other keeper's liquidation is on chain");
+    wait_until(
+        "the keeper to count the liquidation lost",
+        Duration::from_secs(30),
+        async || {
+            let Some((_, text)) = scrape(net.metrics_port, "/metrics").await else {
+                return false;
+            };
+            metric(&text, "cascade_liquidations_total{outcome=\"lost\"}") >= 1.0
+        },
+    )
+    .await;
+    let output = daemon.stop();
+    assert_no_key(&output);
+    let lost = output
+        .lines()
+        .find(|l| {
+            l.contains("lost a liquidation to another keeper")
+                && l.contains(&ours.borrower.to_string())
+        })
+        .unwrap_or_else(|| panic!("no report of the lost liquidation:\n{output}"));
+    assert!(lost.contains(&STRANGER_ACCOUNT.to_string()), "{lost}");
+    assert!(
+        lost.contains("blocks_ahead=0") || lost.contains("blocks_ahead=1"),
+        "the other keeper was in the block ours was sent for: {lost} (theirs in block {})",
+        theirs.1
     );
 }

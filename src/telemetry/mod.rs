@@ -1,4 +1,4 @@
-//! Logging (human-readable on a terminal, JSON lines for collectors; `RUST_LOG` filters, default
+//! Logging (human-readable, coloured only on a terminal; JSON lines for collectors; `RUST_LOG` filters, default
 //! `info`) and [`metrics`].
 
 pub mod metrics;
@@ -9,7 +9,14 @@ use tracing_subscriber::{EnvFilter, fmt};
 /// Installs the global subscriber. Logs go to stderr so command output on stdout stays clean.
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only on a terminal: a daemon's log file or journal gets plain `key=value` fields that
+    // grep and log shippers read.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none();
+    let builder = fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
