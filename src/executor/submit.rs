@@ -150,13 +150,24 @@ impl Executor {
     /// The next nonce: the chain's pending count, our own count of what we sent, and the journal's
     /// open entries (`open`), whichever is highest. A transaction sent from this account by someone else moves
     /// the chain's count, so the next call picks it up.
-    async fn nonce(&mut self, open: &[JournalEntry]) -> Result<u64, ExecError> {
-        let chain = self
+    /// The account's transaction count including the node's pending pool: where a nonce of ours can
+    /// start if another sender (an operator's wallet) used the account.
+    pub async fn chain_nonce(&self) -> Result<u64, ExecError> {
+        Ok(self
             .rpc
             .get_transaction_count(self.address())
             .pending()
             .await
-            .map_err(|e| ChainError::rpc("eth_getTransactionCount", e))?;
+            .map_err(|e| ChainError::rpc("eth_getTransactionCount", e))?)
+    }
+
+    /// The next nonce: past the chain's count (`chain`, read now when not given), what this process
+    /// signed, and what the journal holds open.
+    async fn nonce(&mut self, open: &[JournalEntry], chain: Option<u64>) -> Result<u64, ExecError> {
+        let chain = match chain {
+            Some(count) => count,
+            None => self.chain_nonce().await?,
+        };
         let journaled = open.iter().map(|e| e.nonce + 1).max().unwrap_or(0);
         let nonce = chain.max(self.next_nonce.unwrap_or(0)).max(journaled);
         self.next_nonce = Some(nonce + 1);
@@ -251,7 +262,7 @@ impl Executor {
             fee_cap_wei,
             ..plan.clone()
         };
-        self.prepare_all(std::slice::from_ref(&plan), liquidator)
+        self.prepare_all(std::slice::from_ref(&plan), liquidator, None)
             .await?
             .pop()
             .expect("one result per plan")
@@ -261,10 +272,16 @@ impl Executor {
     /// and writes them all to the journal with one wait for the disk: the liquidations of a price move
     /// go out together, and each waiting on its own disk flush would hold back the next. One result
     /// per plan; a borrower with a liquidation in flight gets [`ExecError::InFlight`].
+    ///
+    /// `chain_nonce` is the account's [`Self::chain_nonce`] when the caller read it already (the keeper
+    /// reads it once per block, before the node gets busy); an external transaction from the account
+    /// after that read can then share a nonce with ours, and [`Self::poll`] finds that nonce used and
+    /// the entry dropped. The keeper's account should be its own.
     pub async fn prepare_all(
         &mut self,
         plans: &[Plan],
         liquidator: Address,
+        chain_nonce: Option<u64>,
     ) -> Result<Vec<Result<JournalEntry, ExecError>>, ExecError> {
         // One read of the journal: who is in flight, and the nonces it holds.
         let open = self.journal.open()?;
@@ -285,7 +302,7 @@ impl Executor {
             // One look at the chain's count per batch; the rest follow on.
             let nonce = match next {
                 Some(n) => n,
-                None => self.nonce(&open).await?,
+                None => self.nonce(&open, chain_nonce).await?,
             };
             let attempt = match self.sign(
                 nonce,

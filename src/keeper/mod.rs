@@ -25,14 +25,12 @@ use crate::{
     },
     planner::{PlanError, Planner, Refusal, base_value},
     protocol::{MarketLiquidation, aave_v3::AaveV3},
-    store::StoredPosition,
     telemetry::metrics::{self as m, Liveness, Stage},
     units::{HealthFactor, WAD},
     watcher::{SyncReport, Watcher, WatcherError, follow::OnBlock},
 };
 use alloy::primitives::{Address, U256};
 use dry_run::DryRun;
-use futures::{FutureExt, StreamExt};
 use std::{
     collections::HashMap,
     sync::Arc,
@@ -299,24 +297,37 @@ impl Keeper {
         );
         // Each plan is a task of its own, so sizing (CPU-bound: hundreds of swap simulations) runs on
         // every core while other plans wait on the node; at most `CONCURRENT_PLANS` at a time, so a
-        // cascade of hundreds of positions does not flood the node the keeper depends on.
+        // cascade of hundreds of positions does not flood the node the keeper depends on. The tasks
+        // take their turns from a semaphore (first come, first served: largest debt first), not from
+        // this loop, so planning goes on while a batch is being journaled and sent.
         let market = Arc::new(watcher.protocol().clone());
-        let planner = Arc::clone(&self.planner);
-        let owned: Vec<(Address, StoredPosition)> = targets
-            .into_iter()
-            .map(|(user, position)| (user, position.clone()))
-            .collect();
-        let mut plans = futures::stream::iter(owned.into_iter().map(move |(user, position)| {
-            let (planner, market) = (Arc::clone(&planner), Arc::clone(&market));
-            tokio::spawn(async move { (user, planner.plan(&market, user, &position).await) })
-        }))
-        .buffer_unordered(CONCURRENT_PLANS);
-        while let Some(joined) = plans.next().await {
+        let turns = Arc::new(tokio::sync::Semaphore::new(CONCURRENT_PLANS));
+        let mut plans = tokio::task::JoinSet::new();
+        for (user, position) in targets {
+            let (planner, market, turns) = (
+                Arc::clone(&self.planner),
+                Arc::clone(&market),
+                Arc::clone(&turns),
+            );
+            let position = position.clone();
+            plans.spawn(async move {
+                let _turn = turns.acquire_owned().await;
+                (user, planner.plan(&market, user, &position).await)
+            });
+        }
+        // The account's pending transaction count, read while the first plans are sized (the node is
+        // idle then; by the first send it is busy simulating). Without it each batch reads it.
+        let chain_nonce = if plans.is_empty() {
+            None
+        } else {
+            self.executor.chain_nonce().await.ok()
+        };
+        while let Some(joined) = plans.join_next().await {
             // Plans finished meanwhile go out with this one: one disk flush and one round of sends for
             // all of them. (A dry run sends one at a time: its fork mines each at once.)
             let mut ready = vec![joined];
             while self.dry_run.is_none()
-                && let Some(Some(more)) = plans.next().now_or_never()
+                && let Some(more) = plans.try_join_next()
             {
                 ready.push(more);
             }
@@ -339,7 +350,7 @@ impl Keeper {
                 }
             }
             if !batch.is_empty() {
-                self.send(batch, arrived).await?;
+                self.send(batch, arrived, chain_nonce).await?;
             }
         }
         Ok(())
@@ -350,6 +361,7 @@ impl Keeper {
         &mut self,
         mut plans: Vec<crate::planner::Plan>,
         arrived: Instant,
+        chain_nonce: Option<u64>,
     ) -> Result<(), KeeperError> {
         // Each plan was sized on the block's pools; the ones this block already sells into have moved.
         plans.retain(|plan| {
@@ -366,7 +378,12 @@ impl Keeper {
         if plans.is_empty() {
             return Ok(());
         }
-        let prepared = match self.executor.prepare_all(&plans, self.liquidator).await {
+        let started = Instant::now();
+        let prepared = match self
+            .executor
+            .prepare_all(&plans, self.liquidator, chain_nonce)
+            .await
+        {
             Ok(prepared) => prepared,
             Err(ExecError::Journal(e)) => return Err(e.into()),
             Err(e) => {
@@ -390,7 +407,14 @@ impl Keeper {
                 }
             }
         }
+        let prepare_ms = started.elapsed().as_secs_f64() * 1e3;
         let results = self.executor.send_all(entries).await;
+        tracing::debug!(
+            liquidations = results.len(),
+            prepare_ms,
+            send_ms = started.elapsed().as_secs_f64() * 1e3 - prepare_ms,
+            "batch sent"
+        );
         for ((plan, nonce, hash), result) in signed.into_iter().zip(results) {
             let borrower = plan.borrower;
             match result {
