@@ -502,10 +502,11 @@ async fn a_plan_whose_transaction_would_revert_is_refused_with_the_decoded_reaso
 /// Several liquidations of one price move sell into the same pool in the same block; each was sized on
 /// the pool as the block left it. The planner counts every sale it lets through into the pool's state
 /// and holds back the first that would no longer pay (the Liquidator would revert on it): the same
-/// point QuoterV2 shows for sales in a row.
+/// point QuoterV2 shows for sales in a row. Sales still pending when the next block is planned count
+/// there too.
 #[tokio::test]
 async fn sales_into_one_pool_in_one_block_stop_where_the_pool_no_longer_pays() {
-    let s = setup(false).await;
+    let mut s = setup(false).await;
     let mut found = None;
     for user in s.watcher.liquidatable() {
         let position = s.watcher.position(user).cloned().unwrap();
@@ -576,4 +577,20 @@ async fn sales_into_one_pool_in_one_block_stop_where_the_pool_no_longer_pays() {
         "sale {} was held back but returns {first_held_back} ≥ {needed}",
         let_through + 1
     );
+
+    // When the block is full, sales sent in it are mined in the next, ahead of anything planned there
+    // (lower nonces): carried into the next block's pools, all but one of them leave room for exactly
+    // one more.
+    s.net.rpc.evm_mine(None).await.unwrap();
+    s.watcher.sync().await.unwrap();
+    let next = s.watcher.protocol().block.expect("the watcher's block");
+    assert_eq!(next.number, plan.block + 1);
+    let in_flight = vec![plan.sale(); let_through as usize - 1];
+    s.planner.carry_sales(&in_flight, next).await;
+    let next_plan = cascade::planner::Plan {
+        block: next.number,
+        ..plan.clone()
+    };
+    assert!(s.planner.claim_sale(&next_plan), "one more fits");
+    assert!(!s.planner.claim_sale(&next_plan), "and no more");
 }

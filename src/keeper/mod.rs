@@ -23,7 +23,7 @@ use crate::{
         journal::{JournalEntry, JournalError, TxState},
         submit::{ExecError, Executor},
     },
-    planner::{PlanError, Planner, Refusal, base_value},
+    planner::{PlanError, Planner, Refusal, SaleInFlight, base_value},
     protocol::{MarketLiquidation, aave_v3::AaveV3},
     telemetry::metrics::{self as m, Liveness, Stage},
     units::{HealthFactor, WAD},
@@ -58,6 +58,9 @@ struct Pursuit {
     refusal: Option<String>,
     /// When the block we last sent for it arrived, to time inclusion.
     sent_from: Option<Instant>,
+    /// The sale of the liquidation last sent for it, with its nonce: counted into the pools of later
+    /// blocks until it is mined.
+    sale: Option<(u64, SaleInFlight)>,
 }
 
 /// The keeper of one market.
@@ -279,6 +282,7 @@ impl Keeper {
                 crossed_block: block,
                 refusal: None,
                 sent_from: None,
+                sale: None,
             });
             if in_flight.contains(&c.user) {
                 continue;
@@ -295,10 +299,24 @@ impl Keeper {
             since_block_ms = arrived.elapsed().as_millis() as u64,
             "planning"
         );
+        // Ours sent in earlier blocks and still pending are mined ahead of anything planned now.
+        if !targets.is_empty()
+            && let Some(at) = watcher.protocol().block
+        {
+            let mut in_flight_sales: Vec<(u64, SaleInFlight)> = self
+                .pursuits
+                .iter()
+                .filter(|(borrower, _)| in_flight.contains(*borrower))
+                .filter_map(|(_, p)| p.sale)
+                .collect();
+            in_flight_sales.sort_by_key(|(nonce, _)| *nonce);
+            let sales: Vec<SaleInFlight> = in_flight_sales.into_iter().map(|(_, s)| s).collect();
+            self.planner.carry_sales(&sales, at).await;
+        }
         // Each plan is a task of its own, so sizing (CPU-bound: hundreds of swap simulations) runs on
         // every core while other plans wait on the node; at most `CONCURRENT_PLANS` at a time, so a
         // cascade of hundreds of positions does not flood the node the keeper depends on. The tasks
-        // take their turns from a semaphore (first come, first served: largest debt first), not from
+        // take their turns from a fair semaphore (about the order spawned: largest debt first), not from
         // this loop, so planning goes on while a batch is being journaled and sent.
         let market = Arc::new(watcher.protocol().clone());
         let turns = Arc::new(tokio::sync::Semaphore::new(CONCURRENT_PLANS));
@@ -441,6 +459,7 @@ impl Keeper {
             );
             if let Some(p) = self.pursuits.get_mut(&borrower) {
                 p.sent_from = Some(arrived);
+                p.sale = Some((nonce, plan.sale()));
                 p.refusal = None;
             }
         }

@@ -95,6 +95,31 @@ pub struct Plan {
     pub fee_cap_wei: U256,
 }
 
+/// The sale of a liquidation sent and not mined yet: what it will do to its pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SaleInFlight {
+    /// Collateral sold.
+    pub collateral: Address,
+    /// Debt asset bought.
+    pub debt: Address,
+    /// The pool or pair it sells into.
+    pub pool: Address,
+    /// Collateral sold (collateral units).
+    pub amount: U256,
+}
+
+impl Plan {
+    /// The sale this plan makes.
+    pub fn sale(&self) -> SaleInFlight {
+        SaleInFlight {
+            collateral: self.collateral,
+            debt: self.debt,
+            pool: self.swap_pool,
+            amount: self.amounts.collateral_to_liquidator,
+        }
+    }
+}
+
 /// One collateral × debt pair's best size, or how close it came to profit.
 #[derive(Debug, Clone)]
 pub struct PairOutcome {
@@ -702,6 +727,25 @@ impl Planner {
             SaleCheck::Fills(_, after) => {
                 self.book.record_sale(plan.block, after);
                 true
+            }
+        }
+    }
+
+    /// Counts in, at `block`, the sales of our liquidations sent in earlier blocks and not mined yet:
+    /// when blocks are full they are mined after this block, ahead of anything planned in it (lower
+    /// nonces), so this block's plans are sized, and their sales checked, on the pools as those leave
+    /// them. `sales` in nonce order. A pool that cannot be read is left as the chain has it (logged).
+    pub async fn carry_sales(&self, sales: &[SaleInFlight], block: crate::protocol::BlockRef) {
+        for sale in sales {
+            if let Err(e) = self.book.venues(sale.collateral, sale.debt, block).await {
+                tracing::debug!(pool = %sale.pool, error = %e, "reading a pool to carry a sale in flight failed");
+                continue;
+            }
+            if let SaleCheck::Fills(_, after) =
+                self.book
+                    .check_sale(block.number, sale.pool, sale.collateral, sale.amount)
+            {
+                self.book.record_sale(block.number, after);
             }
         }
     }
