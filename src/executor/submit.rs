@@ -147,9 +147,6 @@ impl Executor {
         self.next_nonce = None;
     }
 
-    /// The next nonce: the chain's pending count, our own count of what we sent, and the journal's
-    /// open entries (`open`), whichever is highest. A transaction sent from this account by someone else moves
-    /// the chain's count, so the next call picks it up.
     /// The account's transaction count including the node's pending pool: where a nonce of ours can
     /// start if another sender (an operator's wallet) used the account.
     pub async fn chain_nonce(&self) -> Result<u64, ExecError> {
@@ -162,7 +159,8 @@ impl Executor {
     }
 
     /// The next nonce: past the chain's count (`chain`, read now when not given), what this process
-    /// signed, and what the journal holds open.
+    /// signed, and what the journal holds open (`open`), whichever is highest. A transaction sent from
+    /// this account by someone else moves the chain's count, so the next read picks it up.
     async fn nonce(&mut self, open: &[JournalEntry], chain: Option<u64>) -> Result<u64, ExecError> {
         let chain = match chain {
             Some(count) => count,

@@ -120,6 +120,11 @@ impl Plan {
     }
 }
 
+/// A token pair in one order whichever side is which, to count it once.
+fn unordered_pair(a: Address, b: Address) -> (Address, Address) {
+    (a.min(b), a.max(b))
+}
+
 /// One collateral × debt pair's best size, or how close it came to profit.
 #[derive(Debug, Clone)]
 pub struct PairOutcome {
@@ -736,11 +741,21 @@ impl Planner {
     /// nonces), so this block's plans are sized, and their sales checked, on the pools as those leave
     /// them. `sales` in nonce order. A pool that cannot be read is left as the chain has it (logged).
     pub async fn carry_sales(&self, sales: &[SaleInFlight], block: crate::protocol::BlockRef) {
-        for sale in sales {
-            if let Err(e) = self.book.venues(sale.collateral, sale.debt, block).await {
-                tracing::debug!(pool = %sale.pool, error = %e, "reading a pool to carry a sale in flight failed");
-                continue;
+        // Each pair's pools read once, side by side (planning reads the same ones: cached for it).
+        let mut pairs: Vec<(Address, Address)> = sales
+            .iter()
+            .map(|s| unordered_pair(s.collateral, s.debt))
+            .collect();
+        pairs.sort_unstable();
+        pairs.dedup();
+        let reads = pairs.iter().map(|&(a, b)| self.book.venues(a, b, block));
+        for (pair, read) in pairs.iter().zip(futures::future::join_all(reads).await) {
+            if let Err(e) = read {
+                // Its sales stay uncounted: the book has no state of the pool at this block.
+                tracing::debug!(?pair, error = %e, "reading a pair's pools to carry sales in flight failed");
             }
+        }
+        for sale in sales {
             if let SaleCheck::Fills(_, after) =
                 self.book
                     .check_sale(block.number, sale.pool, sale.collateral, sale.amount)
@@ -765,7 +780,7 @@ impl Planner {
     ) -> Vec<(Address, Address)> {
         let mut pairs: Vec<(Address, Address)> = positions
             .flat_map(|p| liquidation_pairs(market, p))
-            .map(|(_, cr, _, dr)| (cr.asset.min(dr.asset), cr.asset.max(dr.asset)))
+            .map(|(_, cr, _, dr)| unordered_pair(cr.asset, dr.asset))
             .collect();
         pairs.sort_unstable();
         pairs.dedup();
