@@ -8,8 +8,6 @@ interface IERC20Minimal {
 }
 
 interface IAavePool {
-    function flashLoanSimple(address receiver, address asset, uint256 amount, bytes calldata params, uint16 referralCode)
-        external;
     function liquidationCall(address collateral, address debt, address user, uint256 debtToCover, bool receiveAToken)
         external;
 }
@@ -27,14 +25,15 @@ interface IUniswapV2PairMinimal {
     function swap(uint256 amount0Out, uint256 amount1Out, address to, bytes calldata data) external;
 }
 
-/// @title cascade's flash-loan liquidator for Aave V3
-/// @notice Borrows the debt asset from the Aave Pool with `flashLoanSimple`, liquidates the borrower,
-///         sells all the seized collateral on the planned pool, repays the loan and its premium, and
-///         reverts unless the debt asset it holds grew by at least the plan's minimum profit. A
-///         liquidation can fail; it cannot lose the contract's money.
-/// @dev Callbacks are accepted only while this contract is inside a call it made itself: the flash-loan
-///      callback only from the Pool for a loan it started, a swap callback only from the pool it is
-///      swapping with at that moment.
+/// @title cascade's flash-swap liquidator for Aave V3
+/// @notice Sells the collateral a liquidation will seize before it has it: the planned Uniswap pool pays
+///         out the debt asset first (a flash swap), the contract repays the borrower's debt with it,
+///         receives the collateral and pays the pool with it, in one call. What is left of the debt asset
+///         is the profit; the liquidation reverts unless it reaches the plan's minimum, and unless the
+///         collateral seized covers the sale. A liquidation can fail; it cannot lose the contract's money.
+/// @dev The pool is the flash lender, so there is no Aave flash loan: no premium, and none of the
+///      loan's bookkeeping gas (a transfer out and back, the reserve's index and rate updates). Swap
+///      callbacks are accepted only from the pool this contract is swapping with at that moment, once.
 contract Liquidator {
     enum Venue {
         UniswapV3,
@@ -46,19 +45,23 @@ contract Liquidator {
         address debt;
         address borrower;
         uint256 debtToCover;
+        /// The collateral sold to the pool: what the liquidation is planned to seize (any more is kept).
+        uint256 collateralToSell;
         Venue venue;
         address swapPool;
         uint256 minProfit;
     }
 
+    /// Sqrt-price limits one step inside Uniswap V3's bounds: the sale fills as far as liquidity allows.
+    uint160 private constant MIN_SQRT_PRICE_LIMIT = 4295128740;
+    uint160 private constant MAX_SQRT_PRICE_LIMIT = 1461446703485210103287273052203988822378723970341;
+
     address public immutable owner;
     IAavePool public immutable aavePool;
     mapping(address => bool) public operators;
 
-    /// The swap pool allowed to call back right now (zero outside a swap).
-    address private activeSwapPool;
-    /// Set while this contract waits for the Pool's flash-loan callback.
-    bool private awaitingFlashLoan;
+    /// The swap pool allowed to call back right now (zero outside a swap, and once it has called).
+    address private transient activeSwapPool;
 
     event Liquidated(
         address indexed borrower,
@@ -74,7 +77,7 @@ contract Liquidator {
     error NotOperator();
     error UnexpectedCallback();
     error InsufficientProfit(uint256 profit, uint256 minProfit);
-    error NothingSeized();
+    error SeizedTooLittle(uint256 seized, uint256 owed);
 
     modifier onlyOwner() {
         if (msg.sender != owner) revert NotOwner();
@@ -112,79 +115,78 @@ contract Liquidator {
 
     function _liquidate(Liquidation calldata l) internal returns (uint256 profit) {
         uint256 before = IERC20Minimal(l.debt).balanceOf(address(this));
-        awaitingFlashLoan = true;
-        aavePool.flashLoanSimple(address(this), l.debt, l.debtToCover, abi.encode(l), 0);
-        awaitingFlashLoan = false;
+        activeSwapPool = l.swapPool;
+        if (l.venue == Venue.UniswapV3) {
+            _flashSwapV3(l);
+        } else {
+            _flashSwapV2(l);
+        }
+        // A pool that never called back left the swap pool set: nothing was liquidated.
+        if (activeSwapPool != address(0)) revert UnexpectedCallback();
         uint256 afterwards = IERC20Minimal(l.debt).balanceOf(address(this));
         profit = afterwards > before ? afterwards - before : 0;
         if (afterwards < before || profit < l.minProfit) revert InsufficientProfit(profit, l.minProfit);
     }
 
-    /// @notice Aave's flash-loan callback.
-    function executeOperation(address asset, uint256 amount, uint256 premium, address initiator, bytes calldata params)
-        external
-        returns (bool)
-    {
-        if (msg.sender != address(aavePool) || initiator != address(this) || !awaitingFlashLoan) {
-            revert UnexpectedCallback();
-        }
-        awaitingFlashLoan = false;
-        Liquidation memory l = abi.decode(params, (Liquidation));
-        if (asset != l.debt) revert UnexpectedCallback();
-
-        uint256 debtBefore = IERC20Minimal(l.debt).balanceOf(address(this));
-        uint256 collateralBefore = IERC20Minimal(l.collateral).balanceOf(address(this));
-        IERC20Minimal(l.debt).approve(address(aavePool), amount);
-        aavePool.liquidationCall(l.collateral, l.debt, l.borrower, amount, false);
-        uint256 seized = IERC20Minimal(l.collateral).balanceOf(address(this)) - collateralBefore;
-        if (seized == 0) revert NothingSeized();
-        uint256 repaid = debtBefore - IERC20Minimal(l.debt).balanceOf(address(this));
-
-        if (l.venue == Venue.UniswapV3) {
-            _sellV3(l.swapPool, l.collateral, seized);
-        } else {
-            _sellV2(l.swapPool, l.collateral, seized);
-        }
-        // The Pool pulls the loan and its premium after this returns.
-        IERC20Minimal(l.debt).approve(address(aavePool), amount + premium);
-        // Profit against the balance before the loan (debtBefore includes the loan). Short of the loan
-        // plus premium, the Pool's transferFrom fails and everything reverts.
-        uint256 held = IERC20Minimal(l.debt).balanceOf(address(this));
-        uint256 profit = held > debtBefore + premium ? held - debtBefore - premium : 0;
-        emit Liquidated(l.borrower, l.collateral, l.debt, repaid, seized, profit);
-        return true;
-    }
-
-    function _sellV3(address pool, address tokenIn, uint256 amountIn) internal {
-        bool zeroForOne = IUniswapV3PoolMinimal(pool).token0() == tokenIn;
-        activeSwapPool = pool;
-        IUniswapV3PoolMinimal(pool).swap(
+    /// Sells `collateralToSell` for the debt asset, exact in: the pool pays out first, then calls back.
+    function _flashSwapV3(Liquidation calldata l) private {
+        bool zeroForOne = IUniswapV3PoolMinimal(l.swapPool).token0() == l.collateral;
+        IUniswapV3PoolMinimal(l.swapPool).swap(
             address(this),
             zeroForOne,
-            int256(amountIn),
-            zeroForOne ? 4295128740 : 1461446703485210103287273052203988822378723970341,
-            abi.encode(tokenIn)
+            int256(l.collateralToSell),
+            zeroForOne ? MIN_SQRT_PRICE_LIMIT : MAX_SQRT_PRICE_LIMIT,
+            abi.encode(l)
         );
+    }
+
+    /// The same on a V2 pair: asks for what `collateralToSell` buys at the pair's reserves.
+    function _flashSwapV2(Liquidation calldata l) private {
+        (uint112 r0, uint112 r1,) = IUniswapV2PairMinimal(l.swapPool).getReserves();
+        bool zeroForOne = IUniswapV2PairMinimal(l.swapPool).token0() == l.collateral;
+        (uint256 reserveIn, uint256 reserveOut) = zeroForOne ? (uint256(r0), uint256(r1)) : (uint256(r1), uint256(r0));
+        uint256 inWithFee = l.collateralToSell * 997;
+        uint256 out = (inWithFee * reserveOut) / (reserveIn * 1000 + inWithFee);
+        (uint256 out0, uint256 out1) = zeroForOne ? (uint256(0), out) : (out, uint256(0));
+        IUniswapV2PairMinimal(l.swapPool).swap(out0, out1, address(this), abi.encode(l));
+    }
+
+    /// @notice Uniswap V3's swap callback: the pool has paid out the debt asset and is owed collateral.
+    function uniswapV3SwapCallback(int256 amount0Delta, int256 amount1Delta, bytes calldata data) external {
+        _enterCallback();
+        (uint256 owed, uint256 received) = amount0Delta > 0
+            ? (uint256(amount0Delta), uint256(-amount1Delta))
+            : (uint256(amount1Delta), uint256(-amount0Delta));
+        _liquidateAndPay(abi.decode(data, (Liquidation)), received, owed);
+    }
+
+    /// @notice Uniswap V2's flash-swap callback: the pair has paid out the debt asset and is owed the
+    ///         collateral the plan sells.
+    function uniswapV2Call(address sender, uint256 amount0, uint256 amount1, bytes calldata data) external {
+        _enterCallback();
+        if (sender != address(this)) revert UnexpectedCallback();
+        Liquidation memory l = abi.decode(data, (Liquidation));
+        _liquidateAndPay(l, amount0 + amount1, l.collateralToSell);
+    }
+
+    /// Admits one callback, from the pool being swapped with.
+    function _enterCallback() private {
+        if (msg.sender != activeSwapPool || msg.sender == address(0)) revert UnexpectedCallback();
         activeSwapPool = address(0);
     }
 
-    /// @notice Uniswap V3's swap callback: pays the pool what the swap owes it.
-    function uniswapV3SwapCallback(int256 amount0Delta, int256 amount1Delta, bytes calldata data) external {
-        if (msg.sender != activeSwapPool || activeSwapPool == address(0)) revert UnexpectedCallback();
-        address tokenIn = abi.decode(data, (address));
-        uint256 owed = uint256(amount0Delta > 0 ? amount0Delta : amount1Delta);
-        IERC20Minimal(tokenIn).transfer(msg.sender, owed);
-    }
-
-    function _sellV2(address pair, address tokenIn, uint256 amountIn) internal {
-        (uint112 r0, uint112 r1,) = IUniswapV2PairMinimal(pair).getReserves();
-        bool zeroForOne = IUniswapV2PairMinimal(pair).token0() == tokenIn;
-        (uint256 reserveIn, uint256 reserveOut) = zeroForOne ? (uint256(r0), uint256(r1)) : (uint256(r1), uint256(r0));
-        uint256 inWithFee = amountIn * 997;
-        uint256 out = (inWithFee * reserveOut) / (reserveIn * 1000 + inWithFee);
-        IERC20Minimal(tokenIn).transfer(pair, amountIn);
-        (uint256 out0, uint256 out1) = zeroForOne ? (uint256(0), out) : (out, uint256(0));
-        IUniswapV2PairMinimal(pair).swap(out0, out1, address(this), "");
+    /// Inside the swap: repays the borrower's debt from what the pool paid out, and pays the pool the
+    /// collateral it is owed from what the liquidation seized (never from the contract's own holdings).
+    function _liquidateAndPay(Liquidation memory l, uint256 received, uint256 owed) private {
+        uint256 debtBefore = IERC20Minimal(l.debt).balanceOf(address(this));
+        uint256 collateralBefore = IERC20Minimal(l.collateral).balanceOf(address(this));
+        IERC20Minimal(l.debt).approve(address(aavePool), l.debtToCover);
+        aavePool.liquidationCall(l.collateral, l.debt, l.borrower, l.debtToCover, false);
+        uint256 seized = IERC20Minimal(l.collateral).balanceOf(address(this)) - collateralBefore;
+        if (seized < owed) revert SeizedTooLittle(seized, owed);
+        uint256 repaid = debtBefore - IERC20Minimal(l.debt).balanceOf(address(this));
+        IERC20Minimal(l.collateral).transfer(msg.sender, owed);
+        emit Liquidated(l.borrower, l.collateral, l.debt, repaid, owed, received > repaid ? received - repaid : 0);
     }
 
     /// @notice Moves tokens out; only the owner.

@@ -78,4 +78,13 @@ fn a_small_bench_writes_every_figure() {
             && f("detect_to_send_ms_max") >= f("detect_to_send_ms_p99")
     );
     assert!(f("peak_rss_mb") > 0.0 && f("store_bytes") > 0.0);
+    // Our liquidations' receipts were found on the chain: one costs a few hundred thousand gas.
+    let gas = f("liquidation_gas_p50");
+    assert!((300_000.0..800_000.0).contains(&gas), "{figures}");
+    // Null when every liquidation made the first block, else a share.
+    let full = &figures["first_block_misses_full_pct"];
+    assert!(
+        full.is_null() || full.as_f64().is_some_and(|p| (0.0..=100.0).contains(&p)),
+        "{figures}"
+    );
 }

@@ -104,6 +104,20 @@ fn symbols(net: &Devnet) -> impl Fn(Address) -> (String, u8) + '_ {
     }
 }
 
+/// The repay is the planned one; when all the collateral is seized, it is what that collateral covers
+/// at execution, a second of interest later than planned (within 0.001%).
+fn assert_repaid_as_planned(plan: &cascade::planner::Plan, repaid: U256) {
+    let planned = plan.amounts.debt_repaid;
+    if plan.amounts.collateral_bound {
+        assert!(
+            repaid.abs_diff(planned) * U256::from(100_000u64) <= planned,
+            "repaid {repaid}, planned {planned}"
+        );
+    } else {
+        assert_eq!(repaid, planned);
+    }
+}
+
 async fn send(
     net: &Devnet,
     from: Address,
@@ -145,31 +159,27 @@ async fn predicted_profit_is_realised() {
                     .iter()
                     .find_map(|l| Liquidator::Liquidated::decode_log_data(l.data()).ok())
                     .expect("Liquidated event");
-                // The Liquidator's profit is swap output − repay − premium; the plan's net profit
+                // The Liquidator's profit is swap output − repay; the plan's net profit
                 // further subtracts gas and the L1 fee, paid by the sender in ETH.
-                let predicted = plan.swap_out - plan.amounts.debt_repaid - plan.flash_premium;
+                let predicted = plan.swap_out - plan.amounts.debt_repaid;
                 eprintln!(
-                    "predicted {predicted}, realised {} (difference {})",
+                    "predicted {predicted}, realised {} (difference {}), gas used {}",
                     event.profit,
-                    event.profit.abs_diff(predicted)
+                    event.profit.abs_diff(predicted),
+                    receipt.gas_used
                 );
-                assert_eq!(event.debtRepaid, plan.amounts.debt_repaid);
+                // The planned collateral is sold, exactly.
+                assert_eq!(event.collateralSold, plan.amounts.collateral_to_liquidator);
+                assert_repaid_as_planned(&plan, event.debtRepaid);
                 if plan.amounts.collateral_bound {
                     // All the collateral is seized, and it earns a second of supply interest between the
-                    // plan (latest block) and execution (the next): the amounts move by that much.
-                    assert!(
-                        event
-                            .collateralSold
-                            .abs_diff(plan.amounts.collateral_to_liquidator)
-                            * U256::from(100_000u64)
-                            <= plan.amounts.collateral_to_liquidator
-                    );
+                    // plan (latest block) and execution (the next): the repay needed for it moves by
+                    // that much (the extra collateral stays with the Liquidator).
                     assert!(
                         event.profit.abs_diff(predicted) * U256::from(100_000u64) <= predicted,
                         "within 0.001%"
                     );
                 } else {
-                    assert_eq!(event.collateralSold, plan.amounts.collateral_to_liquidator);
                     assert_eq!(
                         event.profit, predicted,
                         "realised profit equals the prediction"
@@ -215,7 +225,8 @@ async fn unprofitable_plan_reverts_and_loses_nothing_and_strangers_are_refused()
             collateral: plan.collateral,
             debt: plan.debt,
             borrower: user,
-            debtToCover: plan.amounts.debt_repaid,
+            debtToCover: plan.amounts.debt_to_cover,
+            collateralToSell: plan.amounts.collateral_to_liquidator,
             venue: Liquidator::Venue::UniswapV3,
             swapPool: plan.swap_pool,
             minProfit: plan.swap_out,
@@ -259,7 +270,7 @@ async fn unprofitable_plan_reverts_and_loses_nothing_and_strangers_are_refused()
     .unwrap();
     assert_eq!(before, after);
 
-    // A stranger cannot liquidate, call the flash-loan callback, or the swap callback.
+    // A stranger cannot liquidate or call either swap callback, not even the pool outside a swap.
     let stranger = Address::repeat_byte(0x66);
     s.net
         .rpc
@@ -271,22 +282,21 @@ async fn unprofitable_plan_reverts_and_loses_nothing_and_strangers_are_refused()
         .unwrap_err()
         .to_string();
     assert!(not_operator.contains("revert"), "{not_operator}");
-    let callback = Liquidator::executeOperationCall {
-        asset: plan.debt,
-        amount: U256::from(1u8),
-        premium: U256::ZERO,
-        initiator: s.liquidator,
-        params: Default::default(),
+    let v2_callback = Liquidator::uniswapV2CallCall {
+        sender: s.liquidator,
+        amount0: U256::from(1u8),
+        amount1: U256::ZERO,
+        data: alloy::sol_types::SolValue::abi_encode(&greedy.l).into(),
     };
     let call = TransactionRequest::default()
         .from(stranger)
         .to(s.liquidator)
-        .with_input(callback.abi_encode());
+        .with_input(v2_callback.abi_encode());
     assert!(decode_revert(&s.net.rpc.call(call).await.unwrap_err()).contains("UnexpectedCallback"));
     let swap_cb = Liquidator::uniswapV3SwapCallbackCall {
         amount0Delta: alloy::primitives::I256::ONE,
         amount1Delta: alloy::primitives::I256::ZERO,
-        data: alloy::sol_types::SolValue::abi_encode(&plan.debt).into(),
+        data: alloy::sol_types::SolValue::abi_encode(&greedy.l).into(),
     };
     let call = TransactionRequest::default()
         .from(plan.swap_pool)
@@ -352,7 +362,7 @@ async fn v2_venue_plans_are_realised_too() {
             .iter()
             .find_map(|l| Liquidator::Liquidated::decode_log_data(l.data()).ok())
             .unwrap();
-        let predicted = plan.swap_out - plan.amounts.debt_repaid - plan.flash_premium;
+        let predicted = plan.swap_out - plan.amounts.debt_repaid;
         eprintln!("V2: predicted {predicted}, realised {}", event.profit);
         if !plan.amounts.collateral_bound {
             assert_eq!(event.profit, predicted);
@@ -458,16 +468,13 @@ async fn two_plans_batched_in_one_transaction_both_liquidate() {
     assert_eq!(events.len(), 2, "one transaction, two liquidations");
     for (plan, event) in plans.iter().zip(&events) {
         assert_eq!(event.borrower, plan.borrower);
-        assert_eq!(event.debtRepaid, plan.amounts.debt_repaid);
+        assert_repaid_as_planned(plan, event.debtRepaid);
         assert!(event.profit >= plan.min_profit);
     }
     // The first liquidation meets exactly the state it was planned on.
     let first = &plans[0];
     if !first.amounts.collateral_bound {
-        assert_eq!(
-            events[0].profit,
-            first.swap_out - first.amounts.debt_repaid - first.flash_premium
-        );
+        assert_eq!(events[0].profit, first.swap_out - first.amounts.debt_repaid);
     }
 }
 
@@ -518,7 +525,7 @@ async fn sales_into_one_pool_in_one_block_stop_where_the_pool_no_longer_pays() {
         }
     }
     let plan = found.expect("a plan selling into a Uniswap V3 pool on the shocked devnet");
-    let needed = plan.amounts.debt_repaid + plan.flash_premium + plan.min_profit;
+    let needed = plan.amounts.debt_repaid + plan.min_profit;
     let sale = plan.amounts.collateral_to_liquidator;
 
     // The same sale, again and again, as the liquidations of one price move would make it.

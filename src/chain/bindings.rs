@@ -126,7 +126,6 @@ sol! {
         function borrow(address asset, uint256 amount, uint256 interestRateMode, uint16 referralCode, address onBehalfOf) external;
         function repay(address asset, uint256 amount, uint256 interestRateMode, address onBehalfOf) external returns (uint256);
         function liquidationCall(address collateralAsset, address debtAsset, address user, uint256 debtToCover, bool receiveAToken) external;
-        function flashLoanSimple(address receiverAddress, address asset, uint256 amount, bytes params, uint16 referralCode) external;
         function setUserUseReserveAsCollateral(address asset, bool useAsCollateral) external;
         function setUserEMode(uint8 categoryId) external;
         function getUserAccountData(address user) external view returns (
@@ -142,7 +141,6 @@ sol! {
         function getUserEMode(address user) external view returns (uint256);
         function getUserConfiguration(address user) external view returns (ReserveConfigurationMap memory);
         function getEModeCategoryData(uint8 id) external view returns (EModeCategory memory);
-        function FLASHLOAN_PREMIUM_TOTAL() external view returns (uint128);
         function POOL_REVISION() external view returns (uint256);
 
         event Supply(address indexed reserve, address user, address indexed onBehalfOf, uint256 amount, uint16 indexed referralCode);
@@ -337,7 +335,7 @@ sol! {
 }
 
 sol! {
-    /// cascade's flash-loan liquidator (contracts/Liquidator.sol).
+    /// cascade's flash-swap liquidator (contracts/Liquidator.sol).
     #[sol(rpc, all_derives)]
     contract Liquidator {
         enum Venue { UniswapV3, UniswapV2 }
@@ -347,6 +345,7 @@ sol! {
             address debt;
             address borrower;
             uint256 debtToCover;
+            uint256 collateralToSell;
             Venue venue;
             address swapPool;
             uint256 minProfit;
@@ -360,8 +359,8 @@ sol! {
         function liquidateBatch(Liquidation[] ls) external returns (uint256[] profits);
         function setOperator(address operator, bool allowed) external;
         function sweep(address token, address to, uint256 amount) external;
-        function executeOperation(address asset, uint256 amount, uint256 premium, address initiator, bytes params) external returns (bool);
         function uniswapV3SwapCallback(int256 amount0Delta, int256 amount1Delta, bytes data) external;
+        function uniswapV2Call(address sender, uint256 amount0, uint256 amount1, bytes data) external;
 
         event Liquidated(address indexed borrower, address indexed collateral, address indexed debt, uint256 debtRepaid, uint256 collateralSold, uint256 profit);
 
@@ -369,6 +368,6 @@ sol! {
         error NotOperator();
         error UnexpectedCallback();
         error InsufficientProfit(uint256 profit, uint256 minProfit);
-        error NothingSeized();
+        error SeizedTooLittle(uint256 seized, uint256 owed);
     }
 }

@@ -109,6 +109,12 @@ pub struct BenchReport {
     pub shocks_sent: u32,
     /// Share of profitable liquidations included in the block after the price update.
     pub first_block_inclusion_pct: f64,
+    /// Of the liquidations not in that block, the share for which it was full: less gas left in it
+    /// than the smallest of our liquidations uses (100 when every miss was the block's capacity; null
+    /// when nothing missed it).
+    pub first_block_misses_full_pct: Option<f64>,
+    /// Gas used by one of our liquidations, median.
+    pub liquidation_gas_p50: u64,
     /// Peak resident memory of this process after seeding (discovery, the watcher, the sweep, the
     /// keeper).
     pub peak_rss_mb: f64,
@@ -403,6 +409,49 @@ async fn shocks(
     } else {
         100.0 * first as f64 / won.len() as f64
     };
+    // Why the others were later: their first block had no room left (it holds a few dozen
+    // liquidations), or the keeper was too slow for it.
+    let mut blocks: Vec<u64> = won.iter().filter_map(|o| o.included_block).collect();
+    blocks.sort_unstable();
+    blocks.dedup();
+    let mut gas = Vec::new();
+    for b in blocks {
+        let receipts = devnet
+            .rpc
+            .get_block_receipts(BlockId::number(b))
+            .await?
+            .unwrap_or_default();
+        gas.extend(
+            receipts
+                .iter()
+                .filter(|r| r.from == BENCH_KEEPER && r.to == Some(d.liquidator) && r.status())
+                .map(|r| r.gas_used),
+        );
+    }
+    gas.sort_unstable();
+    out.liquidation_gas_p50 = gas.get(gas.len() / 2).copied().unwrap_or(0);
+    let smallest = gas.first().copied().unwrap_or(0);
+    let mut misses = 0;
+    let mut full = 0;
+    for o in &won {
+        let (Some(crossed), Some(included)) = (o.crossed_block, o.included_block) else {
+            continue;
+        };
+        if included == crossed + 1 {
+            continue;
+        }
+        misses += 1;
+        let header = devnet
+            .rpc
+            .get_block_by_number((crossed + 1).into())
+            .await?
+            .ok_or_else(|| eyre::eyre!("block {} is gone", crossed + 1))?
+            .header;
+        if header.gas_limit - header.gas_used < smallest {
+            full += 1;
+        }
+    }
+    out.first_block_misses_full_pct = (misses > 0).then(|| 100.0 * full as f64 / misses as f64);
     Ok(())
 }
 
@@ -474,7 +523,17 @@ fn table(r: &BenchReport) -> String {
         ),
         (
             "included in the first block after the update",
-            format!("{:.0}%", r.first_block_inclusion_pct),
+            match r.first_block_misses_full_pct {
+                Some(full) => format!(
+                    "{:.0}% (of the rest, {full:.0}% found it full)",
+                    r.first_block_inclusion_pct
+                ),
+                None => format!("{:.0}%", r.first_block_inclusion_pct),
+            },
+        ),
+        (
+            "gas per liquidation (p50)",
+            format!("{}", r.liquidation_gas_p50),
         ),
         (
             "liquidations mined but reverted",

@@ -1,5 +1,5 @@
 //! `cascade demo`: the devnet, the keeper, and a price crash in steps; the keeper liquidates through
-//! its flash-loan contract as positions cross 1, and a table sums up what happened.
+//! its flash-swap contract as positions cross 1, and a table sums up what happened.
 
 use super::devnet::{oracle_prices, start_and_describe};
 use crate::{
@@ -164,8 +164,8 @@ pub async fn run(args: Args) -> eyre::Result<()> {
         .filter(|o| o.kind == OutcomeKind::Won)
         .count();
     println!(
-        "\nthe keeper made {won} liquidations through its flash-loan Liquidator (each repays part of a\n\
-         position's debt with borrowed funds, sells the seized collateral on Uniswap and keeps the rest):\n{}",
+        "\nthe keeper made {won} liquidations through its flash-swap Liquidator (each repays part of a\n\
+         position's debt with what Uniswap pays for the collateral it will seize, and keeps the rest):\n{}",
         summary::table(outcomes)
     );
     let left = after

@@ -52,7 +52,7 @@ pub enum Command {
     Watch(watch::Args),
     /// The liquidation the keeper would make for one borrower now, with every figure, or why none.
     Plan(plan::Args),
-    /// Deploy the flash-loan Liquidator for the configured market, owned by the configured signer.
+    /// Deploy the flash-swap Liquidator for the configured market, owned by the configured signer.
     DeployLiquidator(deploy_liquidator::Args),
 }
 

@@ -349,29 +349,32 @@ impl Executor {
             .await
             .pop()
             .expect("one result per entry")
+            .map(|(entry, _)| entry)
     }
 
     /// Sends prepared entries' transactions side by side (nonce order does not matter to a node: a
     /// later nonce waits in its queue for the earlier one) and records each that went out. One result
-    /// per entry, in order.
+    /// per entry, in order, with when its send returned.
     pub async fn send_all(
         &mut self,
         entries: Vec<JournalEntry>,
-    ) -> Vec<Result<JournalEntry, ExecError>> {
-        let sends = entries.iter().map(|entry| {
+    ) -> Vec<Result<(JournalEntry, std::time::Instant), ExecError>> {
+        let sends = entries.iter().map(|entry| async {
             let attempt = entry.attempts.last().expect("an entry has an attempt");
             self.broadcast(attempt)
+                .await
+                .map(|()| std::time::Instant::now())
         });
         let results = futures::future::join_all(sends).await;
         entries
             .into_iter()
             .zip(results)
             .map(|(mut entry, sent)| {
-                sent?;
+                let at = sent?;
                 entry.state = TxState::Sent;
                 self.journal.note(&entry)?;
                 tracing::debug!(borrower = %entry.borrower, nonce = entry.nonce, "transaction sent");
-                Ok(entry)
+                Ok((entry, at))
             })
             .collect()
     }

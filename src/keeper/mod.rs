@@ -436,9 +436,9 @@ impl Keeper {
         for ((plan, nonce, hash), result) in signed.into_iter().zip(results) {
             let borrower = plan.borrower;
             match result {
-                Ok(_) => {
+                Ok((_, sent_at)) => {
                     m::stage(Stage::Sent, arrived);
-                    self.send_latencies.push(arrived.elapsed());
+                    self.send_latencies.push(sent_at.duration_since(arrived));
                 }
                 Err(ExecError::Journal(e)) => return Err(e.into()),
                 // Journaled as prepared: the next poll sends exactly this transaction again.

@@ -83,7 +83,7 @@ pub enum StartupError {
     },
     /// The Liquidator serves another Pool.
     #[error(
-        "the Liquidator {liquidator} flash-borrows from Pool {its_pool}, but the configured market's Pool is {market_pool}: deploy a Liquidator for this market"
+        "the Liquidator {liquidator} liquidates on Pool {its_pool}, but the configured market's Pool is {market_pool}: deploy a Liquidator for this market"
     )]
     WrongPool {
         /// The Liquidator.
@@ -224,7 +224,7 @@ pub async fn start(config: &Config, path: &Path, opts: &RunOptions) -> eyre::Res
 
     let planner = Planner::new(act_rpc.clone(), watcher.protocol(), settings.clone())
         .await
-        .wrap_err("reading the Pool's liquidation rules and flash-loan premium")?;
+        .wrap_err("reading the Pool's liquidation rules")?;
     let executor = Executor::new(act_rpc, key, journal, exec_opts)
         .await
         .wrap_err("starting the executor")?;

@@ -2,11 +2,13 @@
 //! reasoned refusal.
 //!
 //! For every collateral × debt pair of the borrower it sizes the liquidation by the protocol's rules
-//! ([`sizing`]), sells the collateral it would receive on every Uniswap V3 pool of the pair (simulated
+//! ([`sizing`]), sells the collateral it would receive on every Uniswap pool of the pair (simulated
 //! against the pools' state, [`venues`]), and searches the repay amount that maximises the debt asset
-//! left after repaying the flash loan and its premium and paying gas. The best pair is then built
-//! into the exact `Liquidator` transaction, whose gas is estimated and which is simulated with
-//! `eth_call` on the latest state; a revert is decoded and the plan dropped with the reason.
+//! left after the repay and gas. The sale's pool pays out the debt asset before the liquidation (a
+//! flash swap), so there is no flash-loan premium: the pool's fee is in the sale's price. The best
+//! pair is then built into the exact `Liquidator` transaction, which is run once on the latest state
+//! (`eth_simulateV1`: its gas, and whether it reverts); a revert is decoded and the plan dropped with
+//! the reason.
 
 pub mod fees;
 pub mod sizing;
@@ -50,7 +52,7 @@ pub struct Plan {
     pub borrower: Address,
     /// Collateral seized and sold.
     pub collateral: Address,
-    /// Debt repaid (and flash-borrowed).
+    /// Debt asset repaid (the swap pool pays it out before the collateral is seized).
     pub debt: Address,
     /// The rules it was sized by.
     pub rules: Rules,
@@ -66,8 +68,6 @@ pub struct Plan {
     pub swap_out: U256,
     /// How much worse than the pool's price before it the sale fills, bps.
     pub price_impact_bps: u64,
-    /// Flash-loan premium (debt asset).
-    pub flash_premium: U256,
     /// Gas limit of the transaction (estimated, with headroom).
     pub gas_limit: u64,
     /// Price per gas assumed (wei): the next block's base fee plus the priority fee.
@@ -80,7 +80,7 @@ pub struct Plan {
     pub l1_fee_wei: U256,
     /// All fees in the debt asset.
     pub fees_in_debt: U256,
-    /// swap_out − repay − premium − fees, in the debt asset (negative when it loses).
+    /// swap_out − repay − fees, in the debt asset (negative when it loses).
     pub net_profit_debt: i128,
     /// The same in USD (base currency).
     pub net_profit_base: i128,
@@ -148,7 +148,7 @@ pub enum Refusal {
     /// No collateral × debt pair has a pool to sell on.
     #[error("no Uniswap pool or pair sells any of the borrower's collateral for any of its debt")]
     NoVenue,
-    /// Every size loses money after the swap, the premium and gas.
+    /// Every size loses money after the swap and gas.
     #[error("no liquidation size is profitable: best net {best_net_base} USD (×1e-8) for {pair}")]
     Unprofitable {
         /// The best net outcome found, base units.
@@ -254,7 +254,6 @@ pub struct Planner {
     rpc: Rpc,
     settings: PlannerSettings,
     rules: Rules,
-    flash_premium_bps: u64,
     l1: Option<L1FeeParams>,
     /// Pools and pairs to sell on, kept current across blocks.
     book: VenueBook,
@@ -265,20 +264,13 @@ pub struct Planner {
 }
 
 impl Planner {
-    /// Reads the Pool's rules and flash-loan premium, and the L1 fee parameters on an OP-stack chain.
+    /// Reads the Pool's rules, and the L1 fee parameters on an OP-stack chain.
     pub async fn new(
         rpc: Rpc,
         market: &AaveV3,
         settings: PlannerSettings,
     ) -> Result<Self, ChainError> {
         let (rules, _) = detect_rules(&rpc, market.pool).await?;
-        let premium = view(
-            &rpc,
-            market.pool,
-            Pool::FLASHLOAN_PREMIUM_TOTALCall {},
-            "FLASHLOAN_PREMIUM_TOTAL",
-        )
-        .await?;
         let l1 = L1FeeParams::read(&rpc)
             .await
             .ok()
@@ -296,7 +288,6 @@ impl Planner {
             rpc,
             settings,
             rules,
-            flash_premium_bps: premium as u64,
             l1,
             book,
             simulate_v1: std::sync::atomic::AtomicBool::new(true),
@@ -433,10 +424,9 @@ impl Planner {
                     .filter_map(|v| v.sell(cr.asset, amount).map(|out| (out, v)))
                     .max_by_key(|(out, _)| *out)
             };
-            let premium = |repay: U256| math::percent_mul(repay, self.flash_premium_bps);
             let net = |a: &LiquidationAmounts| -> Option<i128> {
                 let (out, _) = sell(a.collateral_to_liquidator)?;
-                let cost = a.debt_repaid + premium(a.debt_repaid) + sizing_fees;
+                let cost = a.debt_repaid + sizing_fees;
                 Some(signed(out) - signed(cost))
             };
             let result = sizing::best_repay(&case, |a| Ok::<_, ()>(net(a))).unwrap_or(None);
@@ -469,7 +459,6 @@ impl Planner {
                 swap_fee: pool.fee(),
                 swap_out,
                 price_impact_bps: pool.price_impact_bps(cr.asset, amounts.collateral_to_liquidator),
-                flash_premium: premium(amounts.debt_repaid),
                 gas_limit: SIZING_GAS,
                 gas_price_wei: gas_price,
                 base_fee_wei: base_fee,
@@ -519,7 +508,8 @@ impl Planner {
                     collateral: plan.collateral,
                     debt: plan.debt,
                     borrower: plan.borrower,
-                    debtToCover: plan.amounts.debt_repaid,
+                    debtToCover: plan.amounts.debt_to_cover,
+                    collateralToSell: plan.amounts.collateral_to_liquidator,
                     venue: match plan.venue {
                         VenueKind::UniswapV3 => Liquidator::Venue::UniswapV3,
                         VenueKind::UniswapV2 => Liquidator::Venue::UniswapV2,
@@ -562,8 +552,7 @@ impl Planner {
         plan.gas_cost_wei = U256::from(gas.used) * U256::from(plan.gas_price_wei);
         plan.l1_fee_wei = l1_fee(plan, plan.min_profit);
         plan.fees_in_debt = to_debt(plan.gas_cost_wei + plan.l1_fee_wei);
-        let net = signed(plan.swap_out)
-            - signed(plan.amounts.debt_repaid + plan.flash_premium + plan.fees_in_debt);
+        let net = signed(plan.swap_out) - signed(plan.amounts.debt_repaid + plan.fees_in_debt);
         plan.net_profit_debt = net;
         plan.net_profit_base = net * signed(debt_price) / signed(debt_unit);
         if net <= 0 {
@@ -715,11 +704,11 @@ impl Planner {
 
     /// Checks `plan` against its pool as this block's liquidations already sent will leave it (ours
     /// are mined in nonce order, ahead of it) and, if it still pays, counts its sale in. `false` when
-    /// the sale would now return less than the repay, the premium and the minimum profit together:
+    /// the sale would now return less than the repay and the minimum profit together:
     /// the Liquidator would revert, and the gas would be lost. Plans of a block sell into the same
     /// pools; each was sized on the block's state.
     pub fn claim_sale(&self, plan: &Plan) -> bool {
-        let needed = plan.amounts.debt_repaid + plan.flash_premium + plan.min_profit;
+        let needed = plan.amounts.debt_repaid + plan.min_profit;
         match self.book.check_sale(
             plan.block,
             plan.swap_pool,
@@ -952,10 +941,9 @@ pub fn describe(plan: &Plan, symbol: impl Fn(Address) -> (String, u8)) -> String
             plan.price_impact_bps
         ),
         format!("swap output        {} {ds}", tok(plan.swap_out, dd)),
-        format!("flash premium      {} {ds}", tok(plan.flash_premium, dd)),
         format!(
             "gas                {} × {} gwei = {} ETH",
-            plan.gas_limit * 10 / 12,
+            plan.gas_cost_wei / U256::from(plan.gas_price_wei.max(1)),
             plan.gas_price_wei as f64 / 1e9,
             tok(plan.gas_cost_wei, 18)
         ),

@@ -68,6 +68,11 @@ pub struct LiquidationCase {
 /// What a `liquidationCall` with a given `debtToCover` does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 pub struct LiquidationAmounts {
+    /// The `debtToCover` to send: the request, capped at the most the protocol repays. When the
+    /// collateral runs out first it is more than is repaid, and must be: sent as the repay instead,
+    /// rounded down, it would buy a hair less than all the collateral (leaving dust, which V3.3
+    /// refuses, and seizing less than planned).
+    pub debt_to_cover: U256,
     /// Debt repaid (raw debt-token units).
     pub debt_repaid: U256,
     /// Collateral the liquidator receives (after the protocol fee).
@@ -184,6 +189,7 @@ pub fn liquidation_amounts(
             collateral_left.is_zero() && this_collateral_value >= case.total_collateral_base;
     }
     Ok(LiquidationAmounts {
+        debt_to_cover,
         debt_repaid,
         collateral_to_liquidator: collateral_total - protocol_fee,
         protocol_fee,
@@ -332,6 +338,12 @@ mod tests {
         assert!(a.collateral_bound);
         assert_eq!(a.collateral_to_liquidator + a.protocol_fee, tokens(5, 18));
         assert_eq!(a.debt_repaid, U256::from(8_571_428_571u64));
+        // The request sent is the capped one, not the repay: asking for the repay (rounded down)
+        // would come back debt-bound, a hair short of all the collateral.
+        assert_eq!(a.debt_to_cover, max_repay(&case));
+        let asked_for_repay = liquidation_amounts(&case, a.debt_repaid).unwrap();
+        assert!(!asked_for_repay.collateral_bound);
+        assert!(asked_for_repay.collateral_to_liquidator < a.collateral_to_liquidator);
     }
 
     #[test]
