@@ -56,6 +56,10 @@ contract Liquidator {
     uint160 private constant MIN_SQRT_PRICE_LIMIT = 4295128740;
     uint160 private constant MAX_SQRT_PRICE_LIMIT = 1461446703485210103287273052203988822378723970341;
 
+    /// The interface this contract speaks (2: flash swap, `collateralToSell`). The keeper refuses to
+    /// start against another; the flash-loan contract before it had no `VERSION`.
+    uint16 public constant VERSION = 2;
+
     address public immutable owner;
     IAavePool public immutable aavePool;
     mapping(address => bool) public operators;

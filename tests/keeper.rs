@@ -637,6 +637,21 @@ async fn bad_inputs_exit_non_zero_naming_the_problem() {
         c.executor.as_mut().unwrap().liquidator = Address::repeat_byte(0x42)
     });
     expect(&no_code, KEEPER_KEY, &["has no code", "deploy-liquidator"]);
+    // A contract that has an owner() but is not this keeper's Liquidator (as the flash-loan one before
+    // VERSION was not): the Uniswap V3 factory.
+    let factory = net.devnet.deployment.uniswap.factory;
+    let old = with("old.toml", &|c| {
+        c.executor.as_mut().unwrap().liquidator = factory
+    });
+    expect(
+        &old,
+        KEEPER_KEY,
+        &[
+            "does not speak",
+            "VERSION() does not answer",
+            "deploy-liquidator",
+        ],
+    );
     let stranger = with("stranger.toml", &|c| {
         c.executor.as_mut().unwrap().account = STRANGER_ACCOUNT
     });

@@ -334,6 +334,9 @@ sol! {
     }
 }
 
+/// The `VERSION` of contracts/Liquidator.sol these bindings speak.
+pub const LIQUIDATOR_VERSION: u16 = 2;
+
 sol! {
     /// cascade's flash-swap liquidator (contracts/Liquidator.sol).
     #[sol(rpc, all_derives)]
@@ -352,6 +355,7 @@ sol! {
         }
 
         constructor(address aavePool_, address owner_);
+        function VERSION() external view returns (uint16);
         function owner() external view returns (address);
         function operators(address account) external view returns (bool);
         function aavePool() external view returns (address);

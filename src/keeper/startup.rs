@@ -5,7 +5,12 @@
 
 use super::{Keeper, dry_run::DryRun};
 use crate::{
-    chain::{self, Rpc, bindings::Liquidator, metered::RpcMeter, view},
+    chain::{
+        self, Rpc,
+        bindings::{LIQUIDATOR_VERSION, Liquidator},
+        metered::RpcMeter,
+        view,
+    },
     config::{Config, resolve_env},
     executor::{
         journal::Journal,
@@ -69,6 +74,18 @@ pub enum StartupError {
     /// The Liquidator does not answer as ours does.
     #[error("executor.liquidator {0} is not a cascade Liquidator (owner() does not answer): {1}")]
     NotLiquidator(Address, String),
+    /// A Liquidator of another interface: deployed before the flash swap, or not ours.
+    #[error(
+        "executor.liquidator {liquidator} does not speak this keeper's Liquidator interface (VERSION() {found}, this keeper needs {needed}): a Liquidator deployed before the flash swap, or another contract. Deploy a new one with `cascade deploy-liquidator --config PATH`, put its address in the config, and sweep the old one's funds to it"
+    )]
+    WrongVersion {
+        /// The Liquidator.
+        liquidator: Address,
+        /// What it answered.
+        found: String,
+        /// What this keeper speaks.
+        needed: u16,
+    },
     /// The account may not call the Liquidator.
     #[error(
         "executor.account {account} may not call the Liquidator {liquidator}: its owner is {owner}. Use the owner's key, or have the owner call setOperator({account}, true)"
@@ -326,6 +343,15 @@ async fn check_liquidator(
     let owner = view(rpc, liquidator, Liquidator::ownerCall {}, "owner")
         .await
         .map_err(|e| StartupError::NotLiquidator(liquidator, e.to_string()))?;
+    let version = view(rpc, liquidator, Liquidator::VERSIONCall {}, "VERSION").await;
+    if version.as_ref().ok() != Some(&LIQUIDATOR_VERSION) {
+        return Err(StartupError::WrongVersion {
+            liquidator,
+            found: version.map_or_else(|_| "does not answer".to_owned(), |v| format!("is {v}")),
+            needed: LIQUIDATOR_VERSION,
+        }
+        .into());
+    }
     if owner != account {
         let operator = view(
             rpc,
