@@ -110,8 +110,8 @@ pub struct BenchReport {
     /// Share of profitable liquidations included in the block after the price update.
     pub first_block_inclusion_pct: f64,
     /// Of the liquidations not in that block, the share for which it was full: less gas left in it
-    /// than the smallest of our liquidations uses (100 when every miss was the block's capacity; null
-    /// when nothing missed it).
+    /// than the gas limit of the next of ours in nonce order (100 when every miss was the block's
+    /// capacity; null when nothing missed it).
     pub first_block_misses_full_pct: Option<f64>,
     /// Gas used by one of our liquidations, median.
     pub liquidation_gas_p50: u64,
@@ -410,47 +410,74 @@ async fn shocks(
         100.0 * first as f64 / won.len() as f64
     };
     // Why the others were later: their first block had no room left (it holds a few dozen
-    // liquidations), or the keeper was too slow for it.
+    // liquidations), or the keeper was too slow for it. Our transactions are mined in nonce order, and a
+    // block takes the next one only while the gas it has left covers that transaction's gas limit, so
+    // a block is full for us when its room is less than the limit of the next of ours (the first of
+    // ours in the next block that has any).
     let mut blocks: Vec<u64> = won.iter().filter_map(|o| o.included_block).collect();
     blocks.sort_unstable();
     blocks.dedup();
-    let mut gas = Vec::new();
+    let mut ours_by_block = std::collections::BTreeMap::new();
     for b in blocks {
         let receipts = devnet
             .rpc
             .get_block_receipts(BlockId::number(b))
             .await?
             .unwrap_or_default();
-        gas.extend(
-            receipts
-                .iter()
-                .filter(|r| r.from == BENCH_KEEPER && r.to == Some(d.liquidator) && r.status())
-                .map(|r| r.gas_used),
-        );
+        // Gas used and hash of each of ours, in block order.
+        let ours: Vec<(u64, alloy::primitives::TxHash)> = receipts
+            .iter()
+            .filter(|r| r.from == BENCH_KEEPER && r.to == Some(d.liquidator) && r.status())
+            .map(|r| (r.gas_used, r.transaction_hash))
+            .collect();
+        ours_by_block.insert(b, ours);
     }
+    let mut gas: Vec<u64> = ours_by_block.values().flatten().map(|(g, _)| *g).collect();
     gas.sort_unstable();
     out.liquidation_gas_p50 = gas.get(gas.len() / 2).copied().unwrap_or(0);
-    let smallest = gas.first().copied().unwrap_or(0);
-    let mut misses = 0;
-    let mut full = 0;
-    for o in &won {
-        let (Some(crossed), Some(included)) = (o.crossed_block, o.included_block) else {
-            continue;
-        };
-        if included == crossed + 1 {
-            continue;
-        }
-        misses += 1;
-        let header = devnet
-            .rpc
-            .get_block_by_number((crossed + 1).into())
-            .await?
-            .ok_or_else(|| eyre::eyre!("block {} is gone", crossed + 1))?
-            .header;
-        if header.gas_limit - header.gas_used < smallest {
-            full += 1;
+    // The first block each miss should have made; whether it was full, one header read per block.
+    let missed_first: Vec<u64> = won
+        .iter()
+        .filter_map(|o| {
+            let first = o.crossed_block? + 1;
+            (o.included_block? != first).then_some(first)
+        })
+        .collect();
+    let mut full_blocks = std::collections::HashMap::new();
+    for &b in &missed_first {
+        if let std::collections::hash_map::Entry::Vacant(slot) = full_blocks.entry(b) {
+            let header = devnet
+                .rpc
+                .get_block_by_number(b.into())
+                .await?
+                .ok_or_else(|| eyre::eyre!("block {b} is gone"))?
+                .header;
+            let next_limit = match ours_by_block
+                .range(b + 1..)
+                .find_map(|(_, ours)| ours.first())
+            {
+                Some((_, hash)) => devnet
+                    .rpc
+                    .get_transaction_by_hash(*hash)
+                    .await?
+                    .map_or(0, |tx| alloy::consensus::Transaction::gas_limit(&tx)),
+                None => 0,
+            };
+            let full = header.gas_limit - header.gas_used < next_limit;
+            tracing::debug!(
+                block = b,
+                gas_used = header.gas_used,
+                gas_limit = header.gas_limit,
+                ours = ours_by_block.get(&b).map_or(0, Vec::len),
+                next_limit,
+                full,
+                "a first block some liquidations missed"
+            );
+            slot.insert(full);
         }
     }
+    let misses = missed_first.len();
+    let full = missed_first.iter().filter(|b| full_blocks[*b]).count();
     out.first_block_misses_full_pct = (misses > 0).then(|| 100.0 * full as f64 / misses as f64);
     Ok(())
 }

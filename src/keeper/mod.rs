@@ -437,8 +437,9 @@ impl Keeper {
             let borrower = plan.borrower;
             match result {
                 Ok((_, sent_at)) => {
-                    m::stage(Stage::Sent, arrived);
-                    self.send_latencies.push(sent_at.duration_since(arrived));
+                    let took = sent_at.duration_since(arrived);
+                    m::stage_took(Stage::Sent, took);
+                    self.send_latencies.push(took);
                 }
                 Err(ExecError::Journal(e)) => return Err(e.into()),
                 // Journaled as prepared: the next poll sends exactly this transaction again.

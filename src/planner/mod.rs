@@ -708,18 +708,25 @@ impl Planner {
     /// the Liquidator would revert, and the gas would be lost. Plans of a block sell into the same
     /// pools; each was sized on the block's state.
     pub fn claim_sale(&self, plan: &Plan) -> bool {
-        let needed = plan.amounts.debt_repaid + plan.min_profit;
-        match self.book.check_sale(
+        self.count_sale(
             plan.block,
-            plan.swap_pool,
-            plan.collateral,
-            plan.amounts.collateral_to_liquidator,
-        ) {
+            &plan.sale(),
+            plan.amounts.debt_repaid + plan.min_profit,
+        )
+    }
+
+    /// Checks `sale` against its pool as the sales counted at `block` leave it and, when it returns at
+    /// least `needed`, counts it in. A pool the book holds no state of at `block` passes uncounted.
+    fn count_sale(&self, block: u64, sale: &SaleInFlight, needed: U256) -> bool {
+        match self
+            .book
+            .check_sale(block, sale.pool, sale.collateral, sale.amount)
+        {
             SaleCheck::Unknown => true,
             SaleCheck::CannotFill => false,
             SaleCheck::Fills(out, _) if out < needed => false,
             SaleCheck::Fills(_, after) => {
-                self.book.record_sale(plan.block, after);
+                self.book.record_sale(block, after);
                 true
             }
         }
@@ -745,12 +752,8 @@ impl Planner {
             }
         }
         for sale in sales {
-            if let SaleCheck::Fills(_, after) =
-                self.book
-                    .check_sale(block.number, sale.pool, sale.collateral, sale.amount)
-            {
-                self.book.record_sale(block.number, after);
-            }
+            // Already sent: counted whatever it returns.
+            self.count_sale(block.number, sale, U256::ZERO);
         }
     }
 

@@ -70,7 +70,12 @@ impl Stage {
 
 /// Records `stage` as reached `since` the block arrived.
 pub fn stage(stage: Stage, since: Instant) {
-    metrics::histogram!(STAGE_SECONDS, "stage" => stage.label()).record(since.elapsed());
+    stage_took(stage, since.elapsed());
+}
+
+/// Records that `stage` was reached `took` after the block arrived (when it was timed elsewhere).
+pub fn stage_took(stage: Stage, took: std::time::Duration) {
+    metrics::histogram!(STAGE_SECONDS, "stage" => stage.label()).record(took);
 }
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();

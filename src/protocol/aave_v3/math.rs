@@ -381,7 +381,7 @@ mod tests {
     }
 
     #[test]
-    fn ray_mul_in_two_steps_is_the_division_by_ray() {
+    fn ray_mul_is_the_division_by_ray() {
         let mut next = numbers();
         for _ in 0..10_000 {
             let a = U256::from_limbs([next(), next(), next() >> 40, 0]);
