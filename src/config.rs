@@ -141,6 +141,11 @@ pub struct ExecutorConfig {
     /// Each replacement raises both fees by this much, in basis points (nodes require at least 1000).
     #[serde(default = "default_bump_bps")]
     pub bump_bps: u64,
+    /// The most liquidations one transaction carries (`liquidateBatch`; 1 sends each alone). One
+    /// transaction of several costs about half the gas of each alone, but one of them failing on
+    /// chain (someone else liquidated that borrower first) reverts them all.
+    #[serde(default = "default_max_batch")]
+    pub max_batch: usize,
     /// Send through a relay's `eth_sendBundle` instead of the public mempool.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub relay: Option<RelayConfig>,
@@ -148,6 +153,10 @@ pub struct ExecutorConfig {
 
 fn default_bump_after_blocks() -> u64 {
     3
+}
+
+fn default_max_batch() -> usize {
+    crate::executor::submit::DEFAULT_MAX_BATCH
 }
 
 fn default_bump_bps() -> u64 {

@@ -26,7 +26,15 @@ use std::time::Duration;
 /// anvil's first dev key (public test material): the devnet's admin and the Liquidator's owner.
 const ADMIN_KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
 
-async fn planned() -> (Devnet, Plan, Store, tempfile::TempDir) {
+/// The shocked devnet with every liquidatable position sized (not yet built into a transaction).
+async fn sized() -> (
+    Devnet,
+    Planner,
+    Watcher<AaveV3>,
+    Vec<Plan>,
+    Store,
+    tempfile::TempDir,
+) {
     let net = Devnet::start(&DevnetOptions {
         borrowers: 30,
         ..Default::default()
@@ -60,13 +68,26 @@ async fn planned() -> (Devnet, Plan, Store, tempfile::TempDir) {
     let planner = Planner::new(net.rpc.clone(), w.protocol(), settings)
         .await
         .unwrap();
+    let mut plans = Vec::new();
     for user in w.liquidatable() {
         let position = w.position(user).cloned().unwrap();
-        if let Ok(plan) = planner.plan(w.protocol(), user, &position).await {
-            return (net, plan, store, dir);
+        if let Ok(plan) = planner.size(w.protocol(), user, &position).await {
+            plans.push(plan);
         }
     }
-    panic!("no plan on the shocked devnet");
+    assert!(!plans.is_empty(), "no plan on the shocked devnet");
+    (net, planner, w, plans, store, dir)
+}
+
+/// One liquidation of the shocked devnet, built and simulated.
+async fn planned() -> (Devnet, Plan, Store, tempfile::TempDir) {
+    let (net, planner, w, plans, store, dir) = sized().await;
+    for plan in plans {
+        if let Some(Ok(mut batch)) = planner.finalise_all(vec![plan], w.protocol()).await.pop() {
+            return (net, batch.plans.pop().unwrap(), store, dir);
+        }
+    }
+    panic!("no plan simulates on the shocked devnet");
 }
 
 async fn executor(net: &Devnet, store: &Store, bump_after: Duration) -> Executor {
@@ -186,6 +207,101 @@ async fn stuck_liquidation_is_bumped_and_included_once() {
         "exactly one transaction for the liquidation"
     );
     assert_eq!(entry.nonce, finished[0].nonce);
+}
+
+#[tokio::test]
+async fn several_liquidations_in_one_transaction_are_journaled_bumped_and_settled_together() {
+    let (net, planner, w, plans, store, _dir) = sized().await;
+    assert!(plans.len() >= 3, "{} plans", plans.len());
+    let plans: Vec<Plan> = plans.into_iter().take(3).collect();
+    // Alone, for comparison: the first plan's own gas.
+    let alone = planner
+        .finalise_all(vec![plans[0].clone()], w.protocol())
+        .await
+        .pop()
+        .unwrap()
+        .unwrap();
+    let mut batches = planner.finalise_all(plans.clone(), w.protocol()).await;
+    assert_eq!(batches.len(), 1, "three plans, one transaction");
+    let batch = batches.pop().unwrap().unwrap();
+    assert_eq!(batch.plans.len(), 3);
+    let gas_each = batch.plans[0].gas_cost_wei / U256::from(batch.plans[0].gas_price_wei);
+    let gas_alone = alone.plans[0].gas_cost_wei / U256::from(alone.plans[0].gas_price_wei);
+    eprintln!("gas per liquidation: {gas_each} in a batch of three, {gas_alone} alone");
+    assert!(
+        gas_each * U256::from(10u8) < gas_alone * U256::from(8u8),
+        "a batch shares the warm storage: {gas_each} each vs {gas_alone} alone"
+    );
+    assert_eq!(
+        batch.fee_cap_wei,
+        batch.plans.iter().map(|p| p.fee_cap_wei).sum::<U256>()
+    );
+
+    let mut ex = executor(&net, &store, Duration::from_millis(100)).await;
+    let start = net.rpc.get_block_number().await.unwrap();
+    net.rpc.anvil_set_auto_mine(false).await.unwrap();
+    let entries = ex
+        .prepare_all(
+            std::slice::from_ref(&batch),
+            net.deployment.liquidator,
+            None,
+        )
+        .await
+        .unwrap()
+        .pop()
+        .unwrap()
+        .unwrap();
+    assert_eq!(entries.len(), 3, "an entry per liquidation");
+    assert!(entries.iter().all(|e| e.nonce == entries[0].nonce
+        && e.attempts == entries[0].attempts
+        && e.gas_limit == batch.gas_limit));
+    let sent = ex.send_all(entries).await;
+    assert!(sent.iter().all(Result::is_ok));
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(ex.poll().await.unwrap().is_empty());
+    let open = ex.journal().open().unwrap();
+    assert_eq!(open.len(), 3);
+    assert!(
+        open.iter()
+            .all(|e| e.attempts.len() == 2 && e.attempts == open[0].attempts),
+        "one replacement, written to every entry: {open:#?}"
+    );
+
+    net.rpc.evm_mine(None).await.unwrap();
+    net.rpc.anvil_set_auto_mine(true).await.unwrap();
+    let finished = polled_until_final(&mut ex).await;
+    assert_eq!(finished.len(), 3);
+    let receipt = net
+        .rpc
+        .get_transaction_receipt(open[0].attempts[1].hash)
+        .await
+        .unwrap()
+        .expect("the replacement was mined");
+    let mut fees = U256::ZERO;
+    for (entry, plan) in finished.iter().zip(&batch.plans) {
+        assert_eq!(entry.borrower, plan.borrower);
+        let TxState::Included {
+            hash,
+            success: true,
+            profit: Some(profit),
+            fee_paid_wei,
+            ..
+        } = &entry.state
+        else {
+            panic!("{:?}", entry.state)
+        };
+        assert_eq!(*hash, receipt.transaction_hash);
+        assert!(*profit >= plan.min_profit, "{entry:?}");
+        fees += fee_paid_wei;
+    }
+    assert_eq!(
+        fees,
+        U256::from(receipt.gas_used) * U256::from(receipt.effective_gas_price),
+        "the fee is shared out exactly"
+    );
+    let end = net.rpc.get_block_number().await.unwrap();
+    assert_eq!(sent_by(&net, ex.address(), start + 1, end).await, 1);
+    assert!(ex.journal().open().unwrap().is_empty());
 }
 
 #[tokio::test]

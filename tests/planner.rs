@@ -1,6 +1,7 @@
 //! Plans on the devnet with the real Aave V3 and Uniswap V3, executed through the Liquidator: the
-//! predicted profit is what the Liquidator realises, a plan made unprofitable reverts and loses
-//! nothing, only the owner can liquidate, and the callbacks refuse strangers.
+//! predicted profit is what the Liquidator realises, alone or with others in one transaction; a plan
+//! made unprofitable reverts and loses nothing (and does not sink the plans batched with it); only
+//! the owner can liquidate, and the callbacks refuse strangers.
 
 use alloy::{
     network::TransactionBuilder,
@@ -118,6 +119,43 @@ fn assert_repaid_as_planned(plan: &cascade::planner::Plan, repaid: U256) {
     }
 }
 
+/// Every liquidatable position of the shocked devnet that sizes profitably, sized (its transaction
+/// not yet built).
+async fn sized_plans(s: &Setup) -> Vec<cascade::planner::Plan> {
+    let mut sized = Vec::new();
+    for user in s.watcher.liquidatable() {
+        let position = s.watcher.position(user).cloned().unwrap();
+        if let Ok(plan) = s.planner.size(s.watcher.protocol(), user, &position).await {
+            sized.push(plan);
+        }
+    }
+    sized
+}
+
+/// The Liquidator's `Liquidated` events in a receipt, in order.
+fn liquidated(receipt: &alloy::rpc::types::TransactionReceipt) -> Vec<Liquidator::Liquidated> {
+    receipt
+        .inner
+        .logs()
+        .iter()
+        .filter_map(|l| Liquidator::Liquidated::decode_log_data(l.data()).ok())
+        .collect()
+}
+
+/// Sends Liquidator calldata from the devnet's admin (the Liquidator's owner).
+async fn liquidate_as_owner(
+    s: &Setup,
+    calldata: &alloy::primitives::Bytes,
+) -> Result<alloy::rpc::types::TransactionReceipt, chain::ChainError> {
+    send(
+        &s.net,
+        s.net.deployment.admin,
+        s.liquidator,
+        calldata.to_vec(),
+    )
+    .await
+}
+
 async fn send(
     net: &Devnet,
     from: Address,
@@ -145,14 +183,9 @@ async fn predicted_profit_is_realised() {
         match s.planner.plan(s.watcher.protocol(), user, &position).await {
             Ok(plan) => {
                 eprintln!("{}\n", describe(&plan, symbols(&s.net)));
-                let receipt = send(
-                    &s.net,
-                    s.net.deployment.admin,
-                    s.liquidator,
-                    plan.calldata.to_vec(),
-                )
-                .await
-                .expect("the planned liquidation succeeds");
+                let receipt = liquidate_as_owner(&s, &plan.calldata)
+                    .await
+                    .expect("the planned liquidation succeeds");
                 let event = receipt
                     .inner
                     .logs()
@@ -385,7 +418,7 @@ async fn the_pair_chosen_is_the_most_profitable_not_the_largest() {
     let mut differs_from_largest_repay = 0;
     for user in s.watcher.liquidatable() {
         let position = s.watcher.position(user).cloned().unwrap();
-        let (outcomes, _) = s
+        let outcomes = s
             .planner
             .candidates(s.watcher.protocol(), user, &position)
             .await
@@ -428,53 +461,119 @@ async fn the_pair_chosen_is_the_most_profitable_not_the_largest() {
 }
 
 #[tokio::test]
-async fn two_plans_batched_in_one_transaction_both_liquidate() {
+async fn plans_built_into_one_transaction_all_liquidate_as_planned() {
     let s = setup(false).await;
-    let mut plans = Vec::new();
-    for user in s.watcher.liquidatable() {
-        let position = s.watcher.position(user).cloned().unwrap();
-        if let Ok(plan) = s.planner.plan(s.watcher.protocol(), user, &position).await {
-            plans.push(plan);
-            if plans.len() == 2 {
-                break;
-            }
-        }
-    }
-    assert_eq!(plans.len(), 2, "two profitable plans on the shocked devnet");
-    let batch = Liquidator::liquidateBatchCall {
-        ls: plans
-            .iter()
-            .map(|p| {
-                Liquidator::liquidateCall::abi_decode(&p.calldata)
-                    .unwrap()
-                    .l
-            })
-            .collect(),
-    };
-    let receipt = send(
-        &s.net,
-        s.net.deployment.admin,
-        s.liquidator,
-        batch.abi_encode(),
-    )
-    .await
-    .expect("the batch succeeds");
-    let events: Vec<_> = receipt
-        .inner
-        .logs()
-        .iter()
-        .filter_map(|l| Liquidator::Liquidated::decode_log_data(l.data()).ok())
-        .collect();
-    assert_eq!(events.len(), 2, "one transaction, two liquidations");
-    for (plan, event) in plans.iter().zip(&events) {
+    let sized = sized_plans(&s).await;
+    assert!(
+        sized.len() >= 2,
+        "two profitable plans on the shocked devnet"
+    );
+    let mut built = s.planner.finalise_all(sized, s.watcher.protocol()).await;
+    assert_eq!(built.len(), 1, "one transaction");
+    let batch = built.pop().unwrap().expect("the batch simulates");
+    let receipt = liquidate_as_owner(&s, &batch.calldata)
+        .await
+        .expect("the batch succeeds");
+    assert!(receipt.gas_used <= batch.gas_limit);
+    let events = liquidated(&receipt);
+    assert_eq!(
+        events.len(),
+        batch.plans.len(),
+        "one transaction, every liquidation"
+    );
+    for (plan, event) in batch.plans.iter().zip(&events) {
         assert_eq!(event.borrower, plan.borrower);
         assert_repaid_as_planned(plan, event.debtRepaid);
         assert!(event.profit >= plan.min_profit);
     }
     // The first liquidation meets exactly the state it was planned on.
-    let first = &plans[0];
+    let first = &batch.plans[0];
     if !first.amounts.collateral_bound {
         assert_eq!(events[0].profit, first.swap_out - first.amounts.debt_repaid);
+    }
+}
+
+#[tokio::test]
+async fn liquidations_that_would_not_cover_their_share_of_the_fees_are_left_out_of_the_batch() {
+    let s = setup(false).await;
+    let mut sized = sized_plans(&s).await;
+    assert!(sized.len() >= 4, "{} plans", sized.len());
+    // Gas so dear that about half of them (those with the smaller profits) no longer pay: a fee of
+    // about the median profit for ~300,000 gas.
+    let mut profits: Vec<i128> = sized.iter().map(|p| p.net_profit_base).collect();
+    profits.sort_unstable();
+    let median = U256::from(profits[profits.len() / 2] as u128);
+    let weth = s.net.deployment.asset("WETH").unwrap().address;
+    let eth_price = s.watcher.protocol().reserve_of(weth).unwrap().price;
+    let gas_price: u128 = (median * U256::from(10u64).pow(U256::from(18u8))
+        / (U256::from(300_000u64) * eth_price))
+        .to();
+    for plan in &mut sized {
+        plan.gas_price_wei = gas_price;
+    }
+    let built = s
+        .planner
+        .finalise_all(sized.clone(), s.watcher.protocol())
+        .await;
+    let (batches, refused): (Vec<_>, Vec<_>) = built.into_iter().partition(Result::is_ok);
+    assert_eq!(batches.len(), 1, "the rest is one transaction");
+    assert!(
+        !refused.is_empty(),
+        "some no longer pay at {gas_price} wei per gas"
+    );
+    for r in &refused {
+        assert!(
+            matches!(
+                r,
+                Err((_, PlanError::Refused(Refusal::Unprofitable { .. })))
+            ),
+            "{r:?}"
+        );
+    }
+    let batch = batches.into_iter().next().unwrap().unwrap();
+    assert_eq!(batch.plans.len() + refused.len(), sized.len());
+    let receipt = liquidate_as_owner(&s, &batch.calldata)
+        .await
+        .expect("the rest liquidate");
+    let events = liquidated(&receipt);
+    assert_eq!(events.len(), batch.plans.len());
+    for (plan, event) in batch.plans.iter().zip(&events) {
+        assert!(plan.net_profit_debt > 0);
+        // Each keeps at least its share of the fees, at the dear gas.
+        assert!(event.profit >= plan.min_profit && plan.min_profit > U256::ZERO);
+    }
+}
+
+#[tokio::test]
+async fn a_plan_that_would_revert_does_not_sink_the_plans_batched_with_it() {
+    let s = setup(false).await;
+    let mut sized = sized_plans(&s).await;
+    assert!(
+        sized.len() >= 3,
+        "three profitable plans on the shocked devnet"
+    );
+    sized.truncate(3);
+    // The middle one sells twice the collateral its liquidation seizes.
+    sized[1].amounts.collateral_to_liquidator *= U256::from(2u8);
+    let bad = sized[1].borrower;
+    let built = s
+        .planner
+        .finalise_all(sized.clone(), s.watcher.protocol())
+        .await;
+    assert_eq!(built.len(), 3, "the batch reverts: each plan alone");
+    for (plan, result) in sized.iter().zip(&built) {
+        match result {
+            Ok(batch) => {
+                assert_ne!(plan.borrower, bad);
+                assert_eq!(batch.plans.len(), 1);
+                assert_eq!(batch.plans[0].borrower, plan.borrower);
+            }
+            Err((borrower, PlanError::Refused(Refusal::Reverted(reason)))) => {
+                assert_eq!(*borrower, bad);
+                assert!(reason.contains("SeizedTooLittle"), "{reason}");
+            }
+            Err(other) => panic!("{other:?}"),
+        }
     }
 }
 

@@ -26,6 +26,7 @@ use alloy::{
     eips::BlockId,
     primitives::{Address, address},
     providers::{Provider, ext::AnvilApi},
+    sol_types::SolEvent,
 };
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use eyre::WrapErr;
@@ -113,7 +114,8 @@ pub struct BenchReport {
     /// than the gas limit of the next of ours in nonce order (100 when every miss was the block's
     /// capacity; null when nothing missed it).
     pub first_block_misses_full_pct: Option<f64>,
-    /// Gas used by one of our liquidations, median.
+    /// Gas used by one of our liquidations, median (a transaction's gas shared among those it
+    /// carries).
     pub liquidation_gas_p50: u64,
     /// Peak resident memory of this process after seeding (discovery, the watcher, the sweep, the
     /// keeper).
@@ -424,11 +426,20 @@ async fn shocks(
             .get_block_receipts(BlockId::number(b))
             .await?
             .unwrap_or_default();
-        // Gas used and hash of each of ours, in block order.
+        // Gas used per liquidation (a transaction can carry several) and hash of each of ours, in
+        // block order.
         let ours: Vec<(u64, alloy::primitives::TxHash)> = receipts
             .iter()
             .filter(|r| r.from == BENCH_KEEPER && r.to == Some(d.liquidator) && r.status())
-            .map(|r| (r.gas_used, r.transaction_hash))
+            .map(|r| {
+                let liquidations = r
+                    .inner
+                    .logs()
+                    .iter()
+                    .filter(|l| Liquidator::Liquidated::decode_log_data(l.data()).is_ok())
+                    .count();
+                (r.gas_used / liquidations.max(1) as u64, r.transaction_hash)
+            })
             .collect();
         ours_by_block.insert(b, ours);
     }

@@ -127,6 +127,7 @@ impl Deployment {
                 account: self.admin,
                 bump_after_blocks: 3,
                 bump_bps: 1_250,
+                max_batch: crate::executor::submit::DEFAULT_MAX_BATCH,
                 relay: None,
             }),
             planner: PlannerConfig {

@@ -1,10 +1,15 @@
 //! Sending liquidations: nonces, signing, the write-ahead journal, fee bumps of stuck transactions
 //! (capped so fees never exceed the plan's profit), receipts, and reconciliation after a restart.
+//!
+//! A transaction can carry several liquidations (a [`Batch`]): each has its own journal entry, and
+//! the entries of one transaction share its nonce and attempts. Everything done to a transaction —
+//! sending, bumping, cancelling, reading its receipt — is done once per nonce and written to all of
+//! its entries.
 
 use super::journal::{Attempt, Journal, JournalEntry, JournalError, TxState};
 use crate::{
     chain::{ChainError, Rpc, bindings::Liquidator},
-    planner::Plan,
+    planner::{Batch, Plan},
 };
 use alloy::{
     consensus::{SignableTransaction, TxEip1559, TxEnvelope},
@@ -38,6 +43,14 @@ pub enum ExecError {
     /// The relay refused or could not be reached.
     #[error(transparent)]
     Bundle(#[from] super::bundle::BundleError),
+    /// Sending the transaction failed (said of each liquidation it carries).
+    #[error("sending transaction {hash}: {reason}")]
+    Send {
+        /// The transaction.
+        hash: alloy::primitives::B256,
+        /// What the node or relay said.
+        reason: String,
+    },
 }
 
 /// Where transactions go.
@@ -77,6 +90,8 @@ pub struct ExecutorOptions {
     pub bump_bps: u64,
     /// Public mempool or a relay.
     pub route: Route,
+    /// The most liquidations one transaction carries (1: each its own).
+    pub max_batch: usize,
 }
 
 impl Default for ExecutorOptions {
@@ -85,9 +100,14 @@ impl Default for ExecutorOptions {
             bump_after: Duration::from_secs(24),
             bump_bps: 1_250,
             route: Route::Public,
+            max_batch: DEFAULT_MAX_BATCH,
         }
     }
 }
+
+/// Liquidations per transaction unless configured: a few million gas, so a block still packs several
+/// transactions and a batch waits on few plans.
+pub const DEFAULT_MAX_BATCH: usize = 16;
 
 /// Receipt reads in flight at once while polling.
 const CONCURRENT_RECEIPT_READS: usize = 16;
@@ -129,6 +149,11 @@ impl Executor {
             next_nonce: None,
             opts,
         })
+    }
+
+    /// The most liquidations one transaction carries.
+    pub fn max_batch(&self) -> usize {
+        self.opts.max_batch.max(1)
     }
 
     /// The sending account.
@@ -256,20 +281,22 @@ impl Executor {
         liquidator: Address,
         fee_cap_wei: U256,
     ) -> Result<JournalEntry, ExecError> {
-        let plan = Plan {
+        let batch = Batch {
             fee_cap_wei,
-            ..plan.clone()
+            ..Batch::single(plan.clone())
         };
-        self.prepare_all(std::slice::from_ref(&plan), liquidator, None)
+        self.prepare_all(std::slice::from_ref(&batch), liquidator, None)
             .await?
             .pop()
-            .expect("one result per plan")
+            .expect("one result per batch")
+            .map(|mut entries| entries.pop().expect("one entry per plan"))
     }
 
-    /// Signs every plan's transaction (consecutive nonces, each capped at its plan's `fee_cap_wei`)
-    /// and writes them all to the journal with one wait for the disk: the liquidations of a price move
-    /// go out together, and each waiting on its own disk flush would hold back the next. One result
-    /// per plan; a borrower with a liquidation in flight gets [`ExecError::InFlight`].
+    /// Signs every batch's transaction (consecutive nonces, each capped at its batch's `fee_cap_wei`)
+    /// and writes an entry for each of its plans to the journal, with one wait for the disk for all:
+    /// the liquidations of a price move go out together, and each waiting on its own disk flush would
+    /// hold back the next. One result per batch (its entries, in plan order); a batch with a borrower
+    /// whose liquidation is in flight gets [`ExecError::InFlight`].
     ///
     /// `chain_nonce` is the account's [`Self::chain_nonce`] when the caller read it already (the keeper
     /// reads it once per block, before the node gets busy); an external transaction from the account
@@ -277,63 +304,68 @@ impl Executor {
     /// the entry dropped. The keeper's account should be its own.
     pub async fn prepare_all(
         &mut self,
-        plans: &[Plan],
+        batches: &[Batch],
         liquidator: Address,
         chain_nonce: Option<u64>,
-    ) -> Result<Vec<Result<JournalEntry, ExecError>>, ExecError> {
+    ) -> Result<Vec<Result<Vec<JournalEntry>, ExecError>>, ExecError> {
         // One read of the journal: who is in flight, and the nonces it holds.
         let open = self.journal.open()?;
         let in_flight: std::collections::HashSet<Address> =
             open.iter().map(|e| e.borrower).collect();
-        let mut out = Vec::with_capacity(plans.len());
+        let mut out = Vec::with_capacity(batches.len());
         let mut next: Option<u64> = None;
-        for plan in plans {
-            if in_flight.contains(&plan.borrower) {
-                out.push(Err(ExecError::InFlight(plan.borrower)));
+        for batch in batches {
+            if let Some(busy) = batch.plans.iter().find(|p| in_flight.contains(&p.borrower)) {
+                out.push(Err(ExecError::InFlight(busy.borrower)));
                 continue;
             }
-            // The plan's base fee is the next block's, from the header it was planned on.
-            let base_fee = plan.base_fee_wei.max(1);
-            let priority = plan.gas_price_wei.saturating_sub(base_fee).max(1);
+            // The plans' base fee is the next block's, from the header they were planned on.
+            let first = &batch.plans[0];
+            let base_fee = first.base_fee_wei.max(1);
+            let priority = first.gas_price_wei.saturating_sub(base_fee).max(1);
             // Room for two base-fee rises of 12.5% before the transaction stops being includable.
             let max_fee = base_fee * 2 + priority;
-            // One look at the chain's count per batch; the rest follow on.
+            // One look at the chain's count per call; the rest follow on.
             let nonce = match next {
                 Some(n) => n,
                 None => self.nonce(&open, chain_nonce).await?,
             };
             let attempt = match self.sign(
                 nonce,
-                plan.gas_limit,
+                batch.gas_limit,
                 liquidator,
-                plan.calldata.clone(),
+                batch.calldata.clone(),
                 max_fee,
                 priority,
                 false,
             ) {
                 Ok(attempt) => attempt,
                 Err(e) => {
-                    // The nonce stays free for the next plan.
+                    // The nonce stays free for the next batch.
                     next = Some(nonce);
                     out.push(Err(e));
                     continue;
                 }
             };
             next = Some(nonce + 1);
-            let entry = JournalEntry {
-                borrower: plan.borrower,
-                pair: (plan.collateral, plan.debt),
-                nonce,
-                attempts: vec![attempt],
-                state: TxState::Prepared,
-                fee_cap_wei: plan.fee_cap_wei,
-                gas_limit: plan.gas_limit,
-                planned_block: plan.block,
-                expected_profit_base: plan.net_profit_base,
-                debt_repaid: plan.amounts.debt_repaid,
-            };
-            self.journal.note(&entry)?;
-            out.push(Ok(entry));
+            let mut entries = Vec::with_capacity(batch.plans.len());
+            for plan in &batch.plans {
+                let entry = JournalEntry {
+                    borrower: plan.borrower,
+                    pair: (plan.collateral, plan.debt),
+                    nonce,
+                    attempts: vec![attempt.clone()],
+                    state: TxState::Prepared,
+                    fee_cap_wei: batch.fee_cap_wei,
+                    gas_limit: batch.gas_limit,
+                    planned_block: plan.block,
+                    expected_profit_base: plan.net_profit_base,
+                    debt_repaid: plan.amounts.debt_repaid,
+                };
+                self.journal.note(&entry)?;
+                entries.push(entry);
+            }
+            out.push(Ok(entries));
         }
         if let Some(n) = next {
             self.next_nonce = Some(n);
@@ -353,24 +385,37 @@ impl Executor {
     }
 
     /// Sends prepared entries' transactions side by side (nonce order does not matter to a node: a
-    /// later nonce waits in its queue for the earlier one) and records each that went out. One result
-    /// per entry, in order, with when its send returned.
+    /// later nonce waits in its queue for the earlier one), each transaction once however many
+    /// entries share it, and records each that went out. One result per entry, in order, with when
+    /// its transaction's send returned.
     pub async fn send_all(
         &mut self,
         entries: Vec<JournalEntry>,
     ) -> Vec<Result<(JournalEntry, std::time::Instant), ExecError>> {
-        let sends = entries.iter().map(|entry| async {
-            let attempt = entry.attempts.last().expect("an entry has an attempt");
-            self.broadcast(attempt)
-                .await
-                .map(|()| std::time::Instant::now())
+        let mut transactions: Vec<&Attempt> = entries
+            .iter()
+            .map(|e| e.attempts.last().expect("an entry has an attempt"))
+            .collect();
+        let mut seen = std::collections::HashSet::new();
+        transactions.retain(|a| seen.insert(a.hash));
+        let sends = transactions.iter().map(|attempt| async {
+            let sent = self.broadcast(attempt).await;
+            (
+                attempt.hash,
+                sent.map(|()| std::time::Instant::now())
+                    .map_err(|e| e.to_string()),
+            )
         });
-        let results = futures::future::join_all(sends).await;
+        let results: std::collections::HashMap<_, _> =
+            futures::future::join_all(sends).await.into_iter().collect();
         entries
             .into_iter()
-            .zip(results)
-            .map(|(mut entry, sent)| {
-                let at = sent?;
+            .map(|mut entry| {
+                let hash = entry.attempts.last().expect("an entry has an attempt").hash;
+                let at = results[&hash].clone().map_err(|reason| ExecError::Send {
+                    hash,
+                    reason,
+                })?;
                 entry.state = TxState::Sent;
                 self.journal.note(&entry)?;
                 tracing::debug!(borrower = %entry.borrower, nonce = entry.nonce, "transaction sent");
@@ -384,13 +429,14 @@ impl Executor {
     /// Returns the entries that became final.
     pub async fn poll(&mut self) -> Result<Vec<JournalEntry>, ExecError> {
         use futures::{StreamExt, TryStreamExt};
-        let open = self.journal.open()?;
+        let open = by_transaction(self.journal.open()?);
         if open.is_empty() {
             return Ok(Vec::new());
         }
-        // Every open entry's receipts, a few at a time, and the account's mined nonce once: after a
-        // price move dozens are open, and one after the other they would hold up the next block.
-        let reads: Vec<_> = open.iter().map(|entry| self.outcome(entry)).collect();
+        // Every open transaction's receipts, a few at a time, and the account's mined nonce once:
+        // after a price move dozens are open, and one after the other they would hold up the next
+        // block.
+        let reads: Vec<_> = open.iter().map(|tx| self.outcome(tx)).collect();
         let outcomes = futures::stream::iter(reads)
             .buffered(CONCURRENT_RECEIPT_READS)
             .try_collect::<Vec<_>>();
@@ -401,48 +447,74 @@ impl Executor {
                 .await
                 .map_err(|e| ExecError::from(ChainError::rpc("eth_getTransactionCount", e)))
         };
-        let (outcomes, mined_nonce) = tokio::try_join!(outcomes, mined_nonce)?;
+        let head = async {
+            self.rpc
+                .get_block_by_number(alloy::eips::BlockNumberOrTag::Latest)
+                .await
+                .map_err(|e| ExecError::from(ChainError::rpc("the head block", e)))
+        };
+        let (outcomes, mined_nonce, head) = tokio::try_join!(outcomes, mined_nonce, head)?;
+        // The next of ours in nonce order, sent before the head block and not in it although the block
+        // had room for its gas limit, was skipped: not seen by the block's builder, or held back by a
+        // node's pool (anvil does, now and then). It and those queued behind it are replaced now rather
+        // than after `bump_after`. (A relay's bundles are offered again each block anyway.)
+        let skipped_from = head.map(|b| b.header).and_then(|head| {
+            let next = open.iter().find(|tx| tx[0].nonce == mined_nonce)?;
+            let last = next[0].attempts.last()?;
+            let room = head.gas_limit.saturating_sub(head.gas_used);
+            let sent_before = last.signed_at_ms < head.timestamp.saturating_mul(1_000);
+            let limit = if last.cancel {
+                CANCEL_GAS
+            } else {
+                next[0].gas_limit
+            };
+            (matches!(self.opts.route, Route::Public) && sent_before && room >= limit)
+                .then_some((mined_nonce, head.timestamp.saturating_mul(1_000)))
+        });
         let mut finished = Vec::new();
-        for (mut entry, state) in open.into_iter().zip(outcomes) {
+        for (mut tx, states) in open.into_iter().zip(outcomes) {
+            let nonce = tx[0].nonce;
             // Final states need not wait for the disk one by one: lost in a crash, the entry is open
             // again and the next poll finds the same receipt. One flush at the end.
-            if let Some(state) = state {
-                entry.state = state;
-                self.journal.note(&entry)?;
-                finished.push(entry);
+            if let Some(states) = states {
+                finished.extend(self.finish(tx, states)?);
                 continue;
             }
-            if mined_nonce > entry.nonce {
+            if mined_nonce > nonce {
                 // The nonce is used. Ours, unless no attempt has a receipt; nodes can index a block's
                 // receipts a moment after its state, so look again before calling it dropped.
-                let mut state = None;
+                let mut states = None;
                 for _ in 0..5 {
-                    state = self.outcome(&entry).await?;
-                    if state.is_some() {
+                    states = self.outcome(&tx).await?;
+                    if states.is_some() {
                         break;
                     }
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                entry.state = state.unwrap_or_else(|| TxState::Dropped {
-                    reason: format!("nonce {} was used by another transaction", entry.nonce),
+                let states = states.unwrap_or_else(|| {
+                    let reason = format!("nonce {nonce} was used by another transaction");
+                    vec![TxState::Dropped { reason }; tx.len()]
                 });
-                self.journal.note(&entry)?;
-                finished.push(entry);
+                finished.extend(self.finish(tx, states)?);
                 continue;
             }
-            let last = entry
+            let last = tx[0]
                 .attempts
                 .last()
                 .cloned()
                 .expect("an entry has an attempt");
-            if entry.state == TxState::Prepared {
+            if tx[0].state == TxState::Prepared {
                 // Journaled but perhaps never sent (a crash in between): send exactly that transaction.
                 self.broadcast(&last).await?;
-                entry.state = TxState::Sent;
-                self.journal.put(&entry)?;
+                self.record(&mut tx, None, TxState::Sent)?;
                 continue;
             }
-            if now_ms().saturating_sub(last.signed_at_ms) < self.opts.bump_after.as_millis() as u64
+            let skipped = skipped_from
+                .is_some_and(|(from, head_ms)| nonce >= from && last.signed_at_ms < head_ms);
+            if skipped {
+                tracing::info!(borrower = %tx[0].borrower, nonce, "not mined in a block that had room for it: replacing it now");
+            } else if now_ms().saturating_sub(last.signed_at_ms)
+                < self.opts.bump_after.as_millis() as u64
             {
                 if matches!(self.opts.route, Route::Relay { .. }) {
                     // A bundle is for one block: offer it again for the next.
@@ -451,36 +523,72 @@ impl Executor {
                 continue;
             }
             let (max_fee, priority) = self.bumped(&last);
+            // Every entry of a transaction holds its gas limit and fee cap.
             let gas_limit = if last.cancel {
                 CANCEL_GAS
             } else {
-                entry.gas_limit
+                tx[0].gas_limit
             };
             // A cancellation costs 21,000 gas, far less than the liquidation it replaces would have.
-            if !last.cancel && U256::from(max_fee) * U256::from(gas_limit) > entry.fee_cap_wei {
-                tracing::warn!(borrower = %entry.borrower, max_fee, "not bumping: fees would exceed the liquidation's profit");
+            if !last.cancel && U256::from(max_fee) * U256::from(gas_limit) > tx[0].fee_cap_wei {
+                tracing::warn!(borrower = %tx[0].borrower, liquidations = tx.len(), max_fee, "not bumping: fees would exceed the liquidations' profit");
                 continue;
             }
-            let Some(tx) = decode_envelope(&last.raw) else {
+            let Some(envelope) = decode_envelope(&last.raw) else {
                 continue;
             };
             use alloy::consensus::Transaction;
             let attempt = self.sign(
-                entry.nonce,
+                nonce,
                 gas_limit,
-                tx.to().unwrap_or_default(),
-                tx.input().clone(),
+                envelope.to().unwrap_or_default(),
+                envelope.input().clone(),
                 max_fee,
                 priority,
                 last.cancel,
             )?;
-            entry.attempts.push(attempt.clone());
-            self.journal.put(&entry)?;
+            let state = tx[0].state.clone();
+            self.record(&mut tx, Some(&attempt), state)?;
             self.broadcast(&attempt).await?;
-            tracing::info!(borrower = %entry.borrower, nonce = entry.nonce, hash = %attempt.hash, max_fee, cancel = last.cancel, "replaced a stuck transaction with higher fees");
+            tracing::info!(borrower = %tx[0].borrower, liquidations = tx.len(), nonce, hash = %attempt.hash, max_fee, cancel = last.cancel, "replaced a stuck transaction with higher fees");
         }
         self.journal.flush()?;
         Ok(finished)
+    }
+
+    /// Gives each entry of a mined (or dropped) transaction its final state, and notes it.
+    fn finish(
+        &self,
+        tx: Vec<JournalEntry>,
+        states: Vec<TxState>,
+    ) -> Result<Vec<JournalEntry>, ExecError> {
+        tx.into_iter()
+            .zip(states)
+            .map(|(mut entry, state)| {
+                entry.state = state;
+                self.journal.note(&entry)?;
+                Ok(entry)
+            })
+            .collect()
+    }
+
+    /// Writes a new attempt (when given) and a state to every entry of one transaction, on disk
+    /// before anything is sent.
+    fn record(
+        &self,
+        tx: &mut [JournalEntry],
+        attempt: Option<&Attempt>,
+        state: TxState,
+    ) -> Result<(), ExecError> {
+        for entry in tx.iter_mut() {
+            if let Some(attempt) = attempt {
+                entry.attempts.push(attempt.clone());
+            }
+            entry.state = state.clone();
+            self.journal.note(entry)?;
+        }
+        self.journal.flush()?;
+        Ok(())
     }
 
     /// Both fees of `last` raised by the bump (at least the 10% nodes require for a replacement).
@@ -494,11 +602,19 @@ impl Executor {
 
     /// Replaces the open liquidation of `borrower` with a 0-value transfer to ourselves at the same
     /// nonce and higher fees: the position is gone (repaid, or liquidated by someone else), and a
-    /// liquidation mined now would only revert and burn its gas. Returns whether one was sent.
+    /// liquidation mined now would only revert and burn its gas. A transaction carrying others'
+    /// liquidations too is cancelled with them (all or none would succeed); they are planned again.
+    /// Returns whether one was sent.
     pub async fn cancel(&mut self, borrower: Address, reason: &str) -> Result<bool, ExecError> {
-        let Some(mut entry) = self.journal.open_for(borrower)? else {
+        let Some(entry) = self.journal.open_for(borrower)? else {
             return Ok(false);
         };
+        let mut tx: Vec<JournalEntry> = self
+            .journal
+            .open()?
+            .into_iter()
+            .filter(|e| e.nonce == entry.nonce)
+            .collect();
         let Some(last) = entry.attempts.last().cloned() else {
             return Ok(false);
         };
@@ -515,63 +631,93 @@ impl Executor {
             priority,
             true,
         )?;
-        entry.attempts.push(attempt.clone());
-        entry.state = TxState::Sent;
-        self.journal.put(&entry)?;
+        self.record(&mut tx, Some(&attempt), TxState::Sent)?;
         self.broadcast(&attempt).await?;
-        tracing::info!(%borrower, nonce = entry.nonce, hash = %attempt.hash, reason, "cancelled a pending liquidation");
+        tracing::info!(%borrower, liquidations = tx.len(), nonce = entry.nonce, hash = %attempt.hash, reason, "cancelled a pending liquidation");
         Ok(true)
     }
 
     /// After a restart: brings every open entry up to date (rebroadcasting, never re-signing a new
     /// liquidation) and returns those that became final.
     pub async fn reconcile(&mut self) -> Result<Vec<JournalEntry>, ExecError> {
-        for mut entry in self.journal.open()? {
-            if self.outcome(&entry).await?.is_none()
-                && let Some(last) = entry.attempts.last().cloned()
+        for mut tx in by_transaction(self.journal.open()?) {
+            if self.outcome(&tx).await?.is_none()
+                && let Some(last) = tx[0].attempts.last().cloned()
             {
                 self.broadcast(&last).await?;
-                entry.state = TxState::Sent;
-                self.journal.put(&entry)?;
+                self.record(&mut tx, None, TxState::Sent)?;
             }
         }
         self.poll().await
     }
 
-    /// The receipt of any attempt, as a final state.
-    async fn outcome(&self, entry: &JournalEntry) -> Result<Option<TxState>, ExecError> {
-        for attempt in entry.attempts.iter().rev() {
+    /// The receipt of any attempt of one transaction, as each of its entries' final state: the
+    /// profit from the `Liquidated` event of its borrower, and its share of the fee paid.
+    async fn outcome(&self, tx: &[JournalEntry]) -> Result<Option<Vec<TxState>>, ExecError> {
+        for attempt in tx[0].attempts.iter().rev() {
             let receipt = self
                 .rpc
                 .get_transaction_receipt(attempt.hash)
                 .await
                 .map_err(|e| ChainError::rpc("eth_getTransactionReceipt", e))?;
-            if let Some(r) = receipt {
-                let fee_paid_wei = U256::from(r.gas_used) * U256::from(r.effective_gas_price);
-                if attempt.cancel {
-                    return Ok(Some(TxState::Cancelled {
+            let Some(r) = receipt else {
+                continue;
+            };
+            let block = r.block_number.unwrap_or_default();
+            let fees = split(
+                U256::from(r.gas_used) * U256::from(r.effective_gas_price),
+                tx.len(),
+            );
+            if attempt.cancel {
+                return Ok(Some(
+                    fees.map(|fee_paid_wei| TxState::Cancelled {
                         hash: attempt.hash,
-                        block: r.block_number.unwrap_or_default(),
+                        block,
                         fee_paid_wei,
-                    }));
-                }
-                let profit = r
-                    .inner
-                    .logs()
-                    .iter()
-                    .find_map(|l| Liquidator::Liquidated::decode_log_data(l.data()).ok())
-                    .map(|e| e.profit);
-                return Ok(Some(TxState::Included {
-                    hash: attempt.hash,
-                    block: r.block_number.unwrap_or_default(),
-                    success: r.status(),
-                    profit,
-                    fee_paid_wei,
-                }));
+                    })
+                    .collect(),
+                ));
             }
+            let events: Vec<Liquidator::Liquidated> = r
+                .inner
+                .logs()
+                .iter()
+                .filter_map(|l| Liquidator::Liquidated::decode_log_data(l.data()).ok())
+                .collect();
+            return Ok(Some(
+                tx.iter()
+                    .zip(fees)
+                    .map(|(entry, fee_paid_wei)| TxState::Included {
+                        hash: attempt.hash,
+                        block,
+                        success: r.status(),
+                        profit: events
+                            .iter()
+                            .find(|e| e.borrower == entry.borrower)
+                            .map(|e| e.profit),
+                        fee_paid_wei,
+                    })
+                    .collect(),
+            ));
         }
         Ok(None)
     }
+}
+
+/// Open entries grouped by the transaction they share (their nonce), in nonce order.
+fn by_transaction(entries: Vec<JournalEntry>) -> Vec<Vec<JournalEntry>> {
+    let mut groups: std::collections::BTreeMap<u64, Vec<JournalEntry>> = Default::default();
+    for entry in entries {
+        groups.entry(entry.nonce).or_default().push(entry);
+    }
+    groups.into_values().collect()
+}
+
+/// `total` in `parts` shares that add up to it exactly (the first takes the remainder).
+fn split(total: U256, parts: usize) -> impl Iterator<Item = U256> {
+    let parts = U256::from(parts.max(1));
+    let (share, remainder) = (total / parts, total % parts);
+    (0..parts.to::<usize>()).map(move |i| if i == 0 { share + remainder } else { share })
 }
 
 fn decode_envelope(raw: &[u8]) -> Option<TxEnvelope> {

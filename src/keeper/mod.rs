@@ -319,6 +319,11 @@ impl Keeper {
         // take their turns from a fair semaphore (about the order spawned: largest debt first), not from
         // this loop, so planning goes on while a batch is being journaled and sent.
         let market = Arc::new(watcher.protocol().clone());
+        // Kept to size a position again when this block's earlier sales move its pool.
+        let positions: HashMap<Address, crate::store::StoredPosition> = targets
+            .iter()
+            .map(|(user, position)| (*user, (*position).clone()))
+            .collect();
         let turns = Arc::new(tokio::sync::Semaphore::new(CONCURRENT_PLANS));
         let mut plans = tokio::task::JoinSet::new();
         for (user, position) in targets {
@@ -330,7 +335,7 @@ impl Keeper {
             let position = position.clone();
             plans.spawn(async move {
                 let _turn = turns.acquire_owned().await;
-                (user, planner.plan(&market, user, &position).await)
+                (user, planner.size(&market, user, &position).await)
             });
         }
         // The account's pending transaction count, read while the first plans are sized (the node is
@@ -349,79 +354,168 @@ impl Keeper {
             {
                 ready.push(more);
             }
-            let mut batch = Vec::new();
+            let mut sized = Vec::new();
             for joined in ready {
                 let Ok((user, result)) = joined else {
                     tracing::error!("a planning task panicked");
                     continue;
                 };
                 match result {
-                    Ok(plan) => {
-                        m::stage(Stage::Planned, arrived);
-                        tracing::debug!(borrower = %user, since_block_ms = arrived.elapsed().as_millis() as u64, "planned");
-                        batch.push(plan);
-                    }
-                    Err(PlanError::Refused(refusal)) => self.refused(user, &refusal),
-                    Err(PlanError::Chain(e)) => {
-                        tracing::warn!(borrower = %user, error = %e, "planning failed; retrying next block");
-                    }
+                    Ok(plan) => sized.push(plan),
+                    Err(e) => self.not_planned(user, e),
                 }
             }
-            if !batch.is_empty() {
-                self.send(batch, arrived, chain_nonce).await?;
+            if !sized.is_empty() {
+                self.send(sized, &market, &positions, arrived, chain_nonce)
+                    .await?;
             }
         }
         Ok(())
     }
 
-    /// Journals and sends `plans` together.
+    /// Groups of sized plans as transactions (each group one, or each of its plans alone when the
+    /// group does not simulate), side by side; refusals are recorded, except that a pool moved by
+    /// this block's earlier sales, whose borrowers are returned.
+    async fn finalise(
+        &mut self,
+        groups: Vec<Vec<crate::planner::Plan>>,
+        market: &AaveV3,
+    ) -> (Vec<crate::planner::Batch>, Vec<Address>) {
+        let planner = Arc::clone(&self.planner);
+        let finalised = futures::future::join_all(
+            groups
+                .into_iter()
+                .map(|group| planner.finalise_all(group, market)),
+        )
+        .await;
+        let (mut batches, mut moved) = (Vec::new(), Vec::new());
+        for result in finalised.into_iter().flatten() {
+            match result {
+                Ok(batch) => batches.push(batch),
+                Err((user, PlanError::Refused(Refusal::PoolMoved(_)))) => moved.push(user),
+                Err((user, e)) => self.not_planned(user, e),
+            }
+        }
+        (batches, moved)
+    }
+
+    /// A plan that was refused (logged once per kind) or failed on the chain (tried next block).
+    fn not_planned(&mut self, user: Address, error: PlanError) {
+        match error {
+            PlanError::Refused(refusal) => self.refused(user, &refusal),
+            PlanError::Chain(e) => {
+                tracing::warn!(borrower = %user, error = %e, "planning failed; retrying next block");
+            }
+        }
+    }
+
+    /// Builds sized `plans` into transactions of up to the executor's batch size, simulates them,
+    /// checks their sales against the pools as this block's earlier sends leave them, and journals and
+    /// sends them together.
     async fn send(
         &mut self,
-        mut plans: Vec<crate::planner::Plan>,
+        plans: Vec<crate::planner::Plan>,
+        market: &AaveV3,
+        positions: &HashMap<Address, crate::store::StoredPosition>,
         arrived: Instant,
         chain_nonce: Option<u64>,
     ) -> Result<(), KeeperError> {
-        // Each plan was sized on the block's pools; the ones this block already sells into have moved.
-        plans.retain(|plan| {
-            let fits = self.planner.claim_sale(plan);
-            if !fits {
-                tracing::info!(
-                    borrower = %plan.borrower,
-                    pool = %plan.swap_pool,
-                    "held back: after this block's earlier liquidations the pool no longer pays for it; planning it again next block"
-                );
+        let started = Instant::now();
+        let mut sized: HashMap<Address, crate::planner::Plan> =
+            plans.iter().map(|p| (p.borrower, p.clone())).collect();
+        let mut groups: Vec<Vec<crate::planner::Plan>> = plans
+            .chunks(self.executor.max_batch())
+            .map(<[_]>::to_vec)
+            .collect();
+        let mut batches = Vec::new();
+        // The simulation ran on the chain's state, which has none of this block's earlier sends yet,
+        // and the minimum profit each liquidation must keep is known only after it: the sales are
+        // checked now. A transaction with a sale that no longer pays is built again without it (from
+        // the sized plans), and checked again; the liquidation left out is sized again on the pools
+        // as the block's sends so far leave them (another venue, or a smaller repay) and joins the
+        // next round.
+        for _ in 0..CLAIM_ROUNDS {
+            if groups.is_empty() {
+                break;
             }
-            fits
-        });
-        if plans.is_empty() {
+            let (finalised, mut moved) = self.finalise(std::mem::take(&mut groups), market).await;
+            for batch in finalised {
+                let fits = self.planner.claim_sales(&batch.plans);
+                if fits.iter().all(|f| *f) {
+                    batches.push(batch);
+                    continue;
+                }
+                let mut survivors = Vec::new();
+                for (plan, fits) in batch.plans.iter().zip(fits) {
+                    if fits {
+                        survivors.push(sized[&plan.borrower].clone());
+                    } else {
+                        moved.push(plan.borrower);
+                    }
+                }
+                if !survivors.is_empty() {
+                    groups.push(survivors);
+                }
+            }
+            moved.retain(|user| positions.contains_key(user));
+            let planner = Arc::clone(&self.planner);
+            let resized = futures::future::join_all(moved.iter().map(|user| {
+                let planner = &planner;
+                async move { planner.size(market, *user, &positions[user]).await }
+            }))
+            .await;
+            let mut again = Vec::new();
+            for (user, result) in moved.into_iter().zip(resized) {
+                match result {
+                    Ok(plan) => {
+                        sized.insert(user, plan.clone());
+                        again.push(plan);
+                    }
+                    Err(e) => self.not_planned(user, e),
+                }
+            }
+            if !again.is_empty() {
+                groups.push(again);
+            }
+        }
+        for plan in groups.iter().flatten() {
+            self.refused(plan.borrower, &Refusal::PoolMoved(plan.swap_pool));
+        }
+        if batches.is_empty() {
             return Ok(());
         }
-        let started = Instant::now();
+        for _ in batches.iter().flat_map(|b| &b.plans) {
+            m::stage(Stage::Planned, arrived);
+        }
+        let simulate_ms = started.elapsed().as_secs_f64() * 1e3;
         let prepared = match self
             .executor
-            .prepare_all(&plans, self.liquidator, chain_nonce)
+            .prepare_all(&batches, self.liquidator, chain_nonce)
             .await
         {
             Ok(prepared) => prepared,
             Err(ExecError::Journal(e)) => return Err(e.into()),
             Err(e) => {
-                tracing::warn!(liquidations = plans.len(), error = %e, "preparing the liquidations failed; retrying next block");
+                tracing::warn!(transactions = batches.len(), error = %e, "preparing the liquidations failed; retrying next block");
                 return Ok(());
             }
         };
         let mut entries = Vec::new();
         let mut signed = Vec::new();
-        for (plan, result) in plans.into_iter().zip(prepared) {
+        for (batch, result) in batches.into_iter().zip(prepared) {
             match result {
-                Ok(entry) => {
-                    m::stage(Stage::Signed, arrived);
-                    metrics::counter!(m::LIQUIDATIONS, "outcome" => "attempted").increment(1);
-                    signed.push((plan, entry.nonce, entry.attempts[0].hash));
-                    entries.push(entry);
+                Ok(batch_entries) => {
+                    for (plan, entry) in batch.plans.into_iter().zip(batch_entries) {
+                        m::stage(Stage::Signed, arrived);
+                        metrics::counter!(m::LIQUIDATIONS, "outcome" => "attempted").increment(1);
+                        signed.push((plan, entry.nonce, entry.attempts[0].hash));
+                        entries.push(entry);
+                    }
                 }
                 Err(ExecError::Journal(e)) => return Err(e.into()),
                 Err(e) => {
-                    tracing::warn!(borrower = %plan.borrower, error = %e, "signing the liquidation failed")
+                    let borrowers: Vec<Address> = batch.plans.iter().map(|p| p.borrower).collect();
+                    tracing::warn!(?borrowers, error = %e, "signing the liquidations failed")
                 }
             }
         }
@@ -429,6 +523,7 @@ impl Keeper {
         let results = self.executor.send_all(entries).await;
         tracing::debug!(
             liquidations = results.len(),
+            simulate_ms,
             prepare_ms,
             send_ms = started.elapsed().as_secs_f64() * 1e3 - prepare_ms,
             "batch sent"
@@ -509,6 +604,7 @@ impl Keeper {
             Refusal::NoVenue => "no_venue",
             Refusal::Unprofitable { .. } => "unprofitable",
             Refusal::Reverted(_) => "reverted_in_simulation",
+            Refusal::PoolMoved(_) => "pool_moved",
         };
         metrics::counter!(m::REFUSALS, "reason" => kind).increment(1);
         // Logged once per kind of refusal: the figures in it move every block.
@@ -613,6 +709,10 @@ impl OnBlock<AaveV3> for Keeper {
         self.handle_block(watcher, report)
     }
 }
+
+/// Times a transaction that lost a liquidation to the pool check is built again without it in one
+/// block; what still does not fit after that waits for the next block.
+const CLAIM_ROUNDS: usize = 3;
 
 /// Plans in flight at once (each is a few RPC calls and some milliseconds of CPU).
 const CONCURRENT_PLANS: usize = 8;

@@ -216,6 +216,7 @@ pub async fn start(config: &Config, path: &Path, opts: &RunOptions) -> eyre::Res
         bump_after: block_time * executor_cfg.bump_after_blocks.max(1) as u32,
         bump_bps: executor_cfg.bump_bps,
         route,
+        max_batch: executor_cfg.max_batch,
     };
 
     let (dry_run, act_rpc, journal) = if opts.dry_run {

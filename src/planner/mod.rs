@@ -36,7 +36,7 @@ use alloy::{
         TransactionRequest,
         simulate::{SimBlock, SimulatePayload},
     },
-    sol_types::{SolCall, SolInterface},
+    sol_types::{SolCall, SolEvent, SolInterface},
 };
 use fees::op_stack::L1FeeParams;
 use sizing::{LiquidationAmounts, LiquidationCase, Rules, Side};
@@ -120,6 +120,32 @@ impl Plan {
     }
 }
 
+/// One transaction: one liquidation, or several in one `liquidateBatch` (all or none). Each plan in it
+/// carries its share of the gas and fees, and its own minimum profit.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// The liquidations, in the order the transaction runs them.
+    pub plans: Vec<Plan>,
+    /// The `Liquidator.liquidate` or `liquidateBatch` calldata.
+    pub calldata: Bytes,
+    /// Gas limit of the transaction.
+    pub gas_limit: u64,
+    /// The most its fees may reach, bumps included (wei): the plans' caps together.
+    pub fee_cap_wei: U256,
+}
+
+impl Batch {
+    /// One plan's own transaction (its calldata, gas limit and fee cap).
+    pub fn single(plan: Plan) -> Self {
+        Self {
+            calldata: plan.calldata.clone(),
+            gas_limit: plan.gas_limit,
+            fee_cap_wei: plan.fee_cap_wei,
+            plans: vec![plan],
+        }
+    }
+}
+
 /// A token pair in one order whichever side is which, to count it once.
 fn unordered_pair(a: Address, b: Address) -> (Address, Address) {
     (a.min(b), a.max(b))
@@ -159,6 +185,10 @@ pub enum Refusal {
     /// The exact transaction reverts on the latest state.
     #[error("simulation reverted: {0}")]
     Reverted(String),
+    /// This block's earlier liquidations, selling into the same pool, leave it paying less than the
+    /// repay: planned again next block.
+    #[error("after this block's earlier liquidations, pool {0} no longer pays for it")]
+    PoolMoved(Address),
 }
 
 /// Errors of the planner that are not refusals.
@@ -300,23 +330,36 @@ impl Planner {
         self.rules
     }
 
-    /// The most profitable liquidation of `borrower`, or why there is none: the best pair of
-    /// [`Self::candidates`], built into the exact transaction and simulated.
+    /// The most profitable liquidation of `borrower`, or why there is none: [`Self::size`], built into
+    /// the exact transaction and simulated.
     pub async fn plan(
         &self,
         market: &AaveV3,
         borrower: Address,
         position: &StoredPosition,
     ) -> Result<Plan, PlanError> {
+        let plan = self.size(market, borrower, position).await?;
+        let mut batch = self.finalise_all_alone(plan, market).await?;
+        Ok(batch.plans.pop().expect("a batch of one"))
+    }
+
+    /// The most profitable pair of [`Self::candidates`], sized and priced at the sizing gas (an upper
+    /// bound), its transaction not yet built: what [`Self::finalise`] takes, alone or with others.
+    pub async fn size(
+        &self,
+        market: &AaveV3,
+        borrower: Address,
+        position: &StoredPosition,
+    ) -> Result<Plan, PlanError> {
         let started = std::time::Instant::now();
-        let (outcomes, native_price) = self.candidates(market, borrower, position).await?;
-        let sized = started.elapsed();
+        let outcomes = self.candidates(market, borrower, position).await?;
+        tracing::trace!(%borrower, sizing_ms = started.elapsed().as_secs_f64() * 1e3, "sized");
         let best = outcomes
             .iter()
             .filter_map(|o| o.plan.as_ref())
             .max_by_key(|p| p.net_profit_base)
             .cloned();
-        let Some(mut plan) = best else {
+        best.ok_or_else(|| {
             let closest = outcomes
                 .iter()
                 .filter_map(|o| {
@@ -324,23 +367,76 @@ impl Planner {
                         .map(|b| (b, format!("{} → {}", o.collateral, o.debt)))
                 })
                 .max_by_key(|(b, _)| *b);
-            return Err(match closest {
+            match closest {
                 Some((best_net_base, pair)) => Refusal::Unprofitable {
                     best_net_base,
                     pair,
                 },
                 None => Refusal::NoVenue,
             }
-            .into());
-        };
-        self.finalise(&mut plan, market, native_price).await?;
-        tracing::debug!(
-            %borrower,
-            sizing_ms = sized.as_secs_f64() * 1e3,
-            simulation_ms = (started.elapsed() - sized).as_secs_f64() * 1e3,
-            "plan made"
-        );
-        Ok(plan)
+            .into()
+        })
+    }
+
+    /// Sized plans of one block, as transactions: all of them in one `liquidateBatch` (all or none).
+    /// A plan whose sale, after the batch's earlier ones (and the block's liquidations already sent),
+    /// would return less than its repay is left out first ([`Refusal::PoolMoved`]): it would revert
+    /// the whole batch. The batch is simulated once; a liquidation whose realised profit there does not cover its share
+    /// of the fees is refused and the rest simulated again without it. A batch that reverts is split:
+    /// each plan alone, so that one bad plan is refused with its reason and does not sink the others.
+    /// One result per transaction or refused plan. One transaction of several costs about half the gas
+    /// of each alone: the Pool's and the tokens' storage is warm after the first.
+    pub async fn finalise_all(
+        &self,
+        mut plans: Vec<Plan>,
+        market: &AaveV3,
+    ) -> Vec<Result<Batch, (Address, PlanError)>> {
+        let mut out = Vec::new();
+        if plans.len() > 1 {
+            let (keep, refused) = self.without_losing_sales(plans);
+            plans = keep;
+            for (borrower, refusal) in refused {
+                out.push(Err((borrower, refusal.into())));
+            }
+        }
+        while !plans.is_empty() {
+            match self.finalise(plans.clone(), market).await {
+                Ok(Finalised::Batch(batch)) => {
+                    out.push(Ok(batch));
+                    break;
+                }
+                Ok(Finalised::Short(refused)) => {
+                    plans.retain(|p| !refused.iter().any(|(b, _)| *b == p.borrower));
+                    for (borrower, refusal) in refused {
+                        out.push(Err((borrower, refusal.into())));
+                    }
+                }
+                Err(e) if plans.len() > 1 => {
+                    tracing::debug!(liquidations = plans.len(), error = %e, "a batch did not simulate; finalising its plans one by one");
+                    let alone = plans.into_iter().map(|plan| async move {
+                        let borrower = plan.borrower;
+                        self.finalise_all_alone(plan, market)
+                            .await
+                            .map_err(|e| (borrower, e))
+                    });
+                    out.extend(futures::future::join_all(alone).await);
+                    break;
+                }
+                Err(e) => {
+                    out.push(Err((plans[0].borrower, e)));
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    /// One plan as its own transaction.
+    async fn finalise_all_alone(&self, plan: Plan, market: &AaveV3) -> Result<Batch, PlanError> {
+        match self.finalise(vec![plan], market).await? {
+            Finalised::Batch(batch) => Ok(batch),
+            Finalised::Short(mut refused) => Err(refused.pop().expect("the one plan").1.into()),
+        }
     }
 
     /// Every collateral × debt pair of `borrower`, each with its most profitable size (before the exact
@@ -350,7 +446,7 @@ impl Planner {
         market: &AaveV3,
         borrower: Address,
         position: &StoredPosition,
-    ) -> Result<(Vec<PairOutcome>, U256), PlanError> {
+    ) -> Result<Vec<PairOutcome>, PlanError> {
         let account = market.account_data(position);
         if account.health_factor >= crate::units::WAD {
             return Err(Refusal::Healthy(
@@ -424,12 +520,19 @@ impl Planner {
                     .filter_map(|v| v.sell(cr.asset, amount).map(|out| (out, v)))
                     .max_by_key(|(out, _)| *out)
             };
-            let net = |a: &LiquidationAmounts| -> Option<i128> {
-                let (out, _) = sell(a.collateral_to_liquidator)?;
-                let cost = a.debt_repaid + sizing_fees;
-                Some(signed(out) - signed(cost))
+            let venue_net = |v: &Venue, a: &LiquidationAmounts| -> Option<i128> {
+                let out = v.sell(cr.asset, a.collateral_to_liquidator)?;
+                Some(signed(out) - signed(a.debt_repaid + sizing_fees))
             };
-            let result = sizing::best_repay(&case, |a| Ok::<_, ()>(net(a))).unwrap_or(None);
+            let net = |a: &LiquidationAmounts| -> Option<i128> {
+                candidates.iter().filter_map(|v| venue_net(v, a)).max()
+            };
+            // Usually the largest repay is best on every venue (pools deep next to the position):
+            // shown with two evaluations per venue. Otherwise the search.
+            let result = sizing::largest_when_best(&case, |a| {
+                candidates.iter().map(|v| venue_net(v, a)).collect()
+            })
+            .or_else(|| sizing::best_repay(&case, |a| Ok::<_, ()>(net(a))).unwrap_or(None));
             let Some((amounts, net_debt)) = result else {
                 // Record how close the largest repay came, for the refusal.
                 let full = sizing::liquidation_amounts(&case, U256::MAX).ok();
@@ -479,47 +582,36 @@ impl Planner {
                 best_loss_base: None,
             });
         }
-        Ok((outcomes, native_price))
+        Ok(outcomes)
     }
 
-    /// Builds the exact transaction, estimates its gas, adds the L1 fee, recomputes the profit, and
-    /// simulates it on the latest state.
+    /// Builds `plans` into one transaction (`liquidate` for one, `liquidateBatch` for more), runs it
+    /// on the latest state with no minimum profit, and prices each plan with its share of the gas and
+    /// of the L1 fee. Each liquidation must then keep at least its share of the fees: its minimum
+    /// profit. The run's `Liquidated` events show what each realises (its sale after the batch's
+    /// earlier ones): those that would not cover their fees come back [`Finalised::Short`].
     async fn finalise(
         &self,
-        plan: &mut Plan,
+        mut plans: Vec<Plan>,
         market: &AaveV3,
-        native_price: U256,
-    ) -> Result<(), PlanError> {
-        let debt_unit = U256::from(10u64).pow(U256::from(
-            market
-                .reserve_of(plan.debt)
-                .map_or(18, |r| r.config.decimals),
-        ));
-        let debt_price = market
-            .reserve_of(plan.debt)
-            .map_or(U256::from(1u8), |r| r.price);
-        let to_debt = |wei: U256| {
-            (wei * native_price / crate::units::WAD * debt_unit)
-                .div_ceil(debt_price.max(U256::from(1u8)))
+    ) -> Result<Finalised, PlanError> {
+        let native_price = market
+            .reserve_of(self.settings.native_asset)
+            .map(|r| r.price)
+            .unwrap_or_default();
+        // Wei in a plan's debt asset, rounded up (fees are never understated).
+        let to_debt = |plan: &Plan, wei: U256| {
+            let (unit, price) = debt_unit_and_price(market, plan.debt);
+            (wei * native_price / crate::units::WAD * unit).div_ceil(price.max(U256::from(1u8)))
         };
-        let build = |min_profit: U256| -> Bytes {
-            Liquidator::liquidateCall {
-                l: Liquidator::Liquidation {
-                    collateral: plan.collateral,
-                    debt: plan.debt,
-                    borrower: plan.borrower,
-                    debtToCover: plan.amounts.debt_to_cover,
-                    collateralToSell: plan.amounts.collateral_to_liquidator,
-                    venue: match plan.venue {
-                        VenueKind::UniswapV3 => Liquidator::Venue::UniswapV3,
-                        VenueKind::UniswapV2 => Liquidator::Venue::UniswapV2,
-                    },
-                    swapPool: plan.swap_pool,
-                    minProfit: min_profit,
-                },
-            }
-            .abi_encode()
-            .into()
+        let build = |plans: &[Plan], min_profits: &[U256]| -> Bytes {
+            liquidation_calldata(
+                plans
+                    .iter()
+                    .zip(min_profits)
+                    .map(|(plan, min)| liquidation(plan, *min))
+                    .collect(),
+            )
         };
         let tx = |data: Bytes| {
             TransactionRequest::default()
@@ -527,57 +619,83 @@ impl Planner {
                 .to(self.settings.liquidator)
                 .with_input(data)
         };
-        let l1_fee = |plan: &Plan, min_profit: U256| {
-            self.l1.as_ref().map_or(U256::ZERO, |l1| {
-                // The unsigned EIP-1559 transaction, as GasPriceOracle.getL1Fee would be given it.
-                let unsigned =
-                    unsigned_bytes(&tx(build(min_profit)), plan, self.settings.liquidator);
-                fees::op_stack::l1_fee_unsigned(&unsigned, l1)
-            })
+        let n = plans.len() as u64;
+        let gas_price = plans[0].gas_price_wei;
+        let run = self
+            .run(tx(build(&plans, &vec![U256::ZERO; plans.len()])))
+            .await?;
+        let (gas, realised) = match run {
+            Run::Succeeded(gas, realised) => (gas, realised),
+            Run::Reverted(reason) => return Err(Refusal::Reverted(reason).into()),
         };
-        // One simulation in the usual case: the exact transaction, with the minimum profit set to the
-        // fees at the sizing gas (an upper bound of the real gas), is run on the latest state. Success
-        // gives the gas and shows it does not revert with any minimum profit up to that bound. A revert
-        // is looked at again with no minimum profit: reverting then too is the plan's own fault
-        // (decoded), otherwise the bound was too tight for this liquidation.
-        let bound = to_debt(plan.gas_cost_wei + l1_fee(plan, plan.min_profit));
-        let (gas, simulated_up_to) = match self.run(tx(build(bound))).await? {
-            Run::Succeeded(gas) => (gas, Some(bound)),
-            Run::Reverted(_) => match self.run(tx(build(U256::ZERO))).await? {
-                Run::Succeeded(gas) => (gas, None),
-                Run::Reverted(reason) => return Err(Refusal::Reverted(reason).into()),
-            },
-        };
-        plan.gas_limit = gas.limit;
-        plan.gas_cost_wei = U256::from(gas.used) * U256::from(plan.gas_price_wei);
-        plan.l1_fee_wei = l1_fee(plan, plan.min_profit);
-        plan.fees_in_debt = to_debt(plan.gas_cost_wei + plan.l1_fee_wei);
-        let net = signed(plan.swap_out) - signed(plan.amounts.debt_repaid + plan.fees_in_debt);
-        plan.net_profit_debt = net;
-        plan.net_profit_base = net * signed(debt_price) / signed(debt_unit);
-        if net <= 0 {
-            return Err(Refusal::Unprofitable {
-                best_net_base: plan.net_profit_base,
-                pair: format!("{} → {}", plan.collateral, plan.debt),
+        // The whole transaction's L1 fee, shared evenly (its calldata with minimum profits of about
+        // the size they will have: those sizing set).
+        let l1_fee = self.l1.as_ref().map_or(U256::ZERO, |l1| {
+            let sizing_mins: Vec<U256> = plans.iter().map(|p| p.min_profit).collect();
+            let unsigned = unsigned_bytes(
+                &build(&plans, &sizing_mins),
+                gas.limit,
+                gas_price,
+                self.settings.liquidator,
+            );
+            fees::op_stack::l1_fee_unsigned(&unsigned, l1).div_ceil(U256::from(n))
+        });
+        let mut short = Vec::new();
+        let mut fee_cap_wei = U256::ZERO;
+        for plan in &mut plans {
+            plan.gas_limit = gas.limit.div_ceil(n);
+            plan.gas_cost_wei = U256::from(gas.used.div_ceil(n)) * U256::from(gas_price);
+            plan.l1_fee_wei = l1_fee;
+            plan.fees_in_debt = to_debt(plan, plan.gas_cost_wei + plan.l1_fee_wei);
+            // What it realises in the run where the node says (its event), as sized otherwise.
+            let gross = realised.as_ref().map_or(
+                signed(plan.swap_out) - signed(plan.amounts.debt_repaid),
+                |r| r.get(&plan.borrower).map_or(0, |p| signed(*p)),
+            );
+            let (debt_unit, debt_price) = debt_unit_and_price(market, plan.debt);
+            let net = gross - signed(plan.fees_in_debt);
+            plan.net_profit_debt = net;
+            plan.net_profit_base = net * signed(debt_price) / signed(debt_unit);
+            if net <= 0 {
+                short.push((
+                    plan.borrower,
+                    Refusal::Unprofitable {
+                        best_net_base: plan.net_profit_base,
+                        pair: format!("{} → {}", plan.collateral, plan.debt),
+                    },
+                ));
+                continue;
             }
-            .into());
+            let net_wei = U256::from(net as u128) * debt_price * crate::units::WAD
+                / (debt_unit * native_price.max(U256::from(1u8)));
+            plan.fee_cap_wei = plan.gas_cost_wei + plan.l1_fee_wei + net_wei;
+            fee_cap_wei += plan.fee_cap_wei;
+            // The contract keeps at least the fees: a liquidation that cannot pay for itself reverts.
+            plan.min_profit = plan.fees_in_debt;
+            plan.calldata = build(std::slice::from_ref(plan), &[plan.min_profit]);
         }
-        let net_wei = U256::from(net as u128) * debt_price * crate::units::WAD
-            / (debt_unit * native_price.max(U256::from(1u8)));
-        plan.fee_cap_wei = plan.gas_cost_wei + plan.l1_fee_wei + net_wei;
-        // The contract keeps at least the fees: a liquidation that cannot pay for itself reverts.
-        plan.min_profit = plan.fees_in_debt;
-        plan.calldata = build(plan.min_profit);
-        if simulated_up_to.is_none_or(|bound| bound < plan.min_profit)
+        if !short.is_empty() {
+            return Ok(Finalised::Short(short));
+        }
+        let min_profits: Vec<U256> = plans.iter().map(|p| p.min_profit).collect();
+        let calldata = build(&plans, &min_profits);
+        // Without the events (a node without `eth_simulateV1`), the exact transaction is run once
+        // more, with its minimum profits.
+        if realised.is_none()
             && let Err(e) = self
                 .rpc
-                .call(tx(plan.calldata.clone()))
+                .call(tx(calldata.clone()))
                 .block(BlockId::latest())
                 .await
         {
             return Err(Refusal::Reverted(decode_revert(&e)).into());
         }
-        Ok(())
+        Ok(Finalised::Batch(Batch {
+            plans,
+            calldata,
+            gas_limit: gas.limit,
+            fee_cap_wei,
+        }))
     }
 
     /// Runs the exact transaction on the latest state: `eth_simulateV1` where the node has it (one
@@ -619,18 +737,22 @@ impl Planner {
                             },
                         )));
                     }
-                    // The limit must cover the most gas in use before refunds (nodes that do not
-                    // report it give the used gas, after refunds of up to a fifth) and what the 63/64
-                    // rule holds back from each nested call. Half as much again covers both; a
-                    // transaction pays only for the gas it uses.
-                    let peak = result
-                        .max_used_gas
-                        .unwrap_or(result.gas_used)
-                        .max(result.gas_used);
-                    return Ok(Run::Succeeded(Gas {
-                        used: result.gas_used,
-                        limit: peak * 3 / 2,
-                    }));
+                    let realised = result
+                        .logs
+                        .iter()
+                        .filter_map(|l| Liquidator::Liquidated::decode_log_data(&l.inner.data).ok())
+                        .map(|e| (e.borrower, e.profit))
+                        .collect();
+                    return Ok(Run::Succeeded(
+                        Gas {
+                            used: result.gas_used,
+                            limit: gas_limit_for(
+                                result.max_used_gas.unwrap_or(result.gas_used),
+                                result.gas_used,
+                            ),
+                        },
+                        Some(realised),
+                    ));
                 }
                 Err(e) if method_missing(&e) => {
                     tracing::info!(error = %e, "the node has no eth_simulateV1: simulating with eth_estimateGas");
@@ -640,10 +762,13 @@ impl Planner {
             }
         }
         match self.rpc.estimate_gas(tx).block(BlockId::latest()).await {
-            Ok(gas) => Ok(Run::Succeeded(Gas {
-                used: gas,
-                limit: gas * 12 / 10,
-            })),
+            Ok(gas) => Ok(Run::Succeeded(
+                Gas {
+                    used: gas,
+                    limit: gas * 12 / 10,
+                },
+                None,
+            )),
             Err(e) if e.as_error_resp().is_some() => Ok(Run::Reverted(decode_revert(&e))),
             Err(e) => Err(ChainError::rpc("estimate the liquidation's gas", e)),
         }
@@ -689,7 +814,9 @@ impl Planner {
         Ok(fee)
     }
 
-    /// The venues between `a` and `b` at `block` (the market's block; latest when unknown).
+    /// The venues between `a` and `b` at `block` (the market's block; latest when unknown), as the
+    /// sales counted at it leave them: ours sent in earlier blocks and still pending, and this block's
+    /// sent so far. They are mined ahead of what is planned now.
     async fn venues(
         &self,
         a: Address,
@@ -697,36 +824,93 @@ impl Planner {
         block: Option<crate::protocol::BlockRef>,
     ) -> Result<Vec<Venue>, ChainError> {
         match block {
-            Some(block) => self.book.venues(a, b, block).await,
+            Some(block) => Ok(self
+                .book
+                .after_sales(block.number, self.book.venues(a, b, block).await?)),
             None => self.book.venues_latest(a, b).await,
         }
     }
 
-    /// Checks `plan` against its pool as this block's liquidations already sent will leave it (ours
-    /// are mined in nonce order, ahead of it) and, if it still pays, counts its sale in. `false` when
-    /// the sale would now return less than the repay and the minimum profit together:
-    /// the Liquidator would revert, and the gas would be lost. Plans of a block sell into the same
-    /// pools; each was sized on the block's state.
+    /// Checks the sales of one transaction's plans, in its order, against their pools as this block's
+    /// liquidations already sent leave them (ours are mined in nonce order, ahead of it), each against
+    /// the repay and minimum profit it must return; when every one still pays, counts them all in.
+    /// One answer per plan: `false` for a sale that would now return too little (the Liquidator would
+    /// revert, and the gas be lost). With any `false` nothing is counted: the others are to be built
+    /// again without it, and checked again. Plans of a block sell into the same pools; each was sized
+    /// on the block's state.
+    pub fn claim_sales(&self, plans: &[Plan]) -> Vec<bool> {
+        let (fits, after) =
+            self.sales_in_order(plans, |plan| plan.amounts.debt_repaid + plan.min_profit);
+        if let (true, Some(first)) = (fits.iter().all(|f| *f), plans.first()) {
+            for venue in after.into_values() {
+                self.book.record_sale(first.block, venue);
+            }
+        }
+        fits
+    }
+
+    /// The plans whose sales, in this order after this block's liquidations already sent, still
+    /// return at least their repay, and (refused) those that would not: one of those would revert a
+    /// whole batch, whatever its minimum profit. Nothing is counted in.
+    pub fn without_losing_sales(&self, plans: Vec<Plan>) -> (Vec<Plan>, Vec<(Address, Refusal)>) {
+        let (fits, _) = self.sales_in_order(&plans, |plan| plan.amounts.debt_repaid);
+        let (keep, lose): (Vec<_>, Vec<_>) = plans.into_iter().zip(fits).partition(|(_, f)| *f);
+        let refused = lose
+            .into_iter()
+            .map(|(plan, _)| (plan.borrower, Refusal::PoolMoved(plan.swap_pool)))
+            .collect();
+        (keep.into_iter().map(|(plan, _)| plan).collect(), refused)
+    }
+
+    /// Walks `plans`' sales in order through their pools as the sales counted at their block leave
+    /// them: whether each returns at least `needed` (one that does not is left out of the walk), and
+    /// the pools after those that do.
+    fn sales_in_order(
+        &self,
+        plans: &[Plan],
+        needed: impl Fn(&Plan) -> U256,
+    ) -> (Vec<bool>, std::collections::HashMap<Address, Venue>) {
+        let mut after: std::collections::HashMap<Address, Venue> = Default::default();
+        let fits = plans
+            .iter()
+            .map(|plan| {
+                let sale = plan.sale();
+                let check = match after.get(&sale.pool) {
+                    Some(venue) => SaleCheck::on(venue, sale.collateral, sale.amount),
+                    None => {
+                        self.book
+                            .check_sale(plan.block, sale.pool, sale.collateral, sale.amount)
+                    }
+                };
+                match pays(check, needed(plan)) {
+                    None => false,
+                    Some(venue) => {
+                        after.extend(venue.map(|v| (sale.pool, v)));
+                        true
+                    }
+                }
+            })
+            .collect();
+        (fits, after)
+    }
+
+    /// [`Self::claim_sales`] of a transaction of one.
     pub fn claim_sale(&self, plan: &Plan) -> bool {
-        self.count_sale(
-            plan.block,
-            &plan.sale(),
-            plan.amounts.debt_repaid + plan.min_profit,
-        )
+        self.claim_sales(std::slice::from_ref(plan))[0]
     }
 
     /// Checks `sale` against its pool as the sales counted at `block` leave it and, when it returns at
     /// least `needed`, counts it in. A pool the book holds no state of at `block` passes uncounted.
     fn count_sale(&self, block: u64, sale: &SaleInFlight, needed: U256) -> bool {
-        match self
+        let check = self
             .book
-            .check_sale(block, sale.pool, sale.collateral, sale.amount)
-        {
-            SaleCheck::Unknown => true,
-            SaleCheck::CannotFill => false,
-            SaleCheck::Fills(out, _) if out < needed => false,
-            SaleCheck::Fills(_, after) => {
-                self.book.record_sale(block, after);
+            .check_sale(block, sale.pool, sale.collateral, sale.amount);
+        match pays(check, needed) {
+            None => false,
+            Some(venue) => {
+                if let Some(venue) = venue {
+                    self.book.record_sale(block, venue);
+                }
                 true
             }
         }
@@ -792,6 +976,18 @@ impl Planner {
     }
 }
 
+/// Whether a checked sale returns at least `needed`: `None` when it does not (or cannot fill),
+/// otherwise the venue as the sale leaves it (`None` inside for a venue the book does not hold at that
+/// block: it passes, uncounted).
+fn pays(check: SaleCheck, needed: U256) -> Option<Option<Venue>> {
+    match check {
+        SaleCheck::Unknown => Some(None),
+        SaleCheck::CannotFill => None,
+        SaleCheck::Fills(out, _) if out < needed => None,
+        SaleCheck::Fills(_, after) => Some(Some(after)),
+    }
+}
+
 /// Every (collateral, debt) pair of `position` the protocol would liquidate: enabled collateral with a
 /// liquidation threshold, against each other asset it borrows.
 fn liquidation_pairs<'a>(
@@ -822,7 +1018,7 @@ fn liquidation_pairs<'a>(
 }
 
 /// The bytes `GasPriceOracle.getL1Fee` is given: an unsigned EIP-1559 transaction's RLP.
-fn unsigned_bytes(tx: &TransactionRequest, plan: &Plan, to: Address) -> Vec<u8> {
+fn unsigned_bytes(input: &Bytes, gas_limit: u64, gas_price: u128, to: Address) -> Vec<u8> {
     use alloy::{
         consensus::{SignableTransaction, TxEip1559},
         primitives::TxKind,
@@ -830,17 +1026,54 @@ fn unsigned_bytes(tx: &TransactionRequest, plan: &Plan, to: Address) -> Vec<u8> 
     let unsigned = TxEip1559 {
         chain_id: 0,
         nonce: 0,
-        gas_limit: plan.gas_limit,
-        max_fee_per_gas: plan.gas_price_wei,
-        max_priority_fee_per_gas: plan.gas_price_wei,
+        gas_limit,
+        max_fee_per_gas: gas_price,
+        max_priority_fee_per_gas: gas_price,
         to: TxKind::Call(to),
         value: U256::ZERO,
         access_list: Default::default(),
-        input: tx.input.input().cloned().unwrap_or_default(),
+        input: input.clone(),
     };
     let mut out = Vec::new();
     unsigned.encode_for_signing(&mut out);
     out
+}
+
+/// The unit (10^decimals) and price of a debt asset (18 decimals and a price of 1 when unknown).
+fn debt_unit_and_price(market: &AaveV3, debt: Address) -> (U256, U256) {
+    let reserve = market.reserve_of(debt);
+    (
+        U256::from(10u64).pow(U256::from(reserve.map_or(18, |r| r.config.decimals))),
+        reserve.map_or(U256::from(1u8), |r| r.price),
+    )
+}
+
+/// `plan` as the Liquidator's struct, keeping at least `min_profit`.
+fn liquidation(plan: &Plan, min_profit: U256) -> Liquidator::Liquidation {
+    Liquidator::Liquidation {
+        collateral: plan.collateral,
+        debt: plan.debt,
+        borrower: plan.borrower,
+        debtToCover: plan.amounts.debt_to_cover,
+        collateralToSell: plan.amounts.collateral_to_liquidator,
+        venue: match plan.venue {
+            VenueKind::UniswapV3 => Liquidator::Venue::UniswapV3,
+            VenueKind::UniswapV2 => Liquidator::Venue::UniswapV2,
+        },
+        swapPool: plan.swap_pool,
+        minProfit: min_profit,
+    }
+}
+
+/// The Liquidator call for `liquidations`: `liquidate` for one, `liquidateBatch` for more.
+fn liquidation_calldata(mut liquidations: Vec<Liquidator::Liquidation>) -> Bytes {
+    if liquidations.len() == 1 {
+        let l = liquidations.pop().expect("one");
+        return Liquidator::liquidateCall { l }.abi_encode().into();
+    }
+    Liquidator::liquidateBatchCall { ls: liquidations }
+        .abi_encode()
+        .into()
 }
 
 /// A revert's reason: the Liquidator's custom errors and Aave's numeric error strings by name where known.
@@ -884,10 +1117,32 @@ fn method_missing(
     })
 }
 
+/// Room the gas limit leaves above the most gas in use for what the 63/64 rule holds back at each
+/// nested call (Liquidator → pool → Liquidator → Aave Pool → tokens: about a tenth of one
+/// liquidation's gas; a batch runs its liquidations one after the other, so it needs no more).
+const NESTED_CALL_ROOM: u64 = 60_000;
+
+/// The gas limit for a transaction that used `used` gas after refunds, `peak` at most before them
+/// (the node's figure; nodes that do not report it give `used`). Refunds are at most a fifth of the
+/// gas before them, so that is at most 5/4 of `used`. A block takes a transaction only while its gas
+/// left covers the limit, so a limit larger than needed costs room, not just headroom; a transaction
+/// pays only for the gas it uses.
+fn gas_limit_for(peak: u64, used: u64) -> u64 {
+    peak.max(used * 5 / 4) + NESTED_CALL_ROOM
+}
+
 /// How a run of the exact transaction went.
 enum Run {
-    Succeeded(Gas),
+    /// It succeeded with this gas; each borrower's realised profit (debt asset) from the
+    /// `Liquidated` events, where the node returns a run's logs.
+    Succeeded(Gas, Option<std::collections::HashMap<Address, U256>>),
     Reverted(String),
+}
+
+/// Plans built into one transaction, or those of them that would not pay for themselves in it.
+enum Finalised {
+    Batch(Batch),
+    Short(Vec<(Address, Refusal)>),
 }
 
 /// Gas a run used, and the limit to send it with.

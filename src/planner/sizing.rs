@@ -260,6 +260,36 @@ pub fn best_repay<E>(
     Ok((best_profit > 0).then_some((best_amounts, best_profit)))
 }
 
+/// The largest repay, with its profit, when no smaller repay does better on any venue. Each venue's
+/// profit is concave in the repay (the collateral received grows in proportion to it, and a sale
+/// returns less per unit the more it sells), so a venue whose profit still rises into the largest
+/// repay is at its best there; when every venue's does, nothing smaller can beat it. Two evaluations
+/// instead of [`best_repay`]'s search. `venue_profits` gives each venue's profit for an amount
+/// (`None`: it cannot fill it). `None` when some venue's profit falls towards the largest repay or
+/// cannot be told (its best is smaller: search), or nothing is profitable there.
+pub fn largest_when_best(
+    case: &LiquidationCase,
+    mut venue_profits: impl FnMut(&LiquidationAmounts) -> Vec<Option<i128>>,
+) -> Option<(LiquidationAmounts, i128)> {
+    let largest = liquidation_amounts(case, max_repay(case)).ok()?;
+    // Just below what is actually repaid: when the collateral runs out first, repays above that buy
+    // the same, and the slope that matters is the one before it.
+    let step = (largest.debt_repaid / U256::from(10_000u64)).max(U256::from(2u8));
+    let below = liquidation_amounts(case, largest.debt_repaid.checked_sub(step)?).ok()?;
+    let mut best: Option<i128> = None;
+    for (at_largest, at_below) in venue_profits(&largest)
+        .into_iter()
+        .zip(venue_profits(&below))
+    {
+        let at_largest = at_largest?;
+        if at_below.is_none_or(|b| b > at_largest) {
+            return None;
+        }
+        best = best.max(Some(at_largest));
+    }
+    best.filter(|p| *p > 0).map(|p| (largest, p))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -516,5 +546,45 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+        // The short cut sees the profit fall into the largest repay and leaves it to the search.
+        let profit_of = |a: &LiquidationAmounts| {
+            Some(usdc_out(a.collateral_to_liquidator) - a.debt_repaid.to::<u128>() as i128)
+        };
+        assert_eq!(largest_when_best(&case, |a| vec![profit_of(a)]), None);
+    }
+
+    #[test]
+    fn the_largest_repay_is_taken_at_once_only_when_every_venue_peaks_there() {
+        let case = LiquidationCase {
+            health_factor: wad_milli(940),
+            ..weth_usdc(Rules::V3_0)
+        };
+        // Two venues selling at the oracle price less a fee and a small impact: both still rise at
+        // the largest repay (a 5% bonus against at most ~1% impact).
+        let venue = |fee_bps: i128, impact_per: i128| {
+            move |a: &LiquidationAmounts| -> Option<i128> {
+                let value = (a.collateral_to_liquidator * U256::from(1_800_000_000u64) / WAD)
+                    .to::<u128>() as i128;
+                let out = value - value * fee_bps / 10_000 - value * value / impact_per;
+                Some(out - a.debt_repaid.to::<u128>() as i128)
+            }
+        };
+        let (deep, shallow) = (venue(5, 2_000_000_000_000), venue(30, 1_000_000_000_000));
+        let best_of = |a: &LiquidationAmounts| deep(a).max(shallow(a));
+        let (amounts, profit) =
+            largest_when_best(&case, |a| vec![deep(a), shallow(a)]).expect("the largest is best");
+        assert_eq!(
+            amounts,
+            liquidation_amounts(&case, max_repay(&case)).unwrap()
+        );
+        let (_, searched) = best_repay(&case, |a| Ok::<_, ()>(best_of(a)))
+            .unwrap()
+            .unwrap();
+        assert_eq!(profit, searched, "the search finds the same");
+        // One venue peaking inside (however the others do) sends it to the search.
+        let steep = venue(5, 10_000_000_000);
+        assert_eq!(largest_when_best(&case, |a| vec![deep(a), steep(a)]), None);
+        // A venue that cannot fill the largest repay: its best may be smaller; search.
+        assert_eq!(largest_when_best(&case, |a| vec![deep(a), None]), None);
     }
 }

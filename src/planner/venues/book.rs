@@ -120,6 +120,16 @@ pub enum SaleCheck {
     CannotFill,
 }
 
+impl SaleCheck {
+    /// Selling `amount` of `token_in` on `venue` as it stands.
+    pub fn on(venue: &Venue, token_in: Address, amount: U256) -> Self {
+        match venue.after_sale(token_in, amount) {
+            Some((out, after)) => Self::Fills(out, after),
+            None => Self::CannotFill,
+        }
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -175,13 +185,7 @@ impl VenueBook {
                 })
                 .flatten()
         });
-        match current {
-            None => SaleCheck::Unknown,
-            Some(v) => match v.after_sale(token_in, amount) {
-                Some((out, after)) => SaleCheck::Fills(out, after),
-                None => SaleCheck::CannotFill,
-            },
-        }
+        current.map_or(SaleCheck::Unknown, |v| SaleCheck::on(&v, token_in, amount))
     }
 
     /// Records a sale sent at block `block`: the venue as it leaves it.
@@ -191,6 +195,18 @@ impl VenueBook {
             *pending = (block, HashMap::new());
         }
         pending.1.insert(after.address(), after);
+    }
+
+    /// `venues` as the sales counted at `block` leave them.
+    pub fn after_sales(&self, block: u64, venues: Vec<Venue>) -> Vec<Venue> {
+        let pending = lock(&self.pending);
+        if pending.0 != block {
+            return venues;
+        }
+        venues
+            .into_iter()
+            .map(|v| pending.1.get(&v.address()).cloned().unwrap_or(v))
+            .collect()
     }
 
     /// Forgets every pool's ticks and this block's state: after a reorg, a `Mint` or `Burn` the book
