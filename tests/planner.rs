@@ -1,7 +1,8 @@
 //! Plans on the devnet with the real Aave V3 and Uniswap V3, executed through the Liquidator: the
 //! predicted profit is what the Liquidator realises, alone or with others in one transaction; a plan
-//! made unprofitable reverts and loses nothing (and does not sink the plans batched with it); only
-//! the owner can liquidate, and the callbacks refuse strangers.
+//! made unprofitable reverts and loses nothing (and does not sink the plans batched with it); sales
+//! into one pool in one block stop where it no longer pays, and a plan sized again then sells where
+//! it still does; only the owner can liquidate, and the callbacks refuse strangers.
 
 use alloy::{
     network::TransactionBuilder,
@@ -699,4 +700,33 @@ async fn sales_into_one_pool_in_one_block_stop_where_the_pool_no_longer_pays() {
     };
     assert!(s.planner.claim_sale(&next_plan), "one more fits");
     assert!(!s.planner.claim_sale(&next_plan), "and no more");
+
+    // Sized again now, the position is sized on the pools as those sales leave them: another venue or
+    // a smaller sale, which the pool check then lets through (or no plan at all).
+    let position = s.watcher.position(plan.borrower).cloned().unwrap();
+    match s
+        .planner
+        .size(s.watcher.protocol(), plan.borrower, &position)
+        .await
+    {
+        Ok(resized) => {
+            eprintln!(
+                "sized again: {} of collateral on {} (was {sale} on {})",
+                resized.amounts.collateral_to_liquidator, resized.swap_pool, plan.swap_pool
+            );
+            assert!(
+                resized.swap_pool != plan.swap_pool
+                    || resized.amounts.collateral_to_liquidator < sale,
+                "the same sale on the same pool, which no longer pays"
+            );
+            assert!(s.planner.claim_sale(&resized), "the plan sized again fits");
+        }
+        Err(e) => assert!(
+            matches!(
+                e,
+                PlanError::Refused(Refusal::Unprofitable { .. } | Refusal::NoVenue)
+            ),
+            "{e:?}"
+        ),
+    }
 }

@@ -82,9 +82,10 @@ pub struct JournalEntry {
     pub attempts: Vec<Attempt>,
     /// State.
     pub state: TxState,
-    /// The most the fees may reach (wei): the plan's expected profit in ETH terms.
+    /// The most its transaction's fees may reach (wei): the expected profit, in ETH terms, of the
+    /// liquidations it carries (every entry of one transaction holds the same).
     pub fee_cap_wei: U256,
-    /// Gas limit.
+    /// Gas limit of its transaction.
     pub gas_limit: u64,
     /// The block the plan was made at.
     #[serde(default)]

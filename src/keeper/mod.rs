@@ -6,8 +6,10 @@
 //!    liquidations — and ours lost to someone faster),
 //! 2. settles our transactions in flight: receipts become outcomes, stuck ones are re-priced, and one
 //!    whose borrower is no longer liquidatable is cancelled,
-//! 3. plans every position the watcher found below 1 (concurrently: plans only read), and signs,
-//!    journals and sends each profitable plan.
+//! 3. sizes every position the watcher found below 1 (concurrently: sizing only reads), builds the
+//!    plans sized by the same moment into transactions of several liquidations, simulates them, checks
+//!    their sales against the pools as the block's earlier sends leave them, and signs, journals and
+//!    sends them.
 //!
 //! RPC trouble in steps 2–3 is logged and tried again at the next block; only the store or the journal
 //! failing stops the keeper, since it could no longer promise to send each liquidation once.

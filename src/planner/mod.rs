@@ -5,10 +5,12 @@
 //! ([`sizing`]), sells the collateral it would receive on every Uniswap pool of the pair (simulated
 //! against the pools' state, [`venues`]), and searches the repay amount that maximises the debt asset
 //! left after the repay and gas. The sale's pool pays out the debt asset before the liquidation (a
-//! flash swap), so there is no flash-loan premium: the pool's fee is in the sale's price. The best
-//! pair is then built into the exact `Liquidator` transaction, which is run once on the latest state
-//! (`eth_simulateV1`: its gas, and whether it reverts); a revert is decoded and the plan dropped with
-//! the reason.
+//! flash swap), so there is no flash-loan premium: the pool's fee is in the sale's price
+//! ([`Planner::size`]). The plans sized together are then built into one exact `Liquidator`
+//! transaction (a [`Batch`]), which is run once on the latest state (`eth_simulateV1`: its gas,
+//! whether it reverts, and what each liquidation realises); each plan is priced with its share of the
+//! gas, one that would not pay for itself is dropped, and a revert is decoded and its plan dropped
+//! with the reason ([`Planner::finalise_all`]).
 
 pub mod fees;
 pub mod sizing;
@@ -68,19 +70,20 @@ pub struct Plan {
     pub swap_out: U256,
     /// How much worse than the pool's price before it the sale fills, bps.
     pub price_impact_bps: u64,
-    /// Gas limit of the transaction (estimated, with headroom).
+    /// Gas limit of its transaction (from the simulation, with headroom); in a batch, its share.
     pub gas_limit: u64,
     /// Price per gas assumed (wei): the next block's base fee plus the priority fee.
     pub gas_price_wei: u128,
     /// The next block's base fee assumed (wei).
     pub base_fee_wei: u128,
-    /// Gas cost (wei).
+    /// Gas cost (wei); in a batch, its share of the gas used.
     pub gas_cost_wei: U256,
-    /// L1 data fee (wei), on OP-stack chains.
+    /// L1 data fee (wei), on OP-stack chains; in a batch, its share.
     pub l1_fee_wei: U256,
     /// All fees in the debt asset.
     pub fees_in_debt: U256,
-    /// swap_out − repay − fees, in the debt asset (negative when it loses).
+    /// What it realises less fees, in the debt asset (negative when it loses): swap_out − repay − fees
+    /// when sized; once built, its profit in the simulated transaction less its fees.
     pub net_profit_debt: i128,
     /// The same in USD (base currency).
     pub net_profit_base: i128,
@@ -339,7 +342,7 @@ impl Planner {
         position: &StoredPosition,
     ) -> Result<Plan, PlanError> {
         let plan = self.size(market, borrower, position).await?;
-        let mut batch = self.finalise_all_alone(plan, market).await?;
+        let mut batch = self.finalise_alone(plan, market).await?;
         Ok(batch.plans.pop().expect("a batch of one"))
     }
 
@@ -381,11 +384,12 @@ impl Planner {
     /// Sized plans of one block, as transactions: all of them in one `liquidateBatch` (all or none).
     /// A plan whose sale, after the batch's earlier ones (and the block's liquidations already sent),
     /// would return less than its repay is left out first ([`Refusal::PoolMoved`]): it would revert
-    /// the whole batch. The batch is simulated once; a liquidation whose realised profit there does not cover its share
-    /// of the fees is refused and the rest simulated again without it. A batch that reverts is split:
-    /// each plan alone, so that one bad plan is refused with its reason and does not sink the others.
-    /// One result per transaction or refused plan. One transaction of several costs about half the gas
-    /// of each alone: the Pool's and the tokens' storage is warm after the first.
+    /// the whole batch. The batch is simulated once; a liquidation whose realised profit there does
+    /// not cover its share of the fees is refused and the rest simulated again without it. A batch
+    /// that reverts is split: each plan alone, so that one bad plan is refused with its reason and
+    /// does not sink the others. One result per transaction or refused plan. One transaction of
+    /// several costs about half the gas of each alone: the Pool's and the tokens' storage is warm
+    /// after the first.
     pub async fn finalise_all(
         &self,
         mut plans: Vec<Plan>,
@@ -415,7 +419,7 @@ impl Planner {
                     tracing::debug!(liquidations = plans.len(), error = %e, "a batch did not simulate; finalising its plans one by one");
                     let alone = plans.into_iter().map(|plan| async move {
                         let borrower = plan.borrower;
-                        self.finalise_all_alone(plan, market)
+                        self.finalise_alone(plan, market)
                             .await
                             .map_err(|e| (borrower, e))
                     });
@@ -432,7 +436,7 @@ impl Planner {
     }
 
     /// One plan as its own transaction.
-    async fn finalise_all_alone(&self, plan: Plan, market: &AaveV3) -> Result<Batch, PlanError> {
+    async fn finalise_alone(&self, plan: Plan, market: &AaveV3) -> Result<Batch, PlanError> {
         match self.finalise(vec![plan], market).await? {
             Finalised::Batch(batch) => Ok(batch),
             Finalised::Short(mut refused) => Err(refused.pop().expect("the one plan").1.into()),
