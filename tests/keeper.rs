@@ -729,10 +729,18 @@ async fn a_liquidation_taken_by_a_faster_keeper_is_counted_lost() {
         .txns()
         .filter(|t| t.inner.signer() == KEEPER_ACCOUNT)
         .find_map(|t| {
-            Liquidator::liquidateCall::abi_decode(alloy::consensus::Transaction::input(t)).ok()
+            // Alone, or the first of a batch.
+            let input = alloy::consensus::Transaction::input(t);
+            Liquidator::liquidateCall::abi_decode(input)
+                .map(|c| c.l)
+                .ok()
+                .or_else(|| {
+                    Liquidator::liquidateBatchCall::abi_decode(input)
+                        .ok()
+                        .and_then(|c| c.ls.into_iter().next())
+                })
         })
-        .expect("the keeper's liquidation is in the pending block")
-        .l;
+        .expect("the keeper's liquidation is in the pending block");
 
     // The other keeper: the debt asset, the Pool allowed to take it, and the liquidation, all with a
     // tip far above ours.

@@ -476,9 +476,7 @@ impl Keeper {
                     Err(e) => self.not_planned(user, e),
                 }
             }
-            if !again.is_empty() {
-                groups.push(again);
-            }
+            groups.extend(again.chunks(self.executor.max_batch()).map(<[_]>::to_vec));
         }
         for plan in groups.iter().flatten() {
             self.refused(plan.borrower, &Refusal::PoolMoved(plan.swap_pool));
