@@ -375,32 +375,6 @@ impl Keeper {
         Ok(())
     }
 
-    /// Groups of sized plans as transactions (each group one, or each of its plans alone when the
-    /// group does not simulate), side by side; refusals are recorded, except that a pool moved by
-    /// this block's earlier sales, whose borrowers are returned.
-    async fn finalise(
-        &mut self,
-        groups: Vec<Vec<crate::planner::Plan>>,
-        market: &AaveV3,
-    ) -> (Vec<crate::planner::Batch>, Vec<Address>) {
-        let planner = Arc::clone(&self.planner);
-        let finalised = futures::future::join_all(
-            groups
-                .into_iter()
-                .map(|group| planner.finalise_all(group, market)),
-        )
-        .await;
-        let (mut batches, mut moved) = (Vec::new(), Vec::new());
-        for result in finalised.into_iter().flatten() {
-            match result {
-                Ok(batch) => batches.push(batch),
-                Err((user, PlanError::Refused(Refusal::PoolMoved(_)))) => moved.push(user),
-                Err((user, e)) => self.not_planned(user, e),
-            }
-        }
-        (batches, moved)
-    }
-
     /// A plan that was refused (logged once per kind) or failed on the chain (tried next block).
     fn not_planned(&mut self, user: Address, error: PlanError) {
         match error {
@@ -411,79 +385,128 @@ impl Keeper {
         }
     }
 
-    /// Builds sized `plans` into transactions of up to the executor's batch size, simulates them,
-    /// checks their sales against the pools as this block's earlier sends leave them, and journals and
-    /// sends them together.
+    /// Builds sized `plans` into transactions of up to the executor's batch size and simulates each
+    /// as a task of its own; each transaction whose sales still pay on the pools as this block's
+    /// earlier sends leave them is journaled and sent as soon as its simulation is back, not after
+    /// its peers' (a cascade's dozen transactions would otherwise all wait for the slowest).
     async fn send(
         &mut self,
         plans: Vec<crate::planner::Plan>,
-        market: &AaveV3,
+        market: &Arc<AaveV3>,
         positions: &HashMap<Address, crate::store::StoredPosition>,
         arrived: Instant,
         chain_nonce: Option<u64>,
     ) -> Result<(), KeeperError> {
         let started = Instant::now();
+        let max_batch = self.executor.max_batch();
         let mut sized: HashMap<Address, crate::planner::Plan> =
             plans.iter().map(|p| (p.borrower, p.clone())).collect();
-        let mut groups: Vec<Vec<crate::planner::Plan>> = plans
-            .chunks(self.executor.max_batch())
-            .map(<[_]>::to_vec)
-            .collect();
-        let mut batches = Vec::new();
-        // The simulation ran on the chain's state, which has none of this block's earlier sends yet,
-        // and the minimum profit each liquidation must keep is known only after it: the sales are
-        // checked now. A transaction with a sale that no longer pays is built again without it (from
-        // the sized plans), and checked again; the liquidation left out is sized again on the pools
-        // as the block's sends so far leave them (another venue, or a smaller repay) and joins the
-        // next round.
-        for _ in 0..CLAIM_ROUNDS {
-            if groups.is_empty() {
-                break;
+        // Times each liquidation was sized again in this block after its pool moved.
+        let mut resized_times: HashMap<Address, usize> = HashMap::new();
+        let mut finalising = tokio::task::JoinSet::new();
+        for group in plans.chunks(max_batch) {
+            self.finalise_in_background(&mut finalising, group.to_vec(), market);
+        }
+        while let Some(joined) = finalising.join_next().await {
+            // Transactions simulated meanwhile go out with this one: one disk flush for all.
+            let mut done = vec![joined];
+            while let Some(more) = finalising.try_join_next() {
+                done.push(more);
             }
-            let (finalised, mut moved) = self.finalise(std::mem::take(&mut groups), market).await;
-            for batch in finalised {
-                let fits = self.planner.claim_sales(&batch.plans);
-                if fits.iter().all(|f| *f) {
-                    batches.push(batch);
+            let (mut ready, mut moved) = (Vec::new(), Vec::new());
+            for joined in done {
+                let Ok(results) = joined else {
+                    tracing::error!("a simulation task panicked");
                     continue;
-                }
-                let mut survivors = Vec::new();
-                for (plan, fits) in batch.plans.iter().zip(fits) {
-                    if fits {
-                        survivors.push(sized[&plan.borrower].clone());
-                    } else {
-                        moved.push(plan.borrower);
+                };
+                for result in results {
+                    match result {
+                        Ok(batch) => {
+                            // The simulation ran on the chain's state, which has none of this
+                            // block's earlier sends, and each liquidation's minimum profit is known
+                            // only after it: the sales are checked now. A transaction with a sale
+                            // that no longer pays is built again without it, from the sized plans.
+                            let fits = self.planner.claim_sales(&batch.plans);
+                            if fits.iter().all(|f| *f) {
+                                ready.push(batch);
+                                continue;
+                            }
+                            let mut survivors = Vec::new();
+                            for (plan, fits) in batch.plans.iter().zip(fits) {
+                                if fits {
+                                    survivors.push(sized[&plan.borrower].clone());
+                                } else {
+                                    moved.push(plan.borrower);
+                                }
+                            }
+                            if !survivors.is_empty() {
+                                self.finalise_in_background(&mut finalising, survivors, market);
+                            }
+                        }
+                        Err((user, PlanError::Refused(Refusal::PoolMoved(_)))) => moved.push(user),
+                        Err((user, e)) => self.not_planned(user, e),
                     }
                 }
-                if !survivors.is_empty() {
-                    groups.push(survivors);
-                }
             }
-            moved.retain(|user| positions.contains_key(user));
-            let planner = Arc::clone(&self.planner);
-            let resized = futures::future::join_all(moved.iter().map(|user| {
-                let planner = &planner;
-                async move { planner.size(market, *user, &positions[user]).await }
-            }))
-            .await;
-            let mut again = Vec::new();
-            for (user, result) in moved.into_iter().zip(resized) {
-                match result {
-                    Ok(plan) => {
-                        sized.insert(user, plan.clone());
-                        again.push(plan);
+            // A liquidation left out is sized again on the pools as the block's sends so far leave
+            // them (another venue, or a smaller repay), a few times at most; then it waits for the
+            // next block.
+            moved.retain(|user| {
+                let times = resized_times.entry(*user).or_default();
+                *times += 1;
+                if *times > CLAIM_ROUNDS {
+                    self.refused(*user, &Refusal::PoolMoved(sized[user].swap_pool));
+                }
+                *times <= CLAIM_ROUNDS && positions.contains_key(user)
+            });
+            if !moved.is_empty() {
+                let planner = Arc::clone(&self.planner);
+                let resized = futures::future::join_all(moved.iter().map(|user| {
+                    let planner = &planner;
+                    async move { planner.size(market, *user, &positions[user]).await }
+                }))
+                .await;
+                let mut again = Vec::new();
+                for (user, result) in moved.into_iter().zip(resized) {
+                    match result {
+                        Ok(plan) => {
+                            sized.insert(user, plan.clone());
+                            again.push(plan);
+                        }
+                        Err(e) => self.not_planned(user, e),
                     }
-                    Err(e) => self.not_planned(user, e),
+                }
+                for group in again.chunks(max_batch) {
+                    self.finalise_in_background(&mut finalising, group.to_vec(), market);
                 }
             }
-            groups.extend(again.chunks(self.executor.max_batch()).map(<[_]>::to_vec));
+            if !ready.is_empty() {
+                self.dispatch(ready, arrived, chain_nonce, started).await?;
+            }
         }
-        for plan in groups.iter().flatten() {
-            self.refused(plan.borrower, &Refusal::PoolMoved(plan.swap_pool));
-        }
-        if batches.is_empty() {
-            return Ok(());
-        }
+        Ok(())
+    }
+
+    /// Simulates `group` as one transaction (or each of its plans alone when it does not simulate) in
+    /// a task of its own.
+    fn finalise_in_background(
+        &self,
+        tasks: &mut tokio::task::JoinSet<Vec<FinaliseResult>>,
+        group: Vec<crate::planner::Plan>,
+        market: &Arc<AaveV3>,
+    ) {
+        let (planner, market) = (Arc::clone(&self.planner), Arc::clone(market));
+        tasks.spawn(async move { planner.finalise_all(group, &market).await });
+    }
+
+    /// Signs, journals and sends simulated transactions, and records what was sent.
+    async fn dispatch(
+        &mut self,
+        batches: Vec<crate::planner::Batch>,
+        arrived: Instant,
+        chain_nonce: Option<u64>,
+        started: Instant,
+    ) -> Result<(), KeeperError> {
         for _ in batches.iter().flat_map(|b| &b.plans) {
             m::stage(Stage::Planned, arrived);
         }
@@ -710,9 +733,12 @@ impl OnBlock<AaveV3> for Keeper {
     }
 }
 
-/// Times a transaction that lost a liquidation to the pool check is built again without it in one
-/// block; what still does not fit after that waits for the next block.
+/// Times a liquidation left out of its transaction by the pool check is sized again in one block;
+/// after that it waits for the next block.
 const CLAIM_ROUNDS: usize = 3;
+
+/// A simulated transaction, or a plan refused.
+type FinaliseResult = Result<crate::planner::Batch, (Address, PlanError)>;
 
 /// Plans in flight at once (each is a few RPC calls and some milliseconds of CPU).
 const CONCURRENT_PLANS: usize = 8;
