@@ -214,12 +214,42 @@ impl Journal {
 
     /// The borrowers with a liquidation open.
     pub fn in_flight(&self) -> Result<std::collections::HashSet<Address>, JournalError> {
-        Ok(self.open()?.iter().map(|e| e.borrower).collect())
+        Ok(self.open_keys()?.into_iter().map(|(_, b)| b).collect())
+    }
+
+    /// Nonce and borrower of every open entry, read from the keys alone: every send asks who is in
+    /// flight, and decoding the open entries (each with its signed transactions) would cost more, the
+    /// more the keeper has in flight, just when it sends the most.
+    pub fn open_keys(&self) -> Result<Vec<(u64, Address)>, JournalError> {
+        self.tree
+            .scan_prefix([OPEN])
+            .keys()
+            .map(|key| {
+                let key = key?;
+                let nonce = key.get(1..9).and_then(|n| <[u8; 8]>::try_from(n).ok());
+                match (nonce, key.get(9..29)) {
+                    (Some(nonce), Some(borrower)) if key.len() == 29 => {
+                        Ok((u64::from_be_bytes(nonce), Address::from_slice(borrower)))
+                    }
+                    _ => Err(JournalError::Corrupt {
+                        key: alloy::hex::encode(&key),
+                        reason: "an open entry's key is not prefix, nonce and borrower".into(),
+                    }),
+                }
+            })
+            .collect()
     }
 
     /// The open entry for `borrower`, if any.
     pub fn open_for(&self, borrower: Address) -> Result<Option<JournalEntry>, JournalError> {
-        Ok(self.open()?.into_iter().find(|e| e.borrower == borrower))
+        let Some((nonce, _)) = self.open_keys()?.into_iter().find(|(_, b)| *b == borrower) else {
+            return Ok(None);
+        };
+        let key = Self::key_with(OPEN, borrower, nonce);
+        self.tree
+            .get(&key)?
+            .map(|value| decode(&key, &value))
+            .transpose()
     }
 
     fn scan(&self, prefix: &[u8]) -> Result<Vec<JournalEntry>, JournalError> {
@@ -284,7 +314,13 @@ mod tests {
             })
             .unwrap();
         assert_eq!(journal.open().unwrap(), vec![b.clone()]);
+        assert_eq!(journal.open_keys().unwrap(), vec![(b.nonce, b.borrower)]);
         assert_eq!(journal.open_for(a.borrower).unwrap(), None);
+        assert_eq!(journal.open_for(b.borrower).unwrap(), Some(b.clone()));
+        assert_eq!(
+            journal.in_flight().unwrap(),
+            std::collections::HashSet::from([b.borrower])
+        );
         let all = journal.entries().unwrap();
         assert_eq!(all.len(), 2, "one entry per liquidation, never two");
         assert_eq!(all[0].state, included());

@@ -184,14 +184,14 @@ impl Executor {
     }
 
     /// The next nonce: past the chain's count (`chain`, read now when not given), what this process
-    /// signed, and what the journal holds open (`open`), whichever is highest. A transaction sent from
-    /// this account by someone else moves the chain's count, so the next read picks it up.
-    async fn nonce(&mut self, open: &[JournalEntry], chain: Option<u64>) -> Result<u64, ExecError> {
+    /// signed, and the journal's open nonces (`journaled`: one past the highest), whichever is
+    /// highest. A transaction sent from this account by someone else moves the chain's count, so the
+    /// next read picks it up.
+    async fn nonce(&mut self, journaled: u64, chain: Option<u64>) -> Result<u64, ExecError> {
         let chain = match chain {
             Some(count) => count,
             None => self.chain_nonce().await?,
         };
-        let journaled = open.iter().map(|e| e.nonce + 1).max().unwrap_or(0);
         let nonce = chain.max(self.next_nonce.unwrap_or(0)).max(journaled);
         self.next_nonce = Some(nonce + 1);
         Ok(nonce)
@@ -308,10 +308,10 @@ impl Executor {
         liquidator: Address,
         chain_nonce: Option<u64>,
     ) -> Result<Vec<Result<Vec<JournalEntry>, ExecError>>, ExecError> {
-        // One read of the journal: who is in flight, and the nonces it holds.
-        let open = self.journal.open()?;
-        let in_flight: std::collections::HashSet<Address> =
-            open.iter().map(|e| e.borrower).collect();
+        // One read of the journal's keys: who is in flight, and the nonces it holds.
+        let open = self.journal.open_keys()?;
+        let in_flight: std::collections::HashSet<Address> = open.iter().map(|(_, b)| *b).collect();
+        let journaled = open.iter().map(|(nonce, _)| nonce + 1).max().unwrap_or(0);
         let mut out = Vec::with_capacity(batches.len());
         let mut next: Option<u64> = None;
         for batch in batches {
@@ -328,7 +328,7 @@ impl Executor {
             // One look at the chain's count per call; the rest follow on.
             let nonce = match next {
                 Some(n) => n,
-                None => self.nonce(&open, chain_nonce).await?,
+                None => self.nonce(journaled, chain_nonce).await?,
             };
             let attempt = match self.sign(
                 nonce,

@@ -170,8 +170,8 @@ impl Keeper {
         m::stage(Stage::Repriced, arrived);
         self.record_market_liquidations(watcher, &report.market_liquidations, block.number);
 
-        let open = self.executor.journal().open()?;
-        if report.liquidatable.is_empty() && open.is_empty() {
+        let any_open = !self.executor.journal().open_keys()?.is_empty();
+        if report.liquidatable.is_empty() && !any_open {
             self.pursuits.clear();
             record_positions(watcher);
             self.warm_venues(watcher, block);
@@ -187,7 +187,9 @@ impl Keeper {
             }
             self.executor.resync_nonce();
         }
-        self.settle(watcher, &open).await?;
+        if any_open {
+            self.settle(watcher).await?;
+        }
         self.pursue(watcher, &report, block.number, arrived).await?;
         self.forget_recovered(&report)?;
         // Gauges over every position: after the block's liquidations are sent, not before.
@@ -231,35 +233,28 @@ impl Keeper {
     }
 
     /// Receipts, fee bumps, and cancellations of liquidations whose position is gone.
-    async fn settle(
-        &mut self,
-        watcher: &Watcher<AaveV3>,
-        open: &[JournalEntry],
-    ) -> Result<(), KeeperError> {
-        if open.is_empty() {
-            return Ok(());
-        }
+    async fn settle(&mut self, watcher: &Watcher<AaveV3>) -> Result<(), KeeperError> {
         match self.executor.poll().await {
             Ok(finished) => self.record_final(watcher, finished),
             Err(ExecError::Journal(e)) => return Err(e.into()),
             Err(e) => tracing::warn!(error = %e, "checking liquidations in flight failed"),
         }
-        for entry in self.executor.journal().open()? {
+        for (_, borrower) in self.executor.journal().open_keys()? {
             let gone = watcher
-                .current_health(entry.borrower)
+                .current_health(borrower)
                 .is_none_or(|h| h.health_factor >= WAD);
             if !gone {
                 continue;
             }
             match self
                 .executor
-                .cancel(entry.borrower, "position no longer liquidatable")
+                .cancel(borrower, "position no longer liquidatable")
                 .await
             {
                 Ok(_) => {}
                 Err(ExecError::Journal(e)) => return Err(e.into()),
                 Err(e) => {
-                    tracing::warn!(borrower = %entry.borrower, error = %e, "cancelling failed")
+                    tracing::warn!(borrower = %borrower, error = %e, "cancelling failed")
                 }
             }
         }
