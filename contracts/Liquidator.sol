@@ -34,6 +34,8 @@ interface IUniswapV2PairMinimal {
 /// @dev The pool is the flash lender, so there is no Aave flash loan: no premium, and none of the
 ///      loan's bookkeeping gas (a transfer out and back, the reserve's index and rate updates). Swap
 ///      callbacks are accepted only from the pool this contract is swapping with at that moment, once.
+///      In a batch, consecutive liquidations that sell the same collateral for the same debt on the
+///      same pool share one swap (a sale): the pool's swap, transfers and callback are paid once.
 contract Liquidator {
     enum Venue {
         UniswapV3,
@@ -56,9 +58,10 @@ contract Liquidator {
     uint160 private constant MIN_SQRT_PRICE_LIMIT = 4295128740;
     uint160 private constant MAX_SQRT_PRICE_LIMIT = 1461446703485210103287273052203988822378723970341;
 
-    /// The interface this contract speaks (2: flash swap, `collateralToSell`). The keeper refuses to
-    /// start against another; the flash-loan contract before it had no `VERSION`.
-    uint16 public constant VERSION = 2;
+    /// The interface this contract speaks (3: one swap per sale in a batch; 2: one swap per
+    /// liquidation; the flash-loan contract before had no `VERSION`). The keeper refuses to start
+    /// against another.
+    uint16 public constant VERSION = 3;
 
     address public immutable owner;
     IAavePool public immutable aavePool;
@@ -67,6 +70,8 @@ contract Liquidator {
     /// The swap pool allowed to call back right now (zero outside a swap, and once it has called).
     address private transient activeSwapPool;
 
+    /// One per liquidation. `profit` is its share of its sale's: the sale's proceeds credited in
+    /// proportion to the collateral each liquidation sold, less what it repaid.
     event Liquidated(
         address indexed borrower,
         address indexed collateral,
@@ -106,53 +111,75 @@ contract Liquidator {
 
     /// @notice One liquidation; returns the profit in the debt asset.
     function liquidate(Liquidation calldata l) external onlyOperator returns (uint256 profit) {
-        return _liquidate(l);
+        Liquidation[] memory sale = new Liquidation[](1);
+        sale[0] = l;
+        return _sell(sale);
     }
 
     /// @notice Several liquidations in one transaction; all succeed or the transaction reverts.
-    function liquidateBatch(Liquidation[] calldata ls) external onlyOperator returns (uint256[] memory profits) {
-        profits = new uint256[](ls.length);
-        for (uint256 i = 0; i < ls.length; ++i) {
-            profits[i] = _liquidate(ls[i]);
+    ///         Consecutive liquidations of the same collateral, debt and pool are one sale: one swap of
+    ///         their collateral together, whose profit must reach the sum of their minimum profits.
+    function liquidateBatch(Liquidation[] calldata ls) external onlyOperator {
+        uint256 start = 0;
+        while (start < ls.length) {
+            uint256 end = start + 1;
+            while (end < ls.length && _sameSale(ls[start], ls[end])) {
+                ++end;
+            }
+            Liquidation[] memory sale = new Liquidation[](end - start);
+            for (uint256 k = 0; k < sale.length; ++k) {
+                sale[k] = ls[start + k];
+            }
+            _sell(sale);
+            start = end;
         }
     }
 
-    function _liquidate(Liquidation calldata l) internal returns (uint256 profit) {
-        uint256 before = IERC20Minimal(l.debt).balanceOf(address(this));
-        activeSwapPool = l.swapPool;
-        if (l.venue == Venue.UniswapV3) {
-            _flashSwapV3(l);
+    function _sameSale(Liquidation calldata a, Liquidation calldata b) private pure returns (bool) {
+        return a.swapPool == b.swapPool && a.venue == b.venue && a.collateral == b.collateral && a.debt == b.debt;
+    }
+
+    /// One swap of the sale's collateral, its liquidations inside the pool's callback; returns the sale's
+    /// profit in the debt asset.
+    function _sell(Liquidation[] memory sale) internal returns (uint256 profit) {
+        Liquidation memory first = sale[0];
+        (uint256 toSell, uint256 minProfit) = (0, 0);
+        for (uint256 k = 0; k < sale.length; ++k) {
+            toSell += sale[k].collateralToSell;
+            minProfit += sale[k].minProfit;
+        }
+        uint256 before = IERC20Minimal(first.debt).balanceOf(address(this));
+        activeSwapPool = first.swapPool;
+        if (first.venue == Venue.UniswapV3) {
+            _flashSwapV3(first, toSell, abi.encode(sale));
         } else {
-            _flashSwapV2(l);
+            _flashSwapV2(first, toSell, abi.encode(sale));
         }
         // A pool that never called back left the swap pool set: nothing was liquidated.
         if (activeSwapPool != address(0)) revert UnexpectedCallback();
-        uint256 afterwards = IERC20Minimal(l.debt).balanceOf(address(this));
+        uint256 afterwards = IERC20Minimal(first.debt).balanceOf(address(this));
         profit = afterwards > before ? afterwards - before : 0;
-        if (afterwards < before || profit < l.minProfit) revert InsufficientProfit(profit, l.minProfit);
+        if (afterwards < before || profit < minProfit) revert InsufficientProfit(profit, minProfit);
     }
 
-    /// Sells `collateralToSell` for the debt asset, exact in: the pool pays out first, then calls back.
-    function _flashSwapV3(Liquidation calldata l) private {
+    /// Sells `toSell` of the collateral for the debt asset, exact in: the pool pays out first, then
+    /// calls back.
+    function _flashSwapV3(Liquidation memory l, uint256 toSell, bytes memory sale) private {
         bool zeroForOne = IUniswapV3PoolMinimal(l.swapPool).token0() == l.collateral;
         IUniswapV3PoolMinimal(l.swapPool).swap(
-            address(this),
-            zeroForOne,
-            int256(l.collateralToSell),
-            zeroForOne ? MIN_SQRT_PRICE_LIMIT : MAX_SQRT_PRICE_LIMIT,
-            abi.encode(l)
+            address(this), zeroForOne, int256(toSell), zeroForOne ? MIN_SQRT_PRICE_LIMIT : MAX_SQRT_PRICE_LIMIT, sale
         );
     }
 
-    /// The same on a V2 pair: asks for what `collateralToSell` buys at the pair's reserves.
-    function _flashSwapV2(Liquidation calldata l) private {
+    /// The same on a V2 pair: asks for what `toSell` buys at the pair's reserves.
+    function _flashSwapV2(Liquidation memory l, uint256 toSell, bytes memory sale) private {
         (uint112 r0, uint112 r1,) = IUniswapV2PairMinimal(l.swapPool).getReserves();
         bool zeroForOne = IUniswapV2PairMinimal(l.swapPool).token0() == l.collateral;
         (uint256 reserveIn, uint256 reserveOut) = zeroForOne ? (uint256(r0), uint256(r1)) : (uint256(r1), uint256(r0));
-        uint256 inWithFee = l.collateralToSell * 997;
+        uint256 inWithFee = toSell * 997;
         uint256 out = (inWithFee * reserveOut) / (reserveIn * 1000 + inWithFee);
         (uint256 out0, uint256 out1) = zeroForOne ? (uint256(0), out) : (out, uint256(0));
-        IUniswapV2PairMinimal(l.swapPool).swap(out0, out1, address(this), abi.encode(l));
+        IUniswapV2PairMinimal(l.swapPool).swap(out0, out1, address(this), sale);
     }
 
     /// @notice Uniswap V3's swap callback: the pool has paid out the debt asset and is owed collateral.
@@ -161,16 +188,20 @@ contract Liquidator {
         (uint256 owed, uint256 received) = amount0Delta > 0
             ? (uint256(amount0Delta), uint256(-amount1Delta))
             : (uint256(amount1Delta), uint256(-amount0Delta));
-        _liquidateAndPay(abi.decode(data, (Liquidation)), received, owed);
+        _liquidateAndPay(abi.decode(data, (Liquidation[])), received, owed);
     }
 
     /// @notice Uniswap V2's flash-swap callback: the pair has paid out the debt asset and is owed the
-    ///         collateral the plan sells.
+    ///         collateral the sale sells.
     function uniswapV2Call(address sender, uint256 amount0, uint256 amount1, bytes calldata data) external {
         _enterCallback();
         if (sender != address(this)) revert UnexpectedCallback();
-        Liquidation memory l = abi.decode(data, (Liquidation));
-        _liquidateAndPay(l, amount0 + amount1, l.collateralToSell);
+        Liquidation[] memory sale = abi.decode(data, (Liquidation[]));
+        uint256 owed = 0;
+        for (uint256 k = 0; k < sale.length; ++k) {
+            owed += sale[k].collateralToSell;
+        }
+        _liquidateAndPay(sale, amount0 + amount1, owed);
     }
 
     /// Admits one callback, from the pool being swapped with.
@@ -179,18 +210,40 @@ contract Liquidator {
         activeSwapPool = address(0);
     }
 
-    /// Inside the swap: repays the borrower's debt from what the pool paid out, and pays the pool the
-    /// collateral it is owed from what the liquidation seized (never from the contract's own holdings).
-    function _liquidateAndPay(Liquidation memory l, uint256 received, uint256 owed) private {
-        uint256 debtBefore = IERC20Minimal(l.debt).balanceOf(address(this));
-        uint256 collateralBefore = IERC20Minimal(l.collateral).balanceOf(address(this));
-        IERC20Minimal(l.debt).approve(address(aavePool), l.debtToCover);
+    /// Inside the swap: repays each borrower's debt from what the pool paid out, and pays the pool the
+    /// collateral it is owed from what the liquidations seized (never from the contract's own
+    /// holdings: each must seize at least the collateral it sells).
+    function _liquidateAndPay(Liquidation[] memory sale, uint256 received, uint256 owed) private {
+        (uint256 toSell, uint256 toRepay) = (0, 0);
+        for (uint256 k = 0; k < sale.length; ++k) {
+            toSell += sale[k].collateralToSell;
+            toRepay += sale[k].debtToCover;
+        }
+        IERC20Minimal(sale[0].debt).approve(address(aavePool), toRepay);
+        uint256 debtHeld = IERC20Minimal(sale[0].debt).balanceOf(address(this));
+        uint256 collateralHeld = IERC20Minimal(sale[0].collateral).balanceOf(address(this));
+        for (uint256 k = 0; k < sale.length; ++k) {
+            // The sale's proceeds are credited in proportion to the collateral each liquidation sold.
+            uint256 proceeds = received * sale[k].collateralToSell / toSell;
+            (debtHeld, collateralHeld) = _liquidateOne(sale[k], debtHeld, collateralHeld, proceeds);
+        }
+        IERC20Minimal(sale[0].collateral).transfer(msg.sender, owed);
+    }
+
+    /// One liquidation of a sale, given the contract's balances before it; returns them after it.
+    function _liquidateOne(Liquidation memory l, uint256 debtHeld, uint256 collateralHeld, uint256 proceeds)
+        private
+        returns (uint256 debtNow, uint256 collateralNow)
+    {
         aavePool.liquidationCall(l.collateral, l.debt, l.borrower, l.debtToCover, false);
-        uint256 seized = IERC20Minimal(l.collateral).balanceOf(address(this)) - collateralBefore;
-        if (seized < owed) revert SeizedTooLittle(seized, owed);
-        uint256 repaid = debtBefore - IERC20Minimal(l.debt).balanceOf(address(this));
-        IERC20Minimal(l.collateral).transfer(msg.sender, owed);
-        emit Liquidated(l.borrower, l.collateral, l.debt, repaid, owed, received > repaid ? received - repaid : 0);
+        debtNow = IERC20Minimal(l.debt).balanceOf(address(this));
+        collateralNow = IERC20Minimal(l.collateral).balanceOf(address(this));
+        uint256 seized = collateralNow - collateralHeld;
+        if (seized < l.collateralToSell) revert SeizedTooLittle(seized, l.collateralToSell);
+        uint256 repaid = debtHeld - debtNow;
+        emit Liquidated(
+            l.borrower, l.collateral, l.debt, repaid, l.collateralToSell, proceeds > repaid ? proceeds - repaid : 0
+        );
     }
 
     /// @notice Moves tokens out; only the owner.

@@ -335,7 +335,7 @@ sol! {
 }
 
 /// The `VERSION` of contracts/Liquidator.sol these bindings speak.
-pub const LIQUIDATOR_VERSION: u16 = 2;
+pub const LIQUIDATOR_VERSION: u16 = 3;
 
 sol! {
     /// cascade's flash-swap liquidator (contracts/Liquidator.sol).
@@ -360,7 +360,7 @@ sol! {
         function operators(address account) external view returns (bool);
         function aavePool() external view returns (address);
         function liquidate(Liquidation l) external returns (uint256 profit);
-        function liquidateBatch(Liquidation[] ls) external returns (uint256[] profits);
+        function liquidateBatch(Liquidation[] ls) external;
         function setOperator(address operator, bool allowed) external;
         function sweep(address token, address to, uint256 amount) external;
         function uniswapV3SwapCallback(int256 amount0Delta, int256 amount1Delta, bytes data) external;

@@ -74,9 +74,9 @@ pub enum StartupError {
     /// The Liquidator does not answer as ours does.
     #[error("executor.liquidator {0} is not a cascade Liquidator (owner() does not answer): {1}")]
     NotLiquidator(Address, String),
-    /// A Liquidator of another interface: deployed before the flash swap, or not ours.
+    /// A Liquidator of another interface: an older one of ours, or not ours.
     #[error(
-        "executor.liquidator {liquidator} does not speak this keeper's Liquidator interface (VERSION() {found}, this keeper needs {needed}): a Liquidator deployed before the flash swap, or another contract. Deploy a new one with `cascade deploy-liquidator --config PATH`, put its address in the config, and sweep the old one's funds to it"
+        "executor.liquidator {liquidator} does not speak this keeper's Liquidator interface (VERSION() {found}, this keeper needs {needed}): an older cascade Liquidator, or another contract. Deploy a new one with `cascade deploy-liquidator --config PATH`, put its address in the config, and sweep the old one's funds to it"
     )]
     WrongVersion {
         /// The Liquidator.

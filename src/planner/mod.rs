@@ -383,19 +383,23 @@ impl Planner {
 
     /// Sized plans of one block, as transactions: all of them in one `liquidateBatch` (all or none).
     /// A plan whose sale, after the batch's earlier ones (and the block's liquidations already sent),
-    /// would return less than its repay is left out first ([`Refusal::PoolMoved`]): it would revert
-    /// the whole batch. The batch is simulated once; a liquidation whose realised profit there does
-    /// not cover its share of the fees is refused and the rest simulated again without it. A batch
-    /// that reverts is split: each plan alone, so that one bad plan is refused with its reason and
-    /// does not sink the others. One result per transaction or refused plan. One transaction of
-    /// several costs about half the gas of each alone: the Pool's and the tokens' storage is warm
-    /// after the first.
+    /// would return less than its repay is left out first ([`Refusal::PoolMoved`]): it would lose
+    /// money. The batch is simulated once; a liquidation whose realised profit there (its share of
+    /// its sale's, when it shares a pool) does not cover its share of the fees is refused and the
+    /// rest simulated again without it. A batch that reverts is split: each plan alone, so that one
+    /// bad plan is refused with its reason and does not sink the others. One result per transaction
+    /// or refused plan. One transaction of several costs well under half the gas of each alone: the
+    /// Pool's and the tokens' storage is warm after the first, and liquidations selling on the same
+    /// pool share one swap.
     pub async fn finalise_all(
         &self,
         mut plans: Vec<Plan>,
         market: &AaveV3,
     ) -> Vec<Result<Batch, (Address, PlanError)>> {
         let mut out = Vec::new();
+        // Liquidations selling on the same pool side by side: the Liquidator makes them one sale (one
+        // swap). Plans on one pool keep their order, which is the order their sales were sized in.
+        plans.sort_by_key(|p| (p.swap_pool, p.collateral, p.debt));
         if plans.len() > 1 {
             let (keep, refused) = self.without_losing_sales(plans);
             plans = keep;
