@@ -6,10 +6,11 @@
 //!    liquidations — and ours lost to someone faster),
 //! 2. settles our transactions in flight: receipts become outcomes, stuck ones are re-priced, and one
 //!    whose borrower is no longer liquidatable is cancelled,
-//! 3. sizes every position the watcher found below 1 (concurrently: sizing only reads), builds the
-//!    plans sized by the same moment into transactions of several liquidations, simulates them, checks
-//!    their sales against the pools as the block's earlier sends leave them, and signs, journals and
-//!    sends them.
+//! 3. sizes every position the watcher found below 1 (concurrently: sizing only reads) and builds the
+//!    sized plans into transactions of several liquidations as they come (one is started when it is
+//!    full, or when the node has none of ours to simulate), simulates each, checks its sales against
+//!    the pools as the block's earlier sends leave them, and signs, journals and sends it as soon as
+//!    it is ready.
 //!
 //! RPC trouble in steps 2–3 is logged and tried again at the next block; only the store or the journal
 //! failing stops the keeper, since it could no longer promise to send each liquidation once.
@@ -310,11 +311,10 @@ impl Keeper {
             let sales: Vec<SaleInFlight> = in_flight_sales.into_iter().map(|(_, s)| s).collect();
             self.planner.carry_sales(&sales, at).await;
         }
-        // Each plan is a task of its own, so sizing (CPU-bound: hundreds of swap simulations) runs on
-        // every core while other plans wait on the node; at most `CONCURRENT_PLANS` at a time, so a
-        // cascade of hundreds of positions does not flood the node the keeper depends on. The tasks
-        // take their turns from a fair semaphore (about the order spawned: largest debt first), not from
-        // this loop, so planning goes on while a batch is being journaled and sent.
+        // Each plan is sized in a task of its own, so sizing (CPU-bound: hundreds of swap simulations)
+        // runs on every core while other plans wait on the node; at most `CONCURRENT_PLANS` at a time,
+        // so a cascade of hundreds of positions does not flood the node the keeper depends on. The
+        // tasks take their turns from a fair semaphore (about the order spawned: largest debt first).
         let market = Arc::new(watcher.protocol().clone());
         // Kept to size a position again when this block's earlier sales move its pool.
         let positions: HashMap<Address, crate::store::StoredPosition> = targets
@@ -322,52 +322,147 @@ impl Keeper {
             .map(|(user, position)| (*user, (*position).clone()))
             .collect();
         let turns = Arc::new(tokio::sync::Semaphore::new(CONCURRENT_PLANS));
-        let mut plans = tokio::task::JoinSet::new();
-        for (user, position) in targets {
-            let (planner, market, turns) = (
-                Arc::clone(&self.planner),
-                Arc::clone(&market),
-                Arc::clone(&turns),
-            );
-            let position = position.clone();
-            plans.spawn(async move {
-                let _turn = turns.acquire_owned().await;
-                (user, planner.size(&market, user, &position).await)
-            });
+        let mut sizing = tokio::task::JoinSet::new();
+        for (user, _) in &targets {
+            self.size_in_background(&mut sizing, &turns, &market, *user, &positions[user]);
         }
         // The account's pending transaction count, read while the first plans are sized (the node is
         // idle then; by the first send it is busy simulating). Without it each batch reads it.
-        let chain_nonce = if plans.is_empty() {
+        let chain_nonce = if sizing.is_empty() {
             None
         } else {
             self.executor.chain_nonce().await.ok()
         };
-        while let Some(joined) = plans.join_next().await {
-            // Plans finished meanwhile go out with this one: one disk flush and one round of sends for
-            // all of them. (A dry run sends one at a time: its fork mines each at once.)
-            let mut ready = vec![joined];
-            while self.dry_run.is_none()
-                && let Some(more) = plans.try_join_next()
+        // Sized plans become transactions of up to `max_batch`, each simulated in a task of its own,
+        // and each is journaled and sent as soon as its simulation is back. (A dry run's fork mines
+        // each transaction as it is sent: one liquidation at a time there.)
+        let max_batch = if self.dry_run.is_some() {
+            1
+        } else {
+            self.executor.max_batch()
+        };
+        let started = Instant::now();
+        let mut sized: HashMap<Address, crate::planner::Plan> = HashMap::new();
+        let mut waiting: Vec<crate::planner::Plan> = Vec::new();
+        // Times each liquidation was sized again in this block after its pool moved.
+        let mut resized_times: HashMap<Address, usize> = HashMap::new();
+        let mut finalising = tokio::task::JoinSet::new();
+        loop {
+            // A transaction starts when it is full, or when the node has no simulation of ours or
+            // nothing more is being sized: it is not kept waiting for a batch to fill.
+            while !waiting.is_empty()
+                && (waiting.len() >= max_batch || finalising.is_empty() || sizing.is_empty())
+                && (self.dry_run.is_none() || finalising.is_empty())
             {
-                ready.push(more);
+                let group: Vec<_> = waiting.drain(..waiting.len().min(max_batch)).collect();
+                self.finalise_in_background(&mut finalising, group, &market);
             }
-            let mut sized = Vec::new();
-            for joined in ready {
-                let Ok((user, result)) = joined else {
-                    tracing::error!("a planning task panicked");
-                    continue;
-                };
-                match result {
-                    Ok(plan) => sized.push(plan),
-                    Err(e) => self.not_planned(user, e),
+            tokio::select! {
+                Some(joined) = sizing.join_next(), if !sizing.is_empty() => match joined {
+                    Ok((user, Ok(plan))) => {
+                        sized.insert(user, plan.clone());
+                        waiting.push(plan);
+                    }
+                    Ok((user, Err(e))) => self.not_planned(user, e),
+                    Err(_) => tracing::error!("a planning task panicked"),
+                },
+                Some(joined) = finalising.join_next(), if !finalising.is_empty() => {
+                    // Transactions simulated meanwhile go out with this one: one disk flush for all.
+                    let mut done = vec![joined];
+                    while let Some(more) = finalising.try_join_next() {
+                        done.push(more);
+                    }
+                    let results = done.into_iter().filter_map(|joined| {
+                        joined.map_err(|_| tracing::error!("a simulation task panicked")).ok()
+                    });
+                    let (ready, rebuild, moved) = self.claim(results.flatten().collect(), &sized);
+                    for group in rebuild {
+                        self.finalise_in_background(&mut finalising, group, &market);
+                    }
+                    // A liquidation left out is sized again on the pools as the block's sends so far
+                    // leave them (another venue, or a smaller repay), a few times at most; then it
+                    // waits for the next block.
+                    for user in moved {
+                        let times = resized_times.entry(user).or_default();
+                        *times += 1;
+                        if *times > CLAIM_ROUNDS {
+                            self.refused(user, &Refusal::PoolMoved(sized[&user].swap_pool));
+                        } else if let Some(position) = positions.get(&user) {
+                            self.size_in_background(&mut sizing, &turns, &market, user, position);
+                        }
+                    }
+                    if !ready.is_empty() {
+                        self.dispatch(ready, arrived, chain_nonce, started).await?;
+                    }
                 }
-            }
-            if !sized.is_empty() {
-                self.send(sized, &market, &positions, arrived, chain_nonce)
-                    .await?;
+                else => break,
             }
         }
         Ok(())
+    }
+
+    /// Sizes `user`'s liquidation in a task of its own, when `turns` allows.
+    fn size_in_background(
+        &self,
+        tasks: &mut tokio::task::JoinSet<(Address, Result<crate::planner::Plan, PlanError>)>,
+        turns: &Arc<tokio::sync::Semaphore>,
+        market: &Arc<AaveV3>,
+        user: Address,
+        position: &crate::store::StoredPosition,
+    ) {
+        let (planner, market, turns) = (
+            Arc::clone(&self.planner),
+            Arc::clone(market),
+            Arc::clone(turns),
+        );
+        let position = position.clone();
+        tasks.spawn(async move {
+            let _turn = turns.acquire_owned().await;
+            (user, planner.size(&market, user, &position).await)
+        });
+    }
+
+    /// Simulated transactions whose sales still pay on the pools as this block's earlier sends leave
+    /// them, claimed for those sends. The simulation ran on the chain's state, which has none of this
+    /// block's earlier sends, and each liquidation's minimum profit is known only after it: the sales
+    /// are checked now. A transaction with a sale that no longer pays is built again without it, from
+    /// the sized plans. Returns the transactions to send, the groups to build again, and the
+    /// liquidations left out because their pool moved; other refusals are recorded.
+    fn claim(
+        &mut self,
+        results: Vec<FinaliseResult>,
+        sized: &HashMap<Address, crate::planner::Plan>,
+    ) -> (
+        Vec<crate::planner::Batch>,
+        Vec<Vec<crate::planner::Plan>>,
+        Vec<Address>,
+    ) {
+        let (mut ready, mut rebuild, mut moved) = (Vec::new(), Vec::new(), Vec::new());
+        for result in results {
+            match result {
+                Ok(batch) => {
+                    let fits = self.planner.claim_sales(&batch.plans);
+                    if fits.iter().all(|f| *f) {
+                        ready.push(batch);
+                        continue;
+                    }
+                    let mut survivors = Vec::new();
+                    for (plan, fits) in batch.plans.iter().zip(fits) {
+                        if fits {
+                            survivors.push(sized[&plan.borrower].clone());
+                        } else {
+                            moved.push(plan.borrower);
+                        }
+                    }
+                    if !survivors.is_empty() {
+                        rebuild.push(survivors);
+                    }
+                }
+                Err((user, PlanError::Refused(Refusal::PoolMoved(_)))) => moved.push(user),
+                Err((user, e)) => self.not_planned(user, e),
+            }
+        }
+        (ready, rebuild, moved)
     }
 
     /// A plan that was refused (logged once per kind) or failed on the chain (tried next block).
@@ -378,108 +473,6 @@ impl Keeper {
                 tracing::warn!(borrower = %user, error = %e, "planning failed; retrying next block");
             }
         }
-    }
-
-    /// Builds sized `plans` into transactions of up to the executor's batch size and simulates each
-    /// as a task of its own; each transaction whose sales still pay on the pools as this block's
-    /// earlier sends leave them is journaled and sent as soon as its simulation is back, not after
-    /// its peers' (a cascade's dozen transactions would otherwise all wait for the slowest).
-    async fn send(
-        &mut self,
-        plans: Vec<crate::planner::Plan>,
-        market: &Arc<AaveV3>,
-        positions: &HashMap<Address, crate::store::StoredPosition>,
-        arrived: Instant,
-        chain_nonce: Option<u64>,
-    ) -> Result<(), KeeperError> {
-        let started = Instant::now();
-        let max_batch = self.executor.max_batch();
-        let mut sized: HashMap<Address, crate::planner::Plan> =
-            plans.iter().map(|p| (p.borrower, p.clone())).collect();
-        // Times each liquidation was sized again in this block after its pool moved.
-        let mut resized_times: HashMap<Address, usize> = HashMap::new();
-        let mut finalising = tokio::task::JoinSet::new();
-        for group in plans.chunks(max_batch) {
-            self.finalise_in_background(&mut finalising, group.to_vec(), market);
-        }
-        while let Some(joined) = finalising.join_next().await {
-            // Transactions simulated meanwhile go out with this one: one disk flush for all.
-            let mut done = vec![joined];
-            while let Some(more) = finalising.try_join_next() {
-                done.push(more);
-            }
-            let (mut ready, mut moved) = (Vec::new(), Vec::new());
-            for joined in done {
-                let Ok(results) = joined else {
-                    tracing::error!("a simulation task panicked");
-                    continue;
-                };
-                for result in results {
-                    match result {
-                        Ok(batch) => {
-                            // The simulation ran on the chain's state, which has none of this
-                            // block's earlier sends, and each liquidation's minimum profit is known
-                            // only after it: the sales are checked now. A transaction with a sale
-                            // that no longer pays is built again without it, from the sized plans.
-                            let fits = self.planner.claim_sales(&batch.plans);
-                            if fits.iter().all(|f| *f) {
-                                ready.push(batch);
-                                continue;
-                            }
-                            let mut survivors = Vec::new();
-                            for (plan, fits) in batch.plans.iter().zip(fits) {
-                                if fits {
-                                    survivors.push(sized[&plan.borrower].clone());
-                                } else {
-                                    moved.push(plan.borrower);
-                                }
-                            }
-                            if !survivors.is_empty() {
-                                self.finalise_in_background(&mut finalising, survivors, market);
-                            }
-                        }
-                        Err((user, PlanError::Refused(Refusal::PoolMoved(_)))) => moved.push(user),
-                        Err((user, e)) => self.not_planned(user, e),
-                    }
-                }
-            }
-            // A liquidation left out is sized again on the pools as the block's sends so far leave
-            // them (another venue, or a smaller repay), a few times at most; then it waits for the
-            // next block.
-            moved.retain(|user| {
-                let times = resized_times.entry(*user).or_default();
-                *times += 1;
-                if *times > CLAIM_ROUNDS {
-                    self.refused(*user, &Refusal::PoolMoved(sized[user].swap_pool));
-                }
-                *times <= CLAIM_ROUNDS && positions.contains_key(user)
-            });
-            if !moved.is_empty() {
-                let planner = Arc::clone(&self.planner);
-                let resized = futures::future::join_all(moved.iter().map(|user| {
-                    let planner = &planner;
-                    async move { planner.size(market, *user, &positions[user]).await }
-                }))
-                .await;
-                let mut again = Vec::new();
-                for (user, result) in moved.into_iter().zip(resized) {
-                    match result {
-                        Ok(plan) => {
-                            sized.insert(user, plan.clone());
-                            again.push(plan);
-                        }
-                        Err(e) => self.not_planned(user, e),
-                    }
-                }
-                for group in again.chunks(max_batch) {
-                    self.finalise_in_background(&mut finalising, group.to_vec(), market);
-                }
-            }
-            if !ready.is_empty() {
-                self.dispatch(ready, arrived, chain_nonce, started).await?;
-            }
-        }
-        Ok(())
     }
 
     /// Simulates `group` as one transaction (or each of its plans alone when it does not simulate) in
