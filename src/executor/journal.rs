@@ -10,7 +10,10 @@ use serde::{Deserialize, Serialize};
 pub struct Attempt {
     /// Transaction hash.
     pub hash: B256,
-    /// The signed EIP-2718 bytes, to rebroadcast exactly this transaction after a crash.
+    /// The signed EIP-2718 bytes, to rebroadcast exactly this transaction after a crash. The journal
+    /// keeps them once per transaction, by hash, not in each entry ([`Journal::signed`]): read back,
+    /// this is empty (journals written before kept them here, and are still read).
+    #[serde(default, skip_serializing)]
     pub raw: Bytes,
     /// maxFeePerGas.
     pub max_fee_per_gas: u128,
@@ -125,6 +128,9 @@ pub struct Journal {
 const OPEN: u8 = b'o';
 /// Key prefix of final entries.
 const FINAL: u8 = b'f';
+/// Key prefix of signed transactions, by hash: a transaction of sixteen liquidations is sixteen
+/// entries, and its ~10 kB are written once, as bytes, instead of in each entry as hex.
+const SIGNED: u8 = b's';
 /// Keys before the prefixes existed: nonce and borrower, 28 bytes.
 const UNPREFIXED_KEY_LEN: usize = 28;
 
@@ -189,9 +195,42 @@ impl Journal {
         Ok(())
     }
 
+    /// The signed bytes of `attempt`, to send it again.
+    pub fn signed(&self, attempt: &Attempt) -> Result<Option<Bytes>, JournalError> {
+        if !attempt.raw.is_empty() {
+            return Ok(Some(attempt.raw.clone()));
+        }
+        Ok(self
+            .tree
+            .get(Self::signed_key(attempt.hash))?
+            .map(|raw| Bytes::copy_from_slice(&raw)))
+    }
+
+    /// Drops the signed bytes of a transaction that is final: they will not be sent again.
+    pub fn forget_signed(&self, attempts: &[Attempt]) -> Result<(), JournalError> {
+        let mut batch = sled::Batch::default();
+        for attempt in attempts {
+            batch.remove(Self::signed_key(attempt.hash));
+        }
+        self.tree.apply_batch(batch)?;
+        Ok(())
+    }
+
+    fn signed_key(hash: B256) -> Vec<u8> {
+        let mut key = vec![SIGNED];
+        key.extend_from_slice(hash.as_slice());
+        key
+    }
+
     fn write(&self, entry: &JournalEntry) -> Result<(), JournalError> {
         let value = serde_json::to_vec(entry).expect("journal entries serialize");
         let mut batch = sled::Batch::default();
+        for attempt in entry.attempts.iter().filter(|a| !a.raw.is_empty()) {
+            let key = Self::signed_key(attempt.hash);
+            if !self.tree.contains_key(&key)? {
+                batch.insert(key, attempt.raw.as_ref());
+            }
+        }
         if entry.state.is_final() {
             batch.remove(Self::key_with(OPEN, entry.borrower, entry.nonce));
         }
@@ -202,7 +241,8 @@ impl Journal {
 
     /// Every entry, by nonce.
     pub fn entries(&self) -> Result<Vec<JournalEntry>, JournalError> {
-        let mut all = self.scan(&[])?;
+        let mut all = self.scan(&[OPEN])?;
+        all.extend(self.scan(&[FINAL])?);
         all.sort_by_key(|e| e.nonce);
         Ok(all)
     }
@@ -325,6 +365,56 @@ mod tests {
         assert_eq!(all.len(), 2, "one entry per liquidation, never two");
         assert_eq!(all[0].state, included());
         assert_eq!(all[1], b);
+    }
+
+    #[test]
+    fn a_transactions_signed_bytes_are_kept_once_and_dropped_when_it_is_final() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tree = db.open_tree("journal").unwrap();
+        let journal = Journal::new(tree.clone()).unwrap();
+        let attempt = Attempt {
+            hash: B256::repeat_byte(0xab),
+            raw: Bytes::from(vec![0x02; 10_000]),
+            max_fee_per_gas: 2,
+            max_priority_fee_per_gas: 1,
+            signed_at_ms: 0,
+            cancel: false,
+        };
+        // Three liquidations in one transaction: three entries, one copy of its bytes.
+        let entries: Vec<JournalEntry> = (0..3u8)
+            .map(|i| JournalEntry {
+                borrower: Address::repeat_byte(i + 1),
+                attempts: vec![attempt.clone()],
+                ..entry(5, TxState::Prepared)
+            })
+            .collect();
+        for e in &entries {
+            journal.note(e).unwrap();
+        }
+        let signed_keys = || tree.scan_prefix([SIGNED]).count();
+        assert_eq!(signed_keys(), 1);
+        assert!(
+            tree.scan_prefix([OPEN])
+                .values()
+                .all(|v| v.unwrap().len() < 2_000)
+        );
+        let read = journal.open().unwrap();
+        assert_eq!(read.len(), 3);
+        assert!(read[0].attempts[0].raw.is_empty());
+        assert_eq!(
+            journal.signed(&read[0].attempts[0]).unwrap(),
+            Some(attempt.raw.clone())
+        );
+        journal.forget_signed(&read[0].attempts).unwrap();
+        assert_eq!(signed_keys(), 0);
+        assert_eq!(journal.signed(&read[0].attempts[0]).unwrap(), None);
+        // An entry written with its bytes inside, as journals before kept them, still gives them.
+        let old = serde_json::json!({
+            "hash": attempt.hash, "raw": "0x0201", "max_fee_per_gas": 2,
+            "max_priority_fee_per_gas": 1, "signed_at_ms": 0
+        });
+        let old: Attempt = serde_json::from_value(old).unwrap();
+        assert_eq!(journal.signed(&old).unwrap(), Some(Bytes::from(vec![2u8, 1])));
     }
 
     #[test]

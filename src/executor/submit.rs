@@ -51,6 +51,11 @@ pub enum ExecError {
         /// What the node or relay said.
         reason: String,
     },
+    /// The journal lost a transaction's signed bytes (a crash while it was being finished).
+    #[error(
+        "the journal has no signed bytes for transaction {0}; it was being recorded as final, and the next poll settles it from its receipt"
+    )]
+    Unsigned(alloy::primitives::B256),
 }
 
 /// Where transactions go.
@@ -235,6 +240,10 @@ impl Executor {
     }
 
     async fn broadcast(&self, attempt: &Attempt) -> Result<(), ExecError> {
+        let raw = self
+            .journal
+            .signed(attempt)?
+            .ok_or(ExecError::Unsigned(attempt.hash))?;
         if let Route::Relay { url, auth } = &self.opts.route {
             let next = self
                 .rpc
@@ -242,10 +251,10 @@ impl Executor {
                 .await
                 .map_err(|e| ChainError::rpc("eth_blockNumber", e))?
                 + 1;
-            super::bundle::send_bundle(url, auth, std::slice::from_ref(&attempt.raw), next).await?;
+            super::bundle::send_bundle(url, auth, std::slice::from_ref(&raw), next).await?;
             return Ok(());
         }
-        match self.rpc.send_raw_transaction(&attempt.raw).await {
+        match self.rpc.send_raw_transaction(&raw).await {
             Ok(_) => Ok(()),
             // Sent before (a rebroadcast after a restart), or the nonce is already used (ours mined, or
             // another transaction's): nothing to send; `poll` tells which from the receipts.
@@ -534,7 +543,11 @@ impl Executor {
                 tracing::warn!(borrower = %tx[0].borrower, liquidations = tx.len(), max_fee, "not bumping: fees would exceed the liquidations' profit");
                 continue;
             }
-            let Some(envelope) = decode_envelope(&last.raw) else {
+            let Some(envelope) = self
+                .journal
+                .signed(&last)?
+                .and_then(|raw| decode_envelope(&raw))
+            else {
                 continue;
             };
             use alloy::consensus::Transaction;
@@ -562,14 +575,18 @@ impl Executor {
         tx: Vec<JournalEntry>,
         states: Vec<TxState>,
     ) -> Result<Vec<JournalEntry>, ExecError> {
-        tx.into_iter()
+        let attempts = tx.first().map(|e| e.attempts.clone()).unwrap_or_default();
+        let finished = tx
+            .into_iter()
             .zip(states)
             .map(|(mut entry, state)| {
                 entry.state = state;
                 self.journal.note(&entry)?;
                 Ok(entry)
             })
-            .collect()
+            .collect::<Result<Vec<_>, ExecError>>()?;
+        self.journal.forget_signed(&attempts)?;
+        Ok(finished)
     }
 
     /// Writes a new attempt (when given) and a state to every entry of one transaction, on disk
