@@ -490,7 +490,12 @@ async fn plans_built_into_one_transaction_all_liquidate_as_planned() {
         // collateral-bound one seizes what interest has added since, and repays a hair more).
         if !plan.amounts.collateral_bound {
             let planned = plan.net_profit_debt + i128::try_from(plan.fees_in_debt).unwrap();
-            assert_eq!(i128::try_from(event.profit).unwrap(), planned, "{}", plan.borrower);
+            assert_eq!(
+                i128::try_from(event.profit).unwrap(),
+                planned,
+                "{}",
+                plan.borrower
+            );
         }
     }
     // Liquidations selling on one pool are one sale: one swap, of their collateral together, whose

@@ -414,7 +414,10 @@ mod tests {
             "max_priority_fee_per_gas": 1, "signed_at_ms": 0
         });
         let old: Attempt = serde_json::from_value(old).unwrap();
-        assert_eq!(journal.signed(&old).unwrap(), Some(Bytes::from(vec![2u8, 1])));
+        assert_eq!(
+            journal.signed(&old).unwrap(),
+            Some(Bytes::from(vec![2u8, 1]))
+        );
     }
 
     #[test]

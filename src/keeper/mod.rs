@@ -7,8 +7,8 @@
 //! 2. settles our transactions in flight: receipts become outcomes, stuck ones are re-priced, and one
 //!    whose borrower is no longer liquidatable is cancelled,
 //! 3. sizes every position the watcher found below 1 (concurrently: sizing only reads) and builds the
-//!    sized plans into transactions of several liquidations as they come (one is started when it is
-//!    full, or when the node has none of ours to simulate), simulates each, checks its sales against
+//!    sized plans into transactions of several liquidations as they come (the first plan alone at
+//!    once, then a transaction when one is full or nothing more is being sized), simulates each, checks its sales against
 //!    the pools as the block's earlier sends leave them, and signs, journals and sends it as soon as
 //!    it is ready.
 //!
@@ -347,15 +347,19 @@ impl Keeper {
         // Times each liquidation was sized again in this block after its pool moved.
         let mut resized_times: HashMap<Address, usize> = HashMap::new();
         let mut finalising = tokio::task::JoinSet::new();
+        let mut first = true;
         loop {
-            // A transaction starts when it is full, or when the node has no simulation of ours or
-            // nothing more is being sized: it is not kept waiting for a batch to fill.
+            // The first plan sized goes at once, alone (the node is idle); after it a transaction
+            // starts when it is full or nothing more is being sized. Smaller ones would go sooner,
+            // but each costs the cold storage of a first liquidation again, in gas and in the node's
+            // time, and the node simulates them about one at a time.
             while !waiting.is_empty()
-                && (waiting.len() >= max_batch || finalising.is_empty() || sizing.is_empty())
+                && (waiting.len() >= max_batch || sizing.is_empty() || first)
                 && (self.dry_run.is_none() || finalising.is_empty())
             {
                 let group: Vec<_> = waiting.drain(..waiting.len().min(max_batch)).collect();
                 self.finalise_in_background(&mut finalising, group, &market);
+                first = false;
             }
             tokio::select! {
                 Some(joined) = sizing.join_next(), if !sizing.is_empty() => match joined {

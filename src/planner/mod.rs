@@ -847,21 +847,34 @@ impl Planner {
     /// again without it, and checked again. Plans of a block sell into the same pools; each was sized
     /// on the block's state.
     pub fn claim_sales(&self, plans: &[Plan]) -> Vec<bool> {
-        let (fits, after) =
-            self.sales_in_order(plans, |plan| plan.amounts.debt_repaid + plan.min_profit);
+        let (fits, after) = self.sales_in_order(plans.iter().map(|plan| {
+            (
+                plan.block,
+                plan.sale(),
+                plan.amounts.debt_repaid + plan.min_profit,
+            )
+        }));
         if let (true, Some(first)) = (fits.iter().all(|f| *f), plans.first()) {
-            for venue in after.into_values() {
-                self.book.record_sale(first.block, venue);
-            }
+            self.record_sales(first.block, after);
         }
         fits
+    }
+
+    fn record_sales(&self, block: u64, after: std::collections::HashMap<Address, Venue>) {
+        for venue in after.into_values() {
+            self.book.record_sale(block, venue);
+        }
     }
 
     /// The plans whose sales, in this order after this block's liquidations already sent, still
     /// return at least their repay, and (refused) those that would not: one of those would revert a
     /// whole batch, whatever its minimum profit. Nothing is counted in.
     pub fn without_losing_sales(&self, plans: Vec<Plan>) -> (Vec<Plan>, Vec<(Address, Refusal)>) {
-        let (fits, _) = self.sales_in_order(&plans, |plan| plan.amounts.debt_repaid);
+        let (fits, _) = self.sales_in_order(
+            plans
+                .iter()
+                .map(|plan| (plan.block, plan.sale(), plan.amounts.debt_repaid)),
+        );
         let (keep, lose): (Vec<_>, Vec<_>) = plans.into_iter().zip(fits).partition(|(_, f)| *f);
         let refused = lose
             .into_iter()
@@ -870,27 +883,24 @@ impl Planner {
         (keep.into_iter().map(|(plan, _)| plan).collect(), refused)
     }
 
-    /// Walks `plans`' sales in order through their pools as the sales counted at their block leave
-    /// them: whether each returns at least `needed` (one that does not is left out of the walk), and
-    /// the pools after those that do.
+    /// Walks sales in order through their pools as the sales counted at their block leave them, each
+    /// given as (block, sale, what it must return): whether each returns at least that (one that does
+    /// not is left out of the walk), and the pools after those that do. A pool the book holds no
+    /// state of at that block passes uncounted.
     fn sales_in_order(
         &self,
-        plans: &[Plan],
-        needed: impl Fn(&Plan) -> U256,
+        sales: impl Iterator<Item = (u64, SaleInFlight, U256)>,
     ) -> (Vec<bool>, std::collections::HashMap<Address, Venue>) {
         let mut after: std::collections::HashMap<Address, Venue> = Default::default();
-        let fits = plans
-            .iter()
-            .map(|plan| {
-                let sale = plan.sale();
+        let fits = sales
+            .map(|(block, sale, needed)| {
                 let check = match after.get(&sale.pool) {
                     Some(venue) => SaleCheck::on(venue, sale.collateral, sale.amount),
-                    None => {
-                        self.book
-                            .check_sale(plan.block, sale.pool, sale.collateral, sale.amount)
-                    }
+                    None => self
+                        .book
+                        .check_sale(block, sale.pool, sale.collateral, sale.amount),
                 };
-                match pays(check, needed(plan)) {
+                match pays(check, needed) {
                     None => false,
                     Some(venue) => {
                         after.extend(venue.map(|v| (sale.pool, v)));
@@ -905,23 +915,6 @@ impl Planner {
     /// [`Self::claim_sales`] of a transaction of one.
     pub fn claim_sale(&self, plan: &Plan) -> bool {
         self.claim_sales(std::slice::from_ref(plan))[0]
-    }
-
-    /// Checks `sale` against its pool as the sales counted at `block` leave it and, when it returns at
-    /// least `needed`, counts it in. A pool the book holds no state of at `block` passes uncounted.
-    fn count_sale(&self, block: u64, sale: &SaleInFlight, needed: U256) -> bool {
-        let check = self
-            .book
-            .check_sale(block, sale.pool, sale.collateral, sale.amount);
-        match pays(check, needed) {
-            None => false,
-            Some(venue) => {
-                if let Some(venue) = venue {
-                    self.book.record_sale(block, venue);
-                }
-                true
-            }
-        }
     }
 
     /// Counts in, at `block`, the sales of our liquidations sent in earlier blocks and not mined yet:
@@ -943,10 +936,10 @@ impl Planner {
                 tracing::debug!(?pair, error = %e, "reading a pair's pools to carry sales in flight failed");
             }
         }
-        for sale in sales {
-            // Already sent: counted whatever it returns.
-            self.count_sale(block.number, sale, U256::ZERO);
-        }
+        // Already sent: counted whatever they return.
+        let (_, after) =
+            self.sales_in_order(sales.iter().map(|sale| (block.number, *sale, U256::ZERO)));
+        self.record_sales(block.number, after);
     }
 
     /// After a reorg: pools' ticks are read again before they are trusted.
