@@ -317,6 +317,7 @@ impl Executor {
         liquidator: Address,
         chain_nonce: Option<u64>,
     ) -> Result<Vec<Result<Vec<JournalEntry>, ExecError>>, ExecError> {
+        let started = std::time::Instant::now();
         // One read of the journal's keys: who is in flight, and the nonces it holds.
         let open = self.journal.open_keys()?;
         let in_flight: std::collections::HashSet<Address> = open.iter().map(|(_, b)| *b).collect();
@@ -379,8 +380,15 @@ impl Executor {
         if let Some(n) = next {
             self.next_nonce = Some(n);
         }
+        let written = started.elapsed();
         // On disk before anything is sent.
         self.journal.flush()?;
+        tracing::trace!(
+            transactions = batches.len(),
+            sign_and_write_ms = written.as_secs_f64() * 1e3,
+            flush_ms = (started.elapsed() - written).as_secs_f64() * 1e3,
+            "journaled"
+        );
         Ok(out)
     }
 
