@@ -195,6 +195,14 @@ impl Journal {
         Ok(())
     }
 
+    /// [`Self::flush`] on sled's own threads: the caller's task waits for the disk, the runtime's
+    /// worker does not (an fsync took 5–15 ms in a busy cascade, while sizing and simulations could
+    /// have used that core).
+    pub async fn flush_async(&self) -> Result<(), JournalError> {
+        self.tree.flush_async().await?;
+        Ok(())
+    }
+
     /// The signed bytes of `attempt`, to send it again.
     pub fn signed(&self, attempt: &Attempt) -> Result<Option<Bytes>, JournalError> {
         if !attempt.raw.is_empty() {

@@ -382,7 +382,7 @@ impl Executor {
         }
         let written = started.elapsed();
         // On disk before anything is sent.
-        self.journal.flush()?;
+        self.journal.flush_async().await?;
         tracing::trace!(
             transactions = batches.len(),
             sign_and_write_ms = written.as_secs_f64() * 1e3,
