@@ -8,9 +8,9 @@
 //!    whose borrower is no longer liquidatable is cancelled,
 //! 3. sizes every position the watcher found below 1 (concurrently: sizing only reads) and builds the
 //!    sized plans into transactions of several liquidations as they come (the first plan alone at
-//!    once, then a transaction when one is full or nothing more is being sized), simulates each, checks its sales against
-//!    the pools as the block's earlier sends leave them, and signs, journals and sends it as soon as
-//!    it is ready.
+//!    once, then a transaction when one is full or nothing more is being sized), simulates each,
+//!    checks its sales against the pools as the block's earlier sends leave them, and signs, journals
+//!    and sends it as soon as it is ready.
 //!
 //! RPC trouble in steps 2–3 is logged and tried again at the next block; only the store or the journal
 //! failing stops the keeper, since it could no longer promise to send each liquidation once.
@@ -341,7 +341,6 @@ impl Keeper {
         } else {
             self.executor.max_batch()
         };
-        let started = Instant::now();
         let mut sized: HashMap<Address, crate::planner::Plan> = HashMap::new();
         let mut waiting: Vec<crate::planner::Plan> = Vec::new();
         // Times each liquidation was sized again in this block after its pool moved.
@@ -396,7 +395,7 @@ impl Keeper {
                         }
                     }
                     if !ready.is_empty() {
-                        self.dispatch(ready, arrived, chain_nonce, started).await?;
+                        self.dispatch(ready, arrived, chain_nonce).await?;
                     }
                 }
                 else => break,
@@ -434,7 +433,7 @@ impl Keeper {
     /// liquidations left out because their pool moved; other refusals are recorded.
     fn claim(
         &mut self,
-        results: Vec<FinaliseResult>,
+        results: Vec<crate::planner::BatchResult>,
         sized: &HashMap<Address, crate::planner::Plan>,
     ) -> (
         Vec<crate::planner::Batch>,
@@ -483,7 +482,7 @@ impl Keeper {
     /// a task of its own.
     fn finalise_in_background(
         &self,
-        tasks: &mut tokio::task::JoinSet<Vec<FinaliseResult>>,
+        tasks: &mut tokio::task::JoinSet<Vec<crate::planner::BatchResult>>,
         group: Vec<crate::planner::Plan>,
         market: &Arc<AaveV3>,
     ) {
@@ -497,12 +496,11 @@ impl Keeper {
         batches: Vec<crate::planner::Batch>,
         arrived: Instant,
         chain_nonce: Option<u64>,
-        started: Instant,
     ) -> Result<(), KeeperError> {
         for _ in batches.iter().flat_map(|b| &b.plans) {
             m::stage(Stage::Planned, arrived);
         }
-        let simulate_ms = started.elapsed().as_secs_f64() * 1e3;
+        let ready = Instant::now();
         let prepared = match self
             .executor
             .prepare_all(&batches, self.liquidator, chain_nonce)
@@ -534,14 +532,17 @@ impl Keeper {
                 }
             }
         }
-        let prepare_ms = started.elapsed().as_secs_f64() * 1e3;
+        let journaled = Instant::now();
         let results = self.executor.send_all(entries).await;
+        // When they were ready (sized, simulated and claimed) since the block arrived, then how long
+        // journaling and sending took.
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
         tracing::debug!(
             liquidations = results.len(),
-            simulate_ms,
-            prepare_ms,
-            send_ms = started.elapsed().as_secs_f64() * 1e3 - prepare_ms,
-            "batch sent"
+            ready_ms = ms(ready - arrived),
+            journal_ms = ms(journaled - ready),
+            send_ms = ms(journaled.elapsed()),
+            "transactions sent"
         );
         for ((plan, nonce, hash), result) in signed.into_iter().zip(results) {
             let borrower = plan.borrower;
@@ -728,9 +729,6 @@ impl OnBlock<AaveV3> for Keeper {
 /// Times a liquidation left out of its transaction by the pool check is sized again in one block;
 /// after that it waits for the next block.
 const CLAIM_ROUNDS: usize = 3;
-
-/// A simulated transaction, or a plan refused.
-type FinaliseResult = Result<crate::planner::Batch, (Address, PlanError)>;
 
 /// Plans in flight at once (each is a few RPC calls and some milliseconds of CPU).
 const CONCURRENT_PLANS: usize = 8;

@@ -137,6 +137,9 @@ pub struct Batch {
     pub fee_cap_wei: U256,
 }
 
+/// A simulated transaction, or a plan refused (with its borrower).
+pub type BatchResult = Result<Batch, (Address, PlanError)>;
+
 impl Batch {
     /// One plan's own transaction (its calldata, gas limit and fee cap).
     pub fn single(plan: Plan) -> Self {
@@ -391,11 +394,7 @@ impl Planner {
     /// or refused plan. One transaction of several costs well under half the gas of each alone: the
     /// Pool's and the tokens' storage is warm after the first, and liquidations selling on the same
     /// pool share one swap.
-    pub async fn finalise_all(
-        &self,
-        mut plans: Vec<Plan>,
-        market: &AaveV3,
-    ) -> Vec<Result<Batch, (Address, PlanError)>> {
+    pub async fn finalise_all(&self, mut plans: Vec<Plan>, market: &AaveV3) -> Vec<BatchResult> {
         let mut out = Vec::new();
         // Liquidations selling on the same pool side by side: the Liquidator makes them one sale (one
         // swap). Plans on one pool keep their order, which is the order their sales were sized in.
