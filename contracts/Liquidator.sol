@@ -58,10 +58,16 @@ contract Liquidator {
     uint160 private constant MIN_SQRT_PRICE_LIMIT = 4295128740;
     uint160 private constant MAX_SQRT_PRICE_LIMIT = 1461446703485210103287273052203988822378723970341;
 
-    /// The interface this contract speaks (3: one swap per sale in a batch; 2: one swap per
+    /// The interface this contract speaks (4: liquidations return each one's profit and the gas they
+    /// used, so that one `eth_call` simulates them; 3: one swap per sale in a batch; 2: one swap per
     /// liquidation; the flash-loan contract before had no `VERSION`). The keeper refuses to start
     /// against another.
-    uint16 public constant VERSION = 3;
+    uint16 public constant VERSION = 4;
+
+    /// Where each liquidation of the running call leaves its profit for the call's return value: the
+    /// liquidations run inside the pool's callback, a call frame of their own. Transient slots from
+    /// here (a hash, apart from the contract's transient variables), gone with the transaction.
+    uint256 private constant PROFITS_SLOT = uint256(keccak256("cascade.Liquidator.profits"));
 
     address public immutable owner;
     IAavePool public immutable aavePool;
@@ -69,6 +75,8 @@ contract Liquidator {
 
     /// The swap pool allowed to call back right now (zero outside a swap, and once it has called).
     address private transient activeSwapPool;
+    /// Liquidations of the running call that have recorded their profit.
+    uint256 private transient profitsRecorded;
 
     /// One per liquidation. `profit` is its share of its sale's: the sale's proceeds credited in
     /// proportion to the collateral each liquidation sold, less what it repaid.
@@ -93,9 +101,8 @@ contract Liquidator {
         _;
     }
 
-    modifier onlyOperator() {
+    function _onlyOperator() private view {
         if (msg.sender != owner && !operators[msg.sender]) revert NotOperator();
-        _;
     }
 
     constructor(address aavePool_, address owner_) {
@@ -109,17 +116,30 @@ contract Liquidator {
         emit OperatorSet(operator, allowed);
     }
 
-    /// @notice One liquidation; returns the profit in the debt asset.
-    function liquidate(Liquidation calldata l) external onlyOperator returns (uint256 profit) {
+    /// @notice One liquidation; returns its profit in the debt asset and the gas the call used from its
+    ///         first statement to its last (what a simulation by `eth_call` needs, with the
+    ///         transaction's intrinsic gas, to price it).
+    function liquidate(Liquidation calldata l) external returns (uint256 profit, uint256 gasUsed) {
+        uint256 gasAtStart = gasleft();
+        _onlyOperator();
         Liquidation[] memory sale = new Liquidation[](1);
         sale[0] = l;
-        return _sell(sale);
+        _sell(sale);
+        profit = _takeProfits(1)[0];
+        gasUsed = gasAtStart - gasleft();
     }
 
     /// @notice Several liquidations in one transaction; all succeed or the transaction reverts.
     ///         Consecutive liquidations of the same collateral, debt and pool are one sale: one swap of
     ///         their collateral together, whose profit must reach the sum of their minimum profits.
-    function liquidateBatch(Liquidation[] calldata ls) external onlyOperator {
+    ///         Returns each liquidation's profit (its share of its sale's, as its `Liquidated` event
+    ///         says) and the gas the call used, as `liquidate` does.
+    function liquidateBatch(Liquidation[] calldata ls)
+        external
+        returns (uint256[] memory profits, uint256 gasUsed)
+    {
+        uint256 gasAtStart = gasleft();
+        _onlyOperator();
         uint256 start = 0;
         while (start < ls.length) {
             uint256 end = start + 1;
@@ -133,15 +153,40 @@ contract Liquidator {
             _sell(sale);
             start = end;
         }
+        profits = _takeProfits(ls.length);
+        gasUsed = gasAtStart - gasleft();
+    }
+
+    /// Keeps a liquidation's profit for the call's return value.
+    function _recordProfit(uint256 profit) private {
+        uint256 slot = PROFITS_SLOT + profitsRecorded;
+        assembly {
+            tstore(slot, profit)
+        }
+        profitsRecorded += 1;
+    }
+
+    /// The profits the call's `count` liquidations recorded, in order.
+    function _takeProfits(uint256 count) private returns (uint256[] memory profits) {
+        profits = new uint256[](count);
+        for (uint256 k = 0; k < count; ++k) {
+            uint256 slot = PROFITS_SLOT + k;
+            uint256 profit;
+            assembly {
+                profit := tload(slot)
+            }
+            profits[k] = profit;
+        }
+        profitsRecorded = 0;
     }
 
     function _sameSale(Liquidation calldata a, Liquidation calldata b) private pure returns (bool) {
         return a.swapPool == b.swapPool && a.venue == b.venue && a.collateral == b.collateral && a.debt == b.debt;
     }
 
-    /// One swap of the sale's collateral, its liquidations inside the pool's callback; returns the sale's
-    /// profit in the debt asset.
-    function _sell(Liquidation[] memory sale) internal returns (uint256 profit) {
+    /// One swap of the sale's collateral, its liquidations inside the pool's callback (each recording its
+    /// profit); reverts unless the sale's profit in the debt asset reaches their minimum profits.
+    function _sell(Liquidation[] memory sale) internal {
         Liquidation memory first = sale[0];
         (uint256 toSell, uint256 minProfit) = (0, 0);
         for (uint256 k = 0; k < sale.length; ++k) {
@@ -158,7 +203,7 @@ contract Liquidator {
         // A pool that never called back left the swap pool set: nothing was liquidated.
         if (activeSwapPool != address(0)) revert UnexpectedCallback();
         uint256 afterwards = IERC20Minimal(first.debt).balanceOf(address(this));
-        profit = afterwards > before ? afterwards - before : 0;
+        uint256 profit = afterwards > before ? afterwards - before : 0;
         if (afterwards < before || profit < minProfit) revert InsufficientProfit(profit, minProfit);
     }
 
@@ -241,9 +286,9 @@ contract Liquidator {
         uint256 seized = collateralNow - collateralHeld;
         if (seized < l.collateralToSell) revert SeizedTooLittle(seized, l.collateralToSell);
         uint256 repaid = debtHeld - debtNow;
-        emit Liquidated(
-            l.borrower, l.collateral, l.debt, repaid, l.collateralToSell, proceeds > repaid ? proceeds - repaid : 0
-        );
+        uint256 profit = proceeds > repaid ? proceeds - repaid : 0;
+        _recordProfit(profit);
+        emit Liquidated(l.borrower, l.collateral, l.debt, repaid, l.collateralToSell, profit);
     }
 
     /// @notice Moves tokens out; only the owner.

@@ -195,6 +195,12 @@ pub struct PlannerConfig {
     /// The reserve whose price stands for the chain's native currency, to value gas (WETH).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub native_asset: Option<Address>,
+    /// Transactions the node is asked to simulate at once. A node runs as many side by side as it has
+    /// cores free, and more only share them, so that every one comes back late: about the node's free
+    /// cores for a node on the keeper's machine, more for a remote one, where each waits on the
+    /// network too.
+    #[serde(default = "default_simulations_in_flight")]
+    pub simulations_in_flight: usize,
 }
 
 impl Default for PlannerConfig {
@@ -202,8 +208,14 @@ impl Default for PlannerConfig {
         Self {
             priority_fee_wei: default_priority_fee(),
             native_asset: None,
+            simulations_in_flight: default_simulations_in_flight(),
         }
     }
+}
+
+/// A remote node's share: enough that the network's round trip does not hold the simulations up.
+fn default_simulations_in_flight() -> usize {
+    8
 }
 
 /// 1 gwei.

@@ -62,8 +62,8 @@ fn a_small_bench_writes_every_figure() {
     assert!(f("rpc_requests_per_block_price_change") <= 5.0, "{figures}");
     assert_eq!(
         f("sweep_requests_per_block"),
-        2.0,
-        "200 borrowers in batches of 100"
+        3.0,
+        "the poll for the head, then 200 borrowers in batches of 100"
     );
     assert!(
         f("liquidations") >= 1.0,

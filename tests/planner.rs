@@ -82,6 +82,7 @@ async fn setup(op_stack: bool) -> Setup {
         native_asset: weth.address,
         priority_fee_wei: 1_000_000_000,
         multicall: d.multicall,
+        simulations_in_flight: 2,
     };
     let planner = Planner::new(rpc, watcher.protocol(), settings)
         .await
@@ -374,6 +375,7 @@ async fn v2_venue_plans_are_realised_too() {
         native_asset: d.asset("WETH").unwrap().address,
         priority_fee_wei: 1_000_000_000,
         multicall: d.multicall,
+        simulations_in_flight: 2,
     };
     let rpc = chain::connect_http(&s.net.rpc_url).unwrap();
     let planner = Planner::new(rpc, s.watcher.protocol(), settings)
@@ -476,6 +478,22 @@ async fn plans_built_into_one_transaction_all_liquidate_as_planned() {
         .await
         .expect("the batch succeeds");
     assert!(receipt.gas_used <= batch.gas_limit);
+    // The gas the plans are priced with is the Liquidator's own measurement of the run with the
+    // transaction's intrinsic gas, refunds not taken off: at or above the receipt's, and close to it.
+    let priced: u64 = batch
+        .plans
+        .iter()
+        .map(|p| (p.gas_cost_wei / U256::from(p.gas_price_wei)).to::<u64>())
+        .sum();
+    eprintln!(
+        "gas priced {priced}, used {}, limit {}",
+        receipt.gas_used, batch.gas_limit
+    );
+    assert!(
+        priced >= receipt.gas_used && priced <= receipt.gas_used + receipt.gas_used / 10,
+        "gas priced {priced}, used {}",
+        receipt.gas_used
+    );
     let events = liquidated(&receipt);
     assert_eq!(
         events.len(),
@@ -654,6 +672,7 @@ async fn a_plan_whose_transaction_would_revert_is_refused_with_the_decoded_reaso
         native_asset: d.asset("WETH").unwrap().address,
         priority_fee_wei: 1_000_000_000,
         multicall: d.multicall,
+        simulations_in_flight: 2,
     };
     let planner = Planner::new(s.net.rpc.clone(), s.watcher.protocol(), settings)
         .await

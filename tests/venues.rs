@@ -240,6 +240,7 @@ async fn kept_pool_state_follows_swaps_and_new_liquidity() {
             number: b.header.number,
             hash: b.header.hash,
             timestamp: b.header.timestamp,
+            gas: None,
         }
     };
     let pools = |venues: &[Venue]| -> Vec<cascade::planner::venues::uniswap_v3::PoolState> {

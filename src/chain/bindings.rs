@@ -335,7 +335,7 @@ sol! {
 }
 
 /// The `VERSION` of contracts/Liquidator.sol these bindings speak.
-pub const LIQUIDATOR_VERSION: u16 = 3;
+pub const LIQUIDATOR_VERSION: u16 = 4;
 
 sol! {
     /// cascade's flash-swap liquidator (contracts/Liquidator.sol).
@@ -359,8 +359,8 @@ sol! {
         function owner() external view returns (address);
         function operators(address account) external view returns (bool);
         function aavePool() external view returns (address);
-        function liquidate(Liquidation l) external returns (uint256 profit);
-        function liquidateBatch(Liquidation[] ls) external;
+        function liquidate(Liquidation l) external returns (uint256 profit, uint256 gasUsed);
+        function liquidateBatch(Liquidation[] ls) external returns (uint256[] profits, uint256 gasUsed);
         function setOperator(address operator, bool allowed) external;
         function sweep(address token, address to, uint256 amount) external;
         function uniswapV3SwapCallback(int256 amount0Delta, int256 amount1Delta, bytes data) external;

@@ -106,8 +106,14 @@ where
         }
         let meter = self.meter.clone();
         let fut = self.inner.call(request);
+        let started = std::time::Instant::now();
         Box::pin(async move {
             let result = fut.await;
+            tracing::trace!(
+                ?methods,
+                ms = started.elapsed().as_secs_f64() * 1e3,
+                "rpc request answered"
+            );
             let failed = match &result {
                 Err(_) => true,
                 Ok(ResponsePacket::Single(r)) => r.is_error(),

@@ -136,7 +136,8 @@ const UNPREFIXED_KEY_LEN: usize = 28;
 
 impl Journal {
     /// Over a sled tree (`Store::journal_tree`). Entries written before open and final entries were
-    /// kept apart are moved to their place.
+    /// kept apart are moved to their place, and an open entry whose final one was written too (a crash
+    /// in between) is dropped.
     pub fn new(tree: sled::Tree) -> Result<Self, JournalError> {
         let journal = Self { tree };
         let old: Vec<(sled::IVec, sled::IVec)> = journal
@@ -156,6 +157,15 @@ impl Journal {
             }
             journal.tree.apply_batch(batch)?;
             journal.tree.flush()?;
+        }
+        // A crash between writing a final entry and removing its open one leaves both: final wins.
+        for (nonce, borrower) in journal.open_keys()? {
+            if journal
+                .tree
+                .contains_key(Self::key_with(FINAL, borrower, nonce))?
+            {
+                journal.tree.remove(Self::key_with(OPEN, borrower, nonce))?;
+            }
         }
         Ok(journal)
     }
@@ -216,11 +226,9 @@ impl Journal {
 
     /// Drops the signed bytes of a transaction that is final: they will not be sent again.
     pub fn forget_signed(&self, attempts: &[Attempt]) -> Result<(), JournalError> {
-        let mut batch = sled::Batch::default();
         for attempt in attempts {
-            batch.remove(Self::signed_key(attempt.hash));
+            self.tree.remove(Self::signed_key(attempt.hash))?;
         }
-        self.tree.apply_batch(batch)?;
         Ok(())
     }
 
@@ -230,20 +238,24 @@ impl Journal {
         key
     }
 
+    /// Writes an entry key by key, in an order whose every prefix is consistent (sled recovers a
+    /// prefix of its log after a crash; a batch would cost two synced writes of the log, [why](crate::store)):
+    /// the transaction's signed bytes before the entry that needs them, and a final entry before the
+    /// removal of its open one. A crash between those two leaves both, and opening the journal drops
+    /// the open one.
     fn write(&self, entry: &JournalEntry) -> Result<(), JournalError> {
         let value = serde_json::to_vec(entry).expect("journal entries serialize");
-        let mut batch = sled::Batch::default();
         for attempt in entry.attempts.iter().filter(|a| !a.raw.is_empty()) {
             let key = Self::signed_key(attempt.hash);
             if !self.tree.contains_key(&key)? {
-                batch.insert(key, attempt.raw.as_ref());
+                self.tree.insert(key, attempt.raw.as_ref())?;
             }
         }
+        self.tree.insert(Self::key(entry), value)?;
         if entry.state.is_final() {
-            batch.remove(Self::key_with(OPEN, entry.borrower, entry.nonce));
+            self.tree
+                .remove(Self::key_with(OPEN, entry.borrower, entry.nonce))?;
         }
-        batch.insert(Self::key(entry), value);
-        self.tree.apply_batch(batch)?;
         Ok(())
     }
 
@@ -373,6 +385,30 @@ mod tests {
         assert_eq!(all.len(), 2, "one entry per liquidation, never two");
         assert_eq!(all[0].state, included());
         assert_eq!(all[1], b);
+    }
+
+    #[test]
+    fn an_open_entry_left_beside_its_final_one_by_a_crash_is_dropped_on_open() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tree = db.open_tree("journal").unwrap();
+        let (a, b) = (entry(0, TxState::Prepared), entry(1, TxState::Prepared));
+        let journal = Journal::new(tree.clone()).unwrap();
+        journal.put(&a).unwrap();
+        journal.put(&b).unwrap();
+        // The final entry written, the crash before its open one was removed.
+        let a_final = JournalEntry {
+            state: included(),
+            ..a.clone()
+        };
+        tree.insert(
+            Journal::key(&a_final),
+            serde_json::to_vec(&a_final).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(journal.open_keys().unwrap().len(), 2);
+        let reopened = Journal::new(tree).unwrap();
+        assert_eq!(reopened.open().unwrap(), vec![b.clone()]);
+        assert_eq!(reopened.entries().unwrap(), vec![a_final, b]);
     }
 
     #[test]

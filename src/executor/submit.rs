@@ -117,6 +117,9 @@ pub const DEFAULT_MAX_BATCH: usize = 16;
 /// Receipt reads in flight at once while polling.
 const CONCURRENT_RECEIPT_READS: usize = 16;
 
+/// One entry's send: the entry as recorded sent, and when its transaction's send returned.
+pub type Sent = Result<(JournalEntry, std::time::Instant), ExecError>;
+
 /// Sends liquidations from one account.
 pub struct Executor {
     rpc: Rpc,
@@ -125,6 +128,18 @@ pub struct Executor {
     journal: Journal,
     next_nonce: Option<u64>,
     opts: ExecutorOptions,
+    sender: Sender,
+}
+
+/// What puts signed transactions on the wire: the node (or a relay), and the journal that records
+/// that they went. Cheap to clone, so that a round of sends can wait for the disk and the node in a
+/// task of its own while the keeper goes on planning; the nonces were given when the round was
+/// signed ([`Executor::sign_all`]).
+#[derive(Clone)]
+pub struct Sender {
+    rpc: Rpc,
+    journal: Journal,
+    route: Route,
 }
 
 fn now_ms() -> u64 {
@@ -146,6 +161,11 @@ impl Executor {
             .get_chain_id()
             .await
             .map_err(|e| ChainError::rpc("eth_chainId", e))?;
+        let sender = Sender {
+            rpc: rpc.clone(),
+            journal: journal.clone(),
+            route: opts.route.clone(),
+        };
         Ok(Self {
             rpc,
             signer,
@@ -153,7 +173,13 @@ impl Executor {
             journal,
             next_nonce: None,
             opts,
+            sender,
         })
+    }
+
+    /// What sends this executor's signed transactions, to send a round from a task of its own.
+    pub fn sender(&self) -> Sender {
+        self.sender.clone()
     }
 
     /// The most liquidations one transaction carries.
@@ -239,38 +265,6 @@ impl Executor {
         })
     }
 
-    async fn broadcast(&self, attempt: &Attempt) -> Result<(), ExecError> {
-        let raw = self
-            .journal
-            .signed(attempt)?
-            .ok_or(ExecError::Unsigned(attempt.hash))?;
-        if let Route::Relay { url, auth } = &self.opts.route {
-            let next = self
-                .rpc
-                .get_block_number()
-                .await
-                .map_err(|e| ChainError::rpc("eth_blockNumber", e))?
-                + 1;
-            super::bundle::send_bundle(url, auth, std::slice::from_ref(&raw), next).await?;
-            return Ok(());
-        }
-        match self.rpc.send_raw_transaction(&raw).await {
-            Ok(_) => Ok(()),
-            // Sent before (a rebroadcast after a restart), or the nonce is already used (ours mined, or
-            // another transaction's): nothing to send; `poll` tells which from the receipts.
-            Err(e)
-                if ["already", "nonce too low"]
-                    .iter()
-                    .any(|m| e.to_string().to_lowercase().contains(m)) =>
-            {
-                Ok(())
-            }
-            Err(e) => {
-                Err(ChainError::rpc(format!("eth_sendRawTransaction {}", attempt.hash), e).into())
-            }
-        }
-    }
-
     /// Journals, then sends, the plan's transaction to `liquidator`. `fee_cap_wei` is the most its fees
     /// may ever reach, bumps included.
     pub async fn submit(
@@ -302,16 +296,31 @@ impl Executor {
     }
 
     /// Signs every batch's transaction (consecutive nonces, each capped at its batch's `fee_cap_wei`)
-    /// and writes an entry for each of its plans to the journal, with one wait for the disk for all:
-    /// the liquidations of a price move go out together, and each waiting on its own disk flush would
-    /// hold back the next. One result per batch (its entries, in plan order); a batch with a borrower
+    /// and writes an entry for each of its plans to the journal, then waits once for the disk for all
+    /// of them: [`Self::sign_all`], then the flush.
+    pub async fn prepare_all(
+        &mut self,
+        batches: &[Batch],
+        liquidator: Address,
+        chain_nonce: Option<u64>,
+    ) -> Result<Vec<Result<Vec<JournalEntry>, ExecError>>, ExecError> {
+        let out = self.sign_all(batches, liquidator, chain_nonce).await?;
+        self.journal.flush_async().await?;
+        Ok(out)
+    }
+
+    /// Signs every batch's transaction (consecutive nonces, each capped at its batch's `fee_cap_wei`)
+    /// and writes an entry for each of its plans to the journal, without waiting for the disk: the
+    /// caller flushes once for a round of them before any is sent ([`Sender::flush_and_send`]); the
+    /// liquidations of a price move go out together, and each waiting on its own flush would hold back
+    /// the next. One result per batch (its entries, in plan order); a batch with a borrower
     /// whose liquidation is in flight gets [`ExecError::InFlight`].
     ///
     /// `chain_nonce` is the account's [`Self::chain_nonce`] when the caller read it already (the keeper
     /// reads it once per block, before the node gets busy); an external transaction from the account
     /// after that read can then share a nonce with ours, and [`Self::poll`] finds that nonce used and
     /// the entry dropped. The keeper's account should be its own.
-    pub async fn prepare_all(
+    pub async fn sign_all(
         &mut self,
         batches: &[Batch],
         liquidator: Address,
@@ -380,14 +389,10 @@ impl Executor {
         if let Some(n) = next {
             self.next_nonce = Some(n);
         }
-        let written = started.elapsed();
-        // On disk before anything is sent.
-        self.journal.flush_async().await?;
         tracing::trace!(
             transactions = batches.len(),
-            sign_and_write_ms = written.as_secs_f64() * 1e3,
-            flush_ms = (started.elapsed() - written).as_secs_f64() * 1e3,
-            "journaled"
+            sign_and_write_ms = started.elapsed().as_secs_f64() * 1e3,
+            "signed and journaled"
         );
         Ok(out)
     }
@@ -401,44 +406,9 @@ impl Executor {
             .map(|(entry, _)| entry)
     }
 
-    /// Sends prepared entries' transactions side by side (nonce order does not matter to a node: a
-    /// later nonce waits in its queue for the earlier one), each transaction once however many
-    /// entries share it, and records each that went out. One result per entry, in order, with when
-    /// its transaction's send returned.
-    pub async fn send_all(
-        &mut self,
-        entries: Vec<JournalEntry>,
-    ) -> Vec<Result<(JournalEntry, std::time::Instant), ExecError>> {
-        let mut transactions: Vec<&Attempt> = entries
-            .iter()
-            .map(|e| e.attempts.last().expect("an entry has an attempt"))
-            .collect();
-        let mut seen = std::collections::HashSet::new();
-        transactions.retain(|a| seen.insert(a.hash));
-        let sends = transactions.iter().map(|attempt| async {
-            let sent = self.broadcast(attempt).await;
-            (
-                attempt.hash,
-                sent.map(|()| std::time::Instant::now())
-                    .map_err(|e| e.to_string()),
-            )
-        });
-        let results: std::collections::HashMap<_, _> =
-            futures::future::join_all(sends).await.into_iter().collect();
-        entries
-            .into_iter()
-            .map(|mut entry| {
-                let hash = entry.attempts.last().expect("an entry has an attempt").hash;
-                let at = results[&hash].clone().map_err(|reason| ExecError::Send {
-                    hash,
-                    reason,
-                })?;
-                entry.state = TxState::Sent;
-                self.journal.note(&entry)?;
-                tracing::debug!(borrower = %entry.borrower, nonce = entry.nonce, "transaction sent");
-                Ok((entry, at))
-            })
-            .collect()
+    /// Sends prepared entries' transactions side by side ([`Sender::send_all`]).
+    pub async fn send_all(&mut self, entries: Vec<JournalEntry>) -> Vec<Sent> {
+        self.sender.send_all(entries).await
     }
 
     /// Checks every open liquidation: records receipts, replaces stuck transactions with higher fees
@@ -522,7 +492,7 @@ impl Executor {
                 .expect("an entry has an attempt");
             if tx[0].state == TxState::Prepared {
                 // Journaled but perhaps never sent (a crash in between): send exactly that transaction.
-                self.broadcast(&last).await?;
+                self.sender.broadcast(&last).await?;
                 self.record(&mut tx, None, TxState::Sent)?;
                 continue;
             }
@@ -535,7 +505,7 @@ impl Executor {
             {
                 if matches!(self.opts.route, Route::Relay { .. }) {
                     // A bundle is for one block: offer it again for the next.
-                    self.broadcast(&last).await?;
+                    self.sender.broadcast(&last).await?;
                 }
                 continue;
             }
@@ -570,7 +540,7 @@ impl Executor {
             )?;
             let state = tx[0].state.clone();
             self.record(&mut tx, Some(&attempt), state)?;
-            self.broadcast(&attempt).await?;
+            self.sender.broadcast(&attempt).await?;
             tracing::info!(borrower = %tx[0].borrower, liquidations = tx.len(), nonce, hash = %attempt.hash, max_fee, cancel = last.cancel, "replaced a stuck transaction with higher fees");
         }
         self.journal.flush()?;
@@ -657,7 +627,7 @@ impl Executor {
             true,
         )?;
         self.record(&mut tx, Some(&attempt), TxState::Sent)?;
-        self.broadcast(&attempt).await?;
+        self.sender.broadcast(&attempt).await?;
         tracing::info!(%borrower, liquidations = tx.len(), nonce = entry.nonce, hash = %attempt.hash, reason, "cancelled a pending liquidation");
         Ok(true)
     }
@@ -669,7 +639,7 @@ impl Executor {
             if self.outcome(&tx).await?.is_none()
                 && let Some(last) = tx[0].attempts.last().cloned()
             {
-                self.broadcast(&last).await?;
+                self.sender.broadcast(&last).await?;
                 self.record(&mut tx, None, TxState::Sent)?;
             }
         }
@@ -730,6 +700,94 @@ impl Executor {
 }
 
 /// Open entries grouped by the transaction they share (their nonce), in nonce order.
+impl Sender {
+    async fn broadcast(&self, attempt: &Attempt) -> Result<(), ExecError> {
+        let raw = self
+            .journal
+            .signed(attempt)?
+            .ok_or(ExecError::Unsigned(attempt.hash))?;
+        if let Route::Relay { url, auth } = &self.route {
+            let next = self
+                .rpc
+                .get_block_number()
+                .await
+                .map_err(|e| ChainError::rpc("eth_blockNumber", e))?
+                + 1;
+            super::bundle::send_bundle(url, auth, std::slice::from_ref(&raw), next).await?;
+            return Ok(());
+        }
+        match self.rpc.send_raw_transaction(&raw).await {
+            Ok(_) => Ok(()),
+            // Sent before (a rebroadcast after a restart), or the nonce is already used (ours mined, or
+            // another transaction's): nothing to send; `poll` tells which from the receipts.
+            Err(e)
+                if ["already", "nonce too low"]
+                    .iter()
+                    .any(|m| e.to_string().to_lowercase().contains(m)) =>
+            {
+                Ok(())
+            }
+            Err(e) => {
+                Err(ChainError::rpc(format!("eth_sendRawTransaction {}", attempt.hash), e).into())
+            }
+        }
+    }
+
+    /// Sends prepared entries' transactions side by side (nonce order does not matter to a node: a
+    /// later nonce waits in its queue for the earlier one), each transaction once however many
+    /// entries share it, and records each that went out. One result per entry, in order, with when
+    /// its transaction's send returned.
+    pub async fn send_all(&self, entries: Vec<JournalEntry>) -> Vec<Sent> {
+        let mut transactions: Vec<&Attempt> = entries
+            .iter()
+            .map(|e| e.attempts.last().expect("an entry has an attempt"))
+            .collect();
+        let mut seen = std::collections::HashSet::new();
+        transactions.retain(|a| seen.insert(a.hash));
+        let sends = transactions.iter().map(|attempt| async {
+            let sent = self.broadcast(attempt).await;
+            (
+                attempt.hash,
+                sent.map(|()| std::time::Instant::now())
+                    .map_err(|e| e.to_string()),
+            )
+        });
+        let results: std::collections::HashMap<_, _> =
+            futures::future::join_all(sends).await.into_iter().collect();
+        entries
+            .into_iter()
+            .map(|mut entry| {
+                let hash = entry.attempts.last().expect("an entry has an attempt").hash;
+                let at = results[&hash].clone().map_err(|reason| ExecError::Send {
+                    hash,
+                    reason,
+                })?;
+                entry.state = TxState::Sent;
+                self.journal.note(&entry)?;
+                tracing::debug!(borrower = %entry.borrower, nonce = entry.nonce, "transaction sent");
+                Ok((entry, at))
+            })
+            .collect()
+    }
+
+    /// Waits until everything journaled is on disk (on sled's threads, not the caller's), then sends
+    /// `entries` ([`Self::send_all`]): they were written when they were signed, and nothing goes out
+    /// before it is on disk. `Err` only when the journal fails.
+    pub async fn flush_and_send(
+        &self,
+        entries: Vec<JournalEntry>,
+    ) -> Result<Vec<Sent>, JournalError> {
+        let started = std::time::Instant::now();
+        self.journal.flush_async().await?;
+        tracing::trace!(
+            transactions = entries.len(),
+            flush_ms = started.elapsed().as_secs_f64() * 1e3,
+            "journal on disk"
+        );
+        Ok(self.send_all(entries).await)
+    }
+}
+
 fn by_transaction(entries: Vec<JournalEntry>) -> Vec<Vec<JournalEntry>> {
     let mut groups: std::collections::BTreeMap<u64, Vec<JournalEntry>> = Default::default();
     for entry in entries {

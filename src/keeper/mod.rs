@@ -66,6 +66,18 @@ struct Pursuit {
     sale: Option<(u64, SaleInFlight)>,
 }
 
+/// A round of sends, signed and journaled on the keeper's loop and sent from a task of its own.
+struct SendRound {
+    /// Each liquidation signed, with its nonce and transaction hash.
+    signed: Vec<(crate::planner::Plan, u64, alloy::primitives::TxHash)>,
+    /// Each one's send (one result per liquidation), or the journal failing before any was sent.
+    results: Result<Vec<crate::executor::submit::Sent>, JournalError>,
+    /// When its transactions were ready to sign.
+    ready: Instant,
+    /// When they were signed and journaled (not yet on disk).
+    signed_at: Instant,
+}
+
 /// The keeper of one market.
 pub struct Keeper {
     planner: Arc<Planner>,
@@ -297,10 +309,21 @@ impl Keeper {
             since_block_ms = arrived.elapsed().as_millis() as u64,
             "planning"
         );
-        // Ours sent in earlier blocks and still pending are mined ahead of anything planned now.
+        // Before sizing, side by side: every target's pools in one batched read (each plan would
+        // otherwise read its pairs' own), and the account's pending transaction count (the node is
+        // idle now; by the first send it is busy simulating, and without it each round reads it).
+        // Then ours sent in earlier blocks and still pending, mined ahead of anything planned now,
+        // are counted into those pools.
+        let mut chain_nonce = None;
         if !targets.is_empty()
             && let Some(at) = watcher.protocol().block
         {
+            let (_, nonce) = tokio::join!(
+                self.planner
+                    .read_venues(watcher.protocol(), targets.iter().map(|(_, p)| *p), at),
+                self.executor.chain_nonce()
+            );
+            chain_nonce = nonce.ok();
             let mut in_flight_sales: Vec<(u64, SaleInFlight)> = self
                 .pursuits
                 .iter()
@@ -326,39 +349,55 @@ impl Keeper {
         for (user, _) in &targets {
             self.size_in_background(&mut sizing, &turns, &market, *user, &positions[user]);
         }
-        // The account's pending transaction count, read while the first plans are sized (the node is
-        // idle then; by the first send it is busy simulating). Without it each batch reads it.
-        let chain_nonce = if sizing.is_empty() {
-            None
-        } else {
-            self.executor.chain_nonce().await.ok()
-        };
         // Sized plans become transactions of up to `max_batch`, each simulated in a task of its own,
-        // and each is journaled and sent as soon as its simulation is back. (A dry run's fork mines
-        // each transaction as it is sent: one liquidation at a time there.)
-        let max_batch = if self.dry_run.is_some() {
-            1
+        // at most `simulations_in_flight` at a time: the node runs as many side by side as it has
+        // cores, and more would only share them, so that all came back late instead of the first ones
+        // early. Each simulated transaction is journaled and sent in the next round of sends; a round
+        // runs in a task of its own (the wait for the disk, then the node), while planning goes on,
+        // and the transactions ready meanwhile go in the round after it, with one wait for the disk.
+        // (A dry run's fork mines each transaction as it is sent: one liquidation at a time there.)
+        let (max_batch, simulation_slots) = if self.dry_run.is_some() {
+            (1, 1)
         } else {
-            self.executor.max_batch()
+            (
+                self.executor.max_batch(),
+                self.planner.simulations_in_flight(),
+            )
         };
         let mut sized: HashMap<Address, crate::planner::Plan> = HashMap::new();
         let mut waiting: Vec<crate::planner::Plan> = Vec::new();
+        // Transactions built again after the pool check left a liquidation out: simulated first.
+        let mut rebuilt: std::collections::VecDeque<Vec<crate::planner::Plan>> = Default::default();
+        // Simulated and claimed, for the next round of sends.
+        let mut ready: Vec<crate::planner::Batch> = Vec::new();
         // Times each liquidation was sized again in this block after its pool moved.
         let mut resized_times: HashMap<Address, usize> = HashMap::new();
         let mut finalising = tokio::task::JoinSet::new();
+        let mut sending: Option<tokio::task::JoinHandle<SendRound>> = None;
         let mut first = true;
         loop {
             // The first plan sized goes at once, alone (the node is idle); after it a transaction
             // starts when it is full or nothing more is being sized. Smaller ones would go sooner,
             // but each costs the cold storage of a first liquidation again, in gas and in the node's
-            // time, and the node simulates them about one at a time.
-            while !waiting.is_empty()
-                && (waiting.len() >= max_batch || sizing.is_empty() || first)
-                && (self.dry_run.is_none() || finalising.is_empty())
+            // time.
+            while finalising.len() < simulation_slots
+                && (self.dry_run.is_none() || (sending.is_none() && ready.is_empty()))
             {
-                let group: Vec<_> = waiting.drain(..waiting.len().min(max_batch)).collect();
+                let group = if let Some(group) = rebuilt.pop_front() {
+                    group
+                } else if !waiting.is_empty()
+                    && (waiting.len() >= max_batch || sizing.is_empty() || first)
+                {
+                    first = false;
+                    waiting.drain(..waiting.len().min(max_batch)).collect()
+                } else {
+                    break;
+                };
                 self.finalise_in_background(&mut finalising, group, &market);
-                first = false;
+            }
+            if sending.is_none() && !ready.is_empty() {
+                let batches = std::mem::take(&mut ready);
+                sending = self.start_sending(batches, arrived, chain_nonce).await?;
             }
             tokio::select! {
                 Some(joined) = sizing.join_next(), if !sizing.is_empty() => match joined {
@@ -370,18 +409,13 @@ impl Keeper {
                     Err(_) => tracing::error!("a planning task panicked"),
                 },
                 Some(joined) = finalising.join_next(), if !finalising.is_empty() => {
-                    // Transactions simulated meanwhile go out with this one: one disk flush for all.
-                    let mut done = vec![joined];
-                    while let Some(more) = finalising.try_join_next() {
-                        done.push(more);
-                    }
-                    let results = done.into_iter().filter_map(|joined| {
-                        joined.map_err(|_| tracing::error!("a simulation task panicked")).ok()
-                    });
-                    let (ready, rebuild, moved) = self.claim(results.flatten().collect(), &sized);
-                    for group in rebuild {
-                        self.finalise_in_background(&mut finalising, group, &market);
-                    }
+                    let Ok(results) = joined else {
+                        tracing::error!("a simulation task panicked");
+                        continue;
+                    };
+                    let (claimed, rebuild, moved) = self.claim(results, &sized);
+                    ready.extend(claimed);
+                    rebuilt.extend(rebuild);
                     // A liquidation left out is sized again on the pools as the block's sends so far
                     // leave them (another venue, or a smaller repay), a few times at most; then it
                     // waits for the next block.
@@ -394,8 +428,12 @@ impl Keeper {
                             self.size_in_background(&mut sizing, &turns, &market, user, position);
                         }
                     }
-                    if !ready.is_empty() {
-                        self.dispatch(ready, arrived, chain_nonce).await?;
+                }
+                round = async { sending.as_mut().expect("a round is being sent").await }, if sending.is_some() => {
+                    sending = None;
+                    match round {
+                        Ok(round) => self.finish_sending(round, arrived).await?,
+                        Err(_) => tracing::error!("a sending task panicked; what it journaled is re-sent by the next poll"),
                     }
                 }
                 else => break,
@@ -490,27 +528,29 @@ impl Keeper {
         tasks.spawn(async move { planner.finalise_all(group, &market).await });
     }
 
-    /// Signs, journals and sends simulated transactions, and records what was sent.
-    async fn dispatch(
+    /// Signs and journals simulated transactions (the nonces are given here, in order), and sends them
+    /// from a task of its own: it waits for the journal to be on disk, then for the node. `None` when
+    /// nothing was signed.
+    async fn start_sending(
         &mut self,
         batches: Vec<crate::planner::Batch>,
         arrived: Instant,
         chain_nonce: Option<u64>,
-    ) -> Result<(), KeeperError> {
+    ) -> Result<Option<tokio::task::JoinHandle<SendRound>>, KeeperError> {
         for _ in batches.iter().flat_map(|b| &b.plans) {
             m::stage(Stage::Planned, arrived);
         }
         let ready = Instant::now();
         let prepared = match self
             .executor
-            .prepare_all(&batches, self.liquidator, chain_nonce)
+            .sign_all(&batches, self.liquidator, chain_nonce)
             .await
         {
             Ok(prepared) => prepared,
             Err(ExecError::Journal(e)) => return Err(e.into()),
             Err(e) => {
                 tracing::warn!(transactions = batches.len(), error = %e, "preparing the liquidations failed; retrying next block");
-                return Ok(());
+                return Ok(None);
             }
         };
         let mut entries = Vec::new();
@@ -532,16 +572,44 @@ impl Keeper {
                 }
             }
         }
-        let journaled = Instant::now();
-        let results = self.executor.send_all(entries).await;
+        if entries.is_empty() {
+            return Ok(None);
+        }
+        let sender = self.executor.sender();
+        let signed_at = Instant::now();
+        Ok(Some(tokio::spawn(async move {
+            let results = sender.flush_and_send(entries).await;
+            SendRound {
+                signed,
+                results,
+                ready,
+                signed_at,
+            }
+        })))
+    }
+
+    /// Records a round of sends: each liquidation's time from the block's arrival, and what it sells
+    /// into its pool until it is mined. Only the journal failing is an error.
+    async fn finish_sending(
+        &mut self,
+        round: SendRound,
+        arrived: Instant,
+    ) -> Result<(), KeeperError> {
+        let SendRound {
+            signed,
+            results,
+            ready,
+            signed_at,
+        } = round;
+        let results = results?;
         // When they were ready (sized, simulated and claimed) since the block arrived, then how long
-        // journaling and sending took.
+        // signing and journaling took, and the wait for the disk and the node.
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         tracing::debug!(
             liquidations = results.len(),
             ready_ms = ms(ready - arrived),
-            journal_ms = ms(journaled - ready),
-            send_ms = ms(journaled.elapsed()),
+            sign_ms = ms(signed_at - ready),
+            flush_and_send_ms = ms(signed_at.elapsed()),
             "transactions sent"
         );
         for ((plan, nonce, hash), result) in signed.into_iter().zip(results) {

@@ -34,14 +34,11 @@ use alloy::{
     network::TransactionBuilder,
     primitives::{Address, Bytes, U256},
     providers::Provider,
-    rpc::types::{
-        TransactionRequest,
-        simulate::{SimBlock, SimulatePayload},
-    },
-    sol_types::{SolCall, SolEvent, SolInterface},
+    rpc::types::TransactionRequest,
+    sol_types::{SolCall, SolInterface},
 };
 use fees::op_stack::L1FeeParams;
-use sizing::{LiquidationAmounts, LiquidationCase, Rules, Side};
+use sizing::{LiquidationAmounts, LiquidationCase, Rules, Side, signed};
 use venues::{
     Venue, VenueKind,
     book::{BookSettings, SaleCheck, VenueBook},
@@ -152,9 +149,20 @@ impl Batch {
     }
 }
 
-/// A token pair in one order whichever side is which, to count it once.
-fn unordered_pair(a: Address, b: Address) -> (Address, Address) {
-    (a.min(b), a.max(b))
+/// A venue selling one token, as sizing asks for it.
+struct VenueSale<'a> {
+    venue: &'a Venue,
+    token_in: Address,
+}
+
+impl sizing::Sale for VenueSale<'_> {
+    fn sell(&self, amount: U256) -> Option<U256> {
+        self.venue.sell(self.token_in, amount)
+    }
+
+    fn sell_down_to(&self, max_in: U256, floor: venues::Rate) -> Option<(U256, U256)> {
+        self.venue.sell_down_to(self.token_in, max_in, floor)
+    }
 }
 
 /// One collateral × debt pair's best size, or how close it came to profit.
@@ -227,6 +235,8 @@ pub struct PlannerSettings {
     pub priority_fee_wei: u128,
     /// Multicall3.
     pub multicall: Address,
+    /// Transactions the node is asked to simulate at once (`planner.simulations_in_flight`).
+    pub simulations_in_flight: usize,
 }
 
 impl PlannerSettings {
@@ -254,6 +264,7 @@ impl PlannerSettings {
             native_asset,
             priority_fee_wei: u128::from(config.planner.priority_fee_wei),
             multicall: config.multicall.address,
+            simulations_in_flight: config.planner.simulations_in_flight.max(1),
         })
     }
 }
@@ -293,8 +304,6 @@ pub struct Planner {
     l1: Option<L1FeeParams>,
     /// Pools and pairs to sell on, kept current across blocks.
     book: VenueBook,
-    /// Whether the node answers `eth_simulateV1` (until it says it does not).
-    simulate_v1: std::sync::atomic::AtomicBool,
     /// The next block's base fee, by the block it was computed from.
     base_fee_cache: std::sync::Mutex<Option<(u64, u128)>>,
 }
@@ -326,7 +335,6 @@ impl Planner {
             rules,
             l1,
             book,
-            simulate_v1: std::sync::atomic::AtomicBool::new(true),
             base_fee_cache: std::sync::Mutex::new(None),
         })
     }
@@ -334,6 +342,11 @@ impl Planner {
     /// The rules in force.
     pub fn rules(&self) -> Rules {
         self.rules
+    }
+
+    /// Transactions to have the node simulate at once.
+    pub fn simulations_in_flight(&self) -> usize {
+        self.settings.simulations_in_flight.max(1)
     }
 
     /// The most profitable liquidation of `borrower`, or why there is none: [`Self::size`], built into
@@ -440,7 +453,14 @@ impl Planner {
 
     /// One plan as its own transaction.
     async fn finalise_alone(&self, plan: Plan, market: &AaveV3) -> Result<Batch, PlanError> {
-        match self.finalise(vec![plan], market).await? {
+        let sale = (plan.borrower, plan.swap_pool, plan.amounts, plan.swap_out);
+        let finalised = self.finalise(vec![plan], market).await;
+        if let Err(PlanError::Refused(Refusal::Reverted(reason))) = &finalised {
+            // The sale as the model priced it, to set against what the chain did.
+            let (borrower, pool, amounts, swap_out) = sale;
+            tracing::debug!(%borrower, %reason, %pool, repay = %amounts.debt_repaid, collateral = %amounts.collateral_to_liquidator, %swap_out, "a liquidation alone reverted in simulation");
+        }
+        match finalised? {
             Finalised::Batch(batch) => Ok(batch),
             Finalised::Short(mut refused) => Err(refused.pop().expect("the one plan").1.into()),
         }
@@ -521,32 +541,33 @@ impl Planner {
                     .div_ceil(dr.price.max(U256::from(1u8)))
             };
             let sizing_fees = fees_in_debt(SIZING_GAS);
-            let sell = |amount: U256| -> Option<(U256, &Venue)> {
-                candidates
-                    .iter()
-                    .filter_map(|v| v.sell(cr.asset, amount).map(|out| (out, v)))
-                    .max_by_key(|(out, _)| *out)
-            };
-            let venue_net = |v: &Venue, a: &LiquidationAmounts| -> Option<i128> {
-                let out = v.sell(cr.asset, a.collateral_to_liquidator)?;
-                Some(signed(out) - signed(a.debt_repaid + sizing_fees))
-            };
-            let net = |a: &LiquidationAmounts| -> Option<i128> {
-                candidates.iter().filter_map(|v| venue_net(v, a)).max()
-            };
-            // Usually the largest repay is best on every venue (pools deep next to the position):
-            // shown with two evaluations per venue. Otherwise the search.
-            let result = sizing::largest_when_best(&case, |a| {
-                candidates.iter().map(|v| venue_net(v, a)).collect()
-            })
-            .or_else(|| sizing::best_repay(&case, |a| Ok::<_, ()>(net(a))).unwrap_or(None));
-            let Some((amounts, net_debt)) = result else {
+            // Each venue's best size (one or two simulated swaps), and the best of those.
+            let best = candidates
+                .iter()
+                .filter_map(|v| {
+                    let sale = VenueSale {
+                        venue: v,
+                        token_in: cr.asset,
+                    };
+                    sizing::best_on_venue(&case, &sale, sizing_fees).map(|best| (best, v))
+                })
+                .max_by_key(|((_, _, net), _)| *net);
+            let Some(((amounts, swap_out, net_debt), pool)) = best else {
                 // Record how close the largest repay came, for the refusal.
                 let full = sizing::liquidation_amounts(&case, U256::MAX).ok();
-                let best_loss_base = full.as_ref().and_then(net).map(|n| {
-                    n * signed(dr.price)
-                        / signed(U256::from(10u64).pow(U256::from(dr.config.decimals)))
-                });
+                let best_loss_base = full
+                    .as_ref()
+                    .and_then(|a| {
+                        candidates
+                            .iter()
+                            .filter_map(|v| v.sell(cr.asset, a.collateral_to_liquidator))
+                            .max()
+                            .map(|out| signed(out) - signed(a.debt_repaid + sizing_fees))
+                    })
+                    .map(|n| {
+                        n * signed(dr.price)
+                            / signed(U256::from(10u64).pow(U256::from(dr.config.decimals)))
+                    });
                 outcomes.push(PairOutcome {
                     collateral: cr.asset,
                     debt: dr.asset,
@@ -555,7 +576,6 @@ impl Planner {
                 });
                 continue;
             };
-            let (swap_out, pool) = sell(amounts.collateral_to_liquidator).expect("priced above");
             let unit = signed(U256::from(10u64).pow(U256::from(dr.config.decimals)));
             let net_base = net_debt * signed(dr.price) / unit;
             let plan = Plan {
@@ -620,16 +640,10 @@ impl Planner {
                     .collect(),
             )
         };
-        let tx = |data: Bytes| {
-            TransactionRequest::default()
-                .from(self.settings.sender)
-                .to(self.settings.liquidator)
-                .with_input(data)
-        };
         let n = plans.len() as u64;
         let gas_price = plans[0].gas_price_wei;
         let run = self
-            .run(tx(build(&plans, &vec![U256::ZERO; plans.len()])))
+            .run(build(&plans, &vec![U256::ZERO; plans.len()]), plans.len())
             .await?;
         let (gas, realised) = match run {
             Run::Succeeded(gas, realised) => (gas, realised),
@@ -649,16 +663,13 @@ impl Planner {
         });
         let mut short = Vec::new();
         let mut fee_cap_wei = U256::ZERO;
-        for plan in &mut plans {
+        for (plan, realised) in plans.iter_mut().zip(realised) {
             plan.gas_limit = gas.limit.div_ceil(n);
             plan.gas_cost_wei = U256::from(gas.used.div_ceil(n)) * U256::from(gas_price);
             plan.l1_fee_wei = l1_fee;
             plan.fees_in_debt = to_debt(plan, plan.gas_cost_wei + plan.l1_fee_wei);
-            // What it realises in the run where the node says (its event), as sized otherwise.
-            let gross = realised.as_ref().map_or(
-                signed(plan.swap_out) - signed(plan.amounts.debt_repaid),
-                |r| r.get(&plan.borrower).map_or(0, |p| signed(*p)),
-            );
+            // What it realises in the run (its share of its sale's profit, as its event will say).
+            let gross = signed(realised);
             let (debt_unit, debt_price) = debt_unit_and_price(market, plan.debt);
             let net = gross - signed(plan.fees_in_debt);
             plan.net_profit_debt = net;
@@ -686,17 +697,6 @@ impl Planner {
         }
         let min_profits: Vec<U256> = plans.iter().map(|p| p.min_profit).collect();
         let calldata = build(&plans, &min_profits);
-        // Without the events (a node without `eth_simulateV1`), the exact transaction is run once
-        // more, with its minimum profits.
-        if realised.is_none()
-            && let Err(e) = self
-                .rpc
-                .call(tx(calldata.clone()))
-                .block(BlockId::latest())
-                .await
-        {
-            return Err(Refusal::Reverted(decode_revert(&e)).into());
-        }
         Ok(Finalised::Batch(Batch {
             plans,
             calldata,
@@ -705,88 +705,68 @@ impl Planner {
         }))
     }
 
-    /// Runs the exact transaction on the latest state: `eth_simulateV1` where the node has it (one
-    /// execution, with the gas it used), `eth_estimateGas` otherwise (a search over gas limits: several
-    /// executions). A revert comes back decoded, as a run that reverted.
-    async fn run(&self, tx: TransactionRequest) -> Result<Run, ChainError> {
-        use std::sync::atomic::Ordering;
-        if self.simulate_v1.load(Ordering::Relaxed) {
-            let payload = SimulatePayload::default().extend(SimBlock::default().call(tx.clone()));
-            match self
-                .rpc
-                .simulate(&payload)
-                .block_id(BlockId::latest())
-                .await
-            {
-                Ok(blocks) => {
-                    let Some(result) = blocks
-                        .into_iter()
-                        .next()
-                        .and_then(|b| b.calls.into_iter().next())
-                    else {
-                        return Err(ChainError::rpc(
-                            "eth_simulateV1",
-                            alloy::transports::RpcError::NullResp,
-                        ));
-                    };
-                    if !result.status {
-                        let data = result
-                            .error
-                            .as_ref()
-                            .and_then(|e| e.data.clone())
-                            .unwrap_or(result.return_data);
-                        return Ok(Run::Reverted(decode_revert_data(&data).unwrap_or_else(
-                            || {
-                                result.error.map_or_else(
-                                    || "reverted without data".to_owned(),
-                                    |e| e.message,
-                                )
-                            },
-                        )));
-                    }
-                    let realised = result
-                        .logs
-                        .iter()
-                        .filter_map(|l| Liquidator::Liquidated::decode_log_data(&l.inner.data).ok())
-                        .map(|e| (e.borrower, e.profit))
-                        .collect();
-                    return Ok(Run::Succeeded(
-                        Gas {
-                            used: result.gas_used,
-                            limit: gas_limit_for(
-                                result.max_used_gas.unwrap_or(result.gas_used),
-                                result.gas_used,
-                            ),
-                        },
-                        Some(realised),
-                    ));
-                }
-                Err(e) if method_missing(&e) => {
-                    tracing::info!(error = %e, "the node has no eth_simulateV1: simulating with eth_estimateGas");
-                    self.simulate_v1.store(false, Ordering::Relaxed);
-                }
-                Err(e) => return Err(ChainError::rpc("eth_simulateV1 (the liquidation)", e)),
+    /// Runs the exact transaction on the latest state with one `eth_call` (any node has it): the
+    /// Liquidator returns each liquidation's profit, its sale coming after the batch's earlier ones,
+    /// and the gas its call used from its first statement to its last. The transaction's gas is that,
+    /// its intrinsic gas (with room for the minimum profits its final calldata will carry) and
+    /// [`CALL_FRAME_GAS`] for the little that runs outside the measurement, with no refund taken off:
+    /// at or above what its receipt will show. A revert comes back decoded, as a run that reverted.
+    async fn run(&self, calldata: Bytes, liquidations: usize) -> Result<Run, ChainError> {
+        let tx = TransactionRequest::default()
+            .from(self.settings.sender)
+            .to(self.settings.liquidator)
+            .with_input(calldata.clone());
+        let returned = match self.rpc.call(tx).block(BlockId::latest()).await {
+            Ok(returned) => returned,
+            Err(e) if e.as_error_resp().is_some() => return Ok(Run::Reverted(decode_revert(&e))),
+            Err(e) => return Err(ChainError::rpc("eth_call (the liquidation)", e)),
+        };
+        let decoded = if liquidations == 1 {
+            Liquidator::liquidateCall::abi_decode_returns(&returned)
+                .map(|r| (vec![r.profit], r.gasUsed))
+        } else {
+            Liquidator::liquidateBatchCall::abi_decode_returns(&returned)
+                .map(|r| (r.profits, r.gasUsed))
+        };
+        let (profits, measured) = match decoded {
+            Ok(d) if d.0.len() == liquidations => d,
+            _ => {
+                return Err(ChainError::rpc(
+                    format!(
+                        "the Liquidator's answer to {liquidations} liquidations does not decode ({} bytes)",
+                        returned.len()
+                    ),
+                    alloy::transports::RpcError::NullResp,
+                ));
             }
-        }
-        match self.rpc.estimate_gas(tx).block(BlockId::latest()).await {
-            Ok(gas) => Ok(Run::Succeeded(
-                Gas {
-                    used: gas,
-                    limit: gas * 12 / 10,
-                },
-                None,
-            )),
-            Err(e) if e.as_error_resp().is_some() => Ok(Run::Reverted(decode_revert(&e))),
-            Err(e) => Err(ChainError::rpc("estimate the liquidation's gas", e)),
-        }
+        };
+        let gas = intrinsic_gas(&calldata)
+            + MIN_PROFIT_CALLDATA_GAS * liquidations as u64
+            + CALL_FRAME_GAS
+            + measured.saturating_to::<u64>();
+        Ok(Run::Succeeded(
+            Gas {
+                used: gas,
+                limit: gas_limit_for(gas),
+            },
+            profits,
+        ))
     }
 
-    /// The base fee of the block after `block` (latest when unknown), from its header: read once per
-    /// block, however many positions are planned in it.
+    /// The base fee of the block after `block` (latest when unknown), from its header: the one the
+    /// watcher read when it has its gas figures, else read once per block, however many positions
+    /// are planned in it.
     async fn next_base_fee(
         &self,
         block: Option<crate::protocol::BlockRef>,
     ) -> Result<u128, ChainError> {
+        if let Some(gas) = block.and_then(|b| b.gas) {
+            return Ok(fees::eip1559::next_base_fee(
+                u128::from(gas.base_fee_per_gas),
+                gas.gas_used,
+                gas.gas_limit,
+            ));
+        }
         if let Some(b) = block
             && let Ok(cached) = self.base_fee_cache.lock()
             && let Some((number, fee)) = *cached
@@ -921,19 +901,11 @@ impl Planner {
     /// nonces), so this block's plans are sized, and their sales checked, on the pools as those leave
     /// them. `sales` in nonce order. A pool that cannot be read is left as the chain has it (logged).
     pub async fn carry_sales(&self, sales: &[SaleInFlight], block: crate::protocol::BlockRef) {
-        // Each pair's pools read once, side by side (planning reads the same ones: cached for it).
-        let mut pairs: Vec<(Address, Address)> = sales
-            .iter()
-            .map(|s| unordered_pair(s.collateral, s.debt))
-            .collect();
-        pairs.sort_unstable();
-        pairs.dedup();
-        let reads = pairs.iter().map(|&(a, b)| self.book.venues(a, b, block));
-        for (pair, read) in pairs.iter().zip(futures::future::join_all(reads).await) {
-            if let Err(e) = read {
-                // Its sales stay uncounted: the book has no state of the pool at this block.
-                tracing::debug!(?pair, error = %e, "reading a pair's pools to carry sales in flight failed");
-            }
+        // Their pairs' pools, read in one batch (planning reads the same ones: cached for it). A pair
+        // that cannot be read leaves its sales uncounted: the book has no state of it at this block.
+        let pairs: Vec<(Address, Address)> = sales.iter().map(|s| (s.collateral, s.debt)).collect();
+        if let Err(e) = self.book.read_pairs(&pairs, block).await {
+            tracing::debug!(error = %e, "reading the pools to carry sales in flight failed");
         }
         // Already sent: counted whatever they return.
         let (_, after) =
@@ -954,12 +926,7 @@ impl Planner {
         positions: impl Iterator<Item = &'a StoredPosition>,
         block: u64,
     ) -> Vec<(Address, Address)> {
-        let mut pairs: Vec<(Address, Address)> = positions
-            .flat_map(|p| liquidation_pairs(market, p))
-            .map(|(_, cr, _, dr)| unordered_pair(cr.asset, dr.asset))
-            .collect();
-        pairs.sort_unstable();
-        pairs.dedup();
+        let mut pairs = token_pairs(market, positions);
         pairs.retain(|&(a, b)| !self.book.is_warm(a, b, block));
         pairs
     }
@@ -968,12 +935,39 @@ impl Planner {
     /// liquidatable reads only what swaps changed. Failures are only logged: planning reads what it
     /// needs anyway.
     pub async fn warm(&self, pairs: Vec<(Address, Address)>, block: crate::protocol::BlockRef) {
-        for (a, b) in pairs {
-            if let Err(e) = self.book.venues(a, b, block).await {
-                tracing::debug!(error = %e, "reading venues ahead failed");
-            }
+        if let Err(e) = self.book.read_pairs(&pairs, block).await {
+            tracing::debug!(error = %e, "reading venues ahead failed");
         }
     }
+
+    /// Reads at `block`, in one batch, the venues of every pair `positions` can be liquidated on:
+    /// what their plans are about to ask for, one pair at a time. A failure is only logged: each plan
+    /// reads what it needs.
+    pub async fn read_venues<'a>(
+        &self,
+        market: &AaveV3,
+        positions: impl Iterator<Item = &'a StoredPosition>,
+        block: crate::protocol::BlockRef,
+    ) {
+        let pairs = token_pairs(market, positions);
+        if let Err(e) = self.book.read_pairs(&pairs, block).await {
+            tracing::debug!(error = %e, "reading the block's venues in one batch failed");
+        }
+    }
+}
+
+/// The token pairs `positions` can be liquidated on, each once.
+fn token_pairs<'a>(
+    market: &AaveV3,
+    positions: impl Iterator<Item = &'a StoredPosition>,
+) -> Vec<(Address, Address)> {
+    let mut pairs: Vec<(Address, Address)> = positions
+        .flat_map(|p| liquidation_pairs(market, p))
+        .map(|(_, cr, _, dr)| venues::book::pair_key(cr.asset, dr.asset))
+        .collect();
+    pairs.sort_unstable();
+    pairs.dedup();
+    pairs
 }
 
 /// Whether a checked sale returns at least `needed`: `None` when it does not (or cannot fill),
@@ -1103,39 +1097,40 @@ fn decode_revert_data(data: &[u8]) -> Option<String> {
     Some(format!("revert data {}", Bytes::copy_from_slice(data)))
 }
 
-/// Whether a node answered that it does not have the method called.
-fn method_missing(
-    err: &alloy::transports::RpcError<alloy::transports::TransportErrorKind>,
-) -> bool {
-    err.as_error_resp().is_some_and(|p| {
-        let message = p.message.to_lowercase();
-        p.code == -32601
-            || message.contains("method not found")
-            || message.contains("not supported")
-            || message.contains("does not exist")
-            || message.contains("not available")
-    })
-}
-
 /// Room the gas limit leaves above the most gas in use for what the 63/64 rule holds back at each
 /// nested call (Liquidator → pool → Liquidator → Aave Pool → tokens: about a tenth of one
 /// liquidation's gas; a batch runs its liquidations one after the other, so it needs no more).
 const NESTED_CALL_ROOM: u64 = 60_000;
 
-/// The gas limit for a transaction that used `used` gas after refunds, `peak` at most before them
-/// (the node's figure; nodes that do not report it give `used`). Refunds are at most a fifth of the
-/// gas before them, so that is at most 5/4 of `used`. A block takes a transaction only while its gas
-/// left covers the limit, so a limit larger than needed costs room, not just headroom; a transaction
-/// pays only for the gas it uses.
-fn gas_limit_for(peak: u64, used: u64) -> u64 {
-    peak.max(used * 5 / 4) + NESTED_CALL_ROOM
+/// Gas of what runs outside the Liquidator's own measurement of a call: the dispatch to the function
+/// and the decoding of its arguments before, the encoding of its answer after (a few hundred gas each
+/// for a batch of sixteen; this is several times that).
+const CALL_FRAME_GAS: u64 = 5_000;
+
+/// Calldata gas a liquidation's minimum profit can add when the run's zeros become its final figure:
+/// a 32-byte word whose bytes go from zero (4 gas) to non-zero (16).
+const MIN_PROFIT_CALLDATA_GAS: u64 = 32 * 12;
+
+/// A transaction's intrinsic gas: 21,000 and its calldata, 4 gas per zero byte and 16 per other
+/// (EIP-2028). (EIP-7623's floor for calldata-heavy transactions is far below a liquidation's
+/// execution.)
+fn intrinsic_gas(calldata: &[u8]) -> u64 {
+    let zeros = calldata.iter().filter(|b| **b == 0).count() as u64;
+    21_000 + 4 * zeros + 16 * (calldata.len() as u64 - zeros)
+}
+
+/// The gas limit for a transaction that needs `gas` before refunds: that, a sixteenth more for state
+/// that moves between the simulation and the block (a sale crossing one more tick), and room for the
+/// 63/64 rule. A block takes a transaction only while its gas left covers the limit, so a limit
+/// larger than needed costs room, not just headroom; a transaction pays only for the gas it uses.
+fn gas_limit_for(gas: u64) -> u64 {
+    gas + gas / 16 + NESTED_CALL_ROOM
 }
 
 /// How a run of the exact transaction went.
 enum Run {
-    /// It succeeded with this gas; each borrower's realised profit (debt asset) from the
-    /// `Liquidated` events, where the node returns a run's logs.
-    Succeeded(Gas, Option<std::collections::HashMap<Address, U256>>),
+    /// It succeeded with this gas; each liquidation's profit (debt asset), in the transaction's order.
+    Succeeded(Gas, Vec<U256>),
     Reverted(String),
 }
 
@@ -1145,7 +1140,7 @@ enum Finalised {
     Short(Vec<(Address, Refusal)>),
 }
 
-/// Gas a run used, and the limit to send it with.
+/// Gas a run used (before refunds), and the limit to send it with.
 struct Gas {
     used: u64,
     limit: u64,
@@ -1164,10 +1159,6 @@ fn aave_error(code: &str) -> Option<&'static str> {
         "91" => "FLASHLOAN_DISABLED",
         _ => return None,
     })
-}
-
-fn signed(x: U256) -> i128 {
-    i128::try_from(x).unwrap_or(i128::MAX)
 }
 
 /// A plan's figures for a person.

@@ -2,6 +2,7 @@
 //! version in front of us (`LiquidationLogic.sol` of V3.0 to V3.2, and of V3.3 and later), and the repay
 //! amount that maximises net profit once the sale of the collateral and the costs are counted.
 
+use super::venues::Rate;
 use crate::protocol::aave_v3::math::{percent_div, percent_mul};
 use alloy::primitives::U256;
 
@@ -260,34 +261,68 @@ pub fn best_repay<E>(
     Ok((best_profit > 0).then_some((best_amounts, best_profit)))
 }
 
-/// The largest repay, with its profit, when no smaller repay does better on any venue. Each venue's
-/// profit is concave in the repay (the collateral received grows in proportion to it, and a sale
-/// returns less per unit the more it sells), so a venue whose profit still rises into the largest
-/// repay is at its best there; when every venue's does, nothing smaller can beat it. Two evaluations
-/// instead of [`best_repay`]'s search. `venue_profits` gives each venue's profit for an amount
-/// (`None`: it cannot fill it). `None` when some venue's profit falls towards the largest repay or
-/// cannot be told (its best is smaller: search), or nothing is profitable there.
-pub fn largest_when_best(
+/// A place to sell the seized collateral, as sizing sees it (a Uniswap pool or pair, for one token).
+pub trait Sale {
+    /// What selling exactly `amount` returns; `None` when it cannot take all of it.
+    fn sell(&self, amount: U256) -> Option<U256>;
+    /// Sells at most `max_in` while one more unit sold still returns at least `floor`:
+    /// (sold, returned).
+    fn sell_down_to(&self, max_in: U256, floor: Rate) -> Option<(U256, U256)>;
+}
+
+/// The best liquidation selling on one venue: the repay that makes the most of sale − repay − `costs`,
+/// with what its collateral sells for and that net (debt units); `None` when nothing is profitable.
+///
+/// The protocol pays collateral in proportion to the repay (its price and bonus), so every unit of
+/// collateral costs the same repay, the largest liquidation's ratio. A sale returns less per unit the
+/// more it sells, so the best sale stops where one more unit returns less than that: the largest
+/// repay when the venue still pays more at its end, otherwise the sale down to that price, which a
+/// Uniswap pool gives in one simulated swap (its price limit) and a V2 pair in closed form. One or two
+/// swap simulations per venue instead of a search. A size the protocol would refuse (V3.3's dust rule)
+/// sends it to [`best_repay`]'s search over the sizes it allows.
+pub fn best_on_venue(
     case: &LiquidationCase,
-    mut venue_profits: impl FnMut(&LiquidationAmounts) -> Vec<Option<i128>>,
-) -> Option<(LiquidationAmounts, i128)> {
-    let largest = liquidation_amounts(case, max_repay(case)).ok()?;
-    // Just below what is actually repaid: when the collateral runs out first, repays above that buy
-    // the same, and the slope that matters is the one before it.
-    let step = (largest.debt_repaid / U256::from(10_000u64)).max(U256::from(2u8));
-    let below = liquidation_amounts(case, largest.debt_repaid.checked_sub(step)?).ok()?;
-    let mut best: Option<i128> = None;
-    for (at_largest, at_below) in venue_profits(&largest)
-        .into_iter()
-        .zip(venue_profits(&below))
-    {
-        let at_largest = at_largest?;
-        if at_below.is_none_or(|b| b > at_largest) {
-            return None;
+    venue: &impl Sale,
+    costs: U256,
+) -> Option<(LiquidationAmounts, U256, i128)> {
+    let net = |out: U256, a: &LiquidationAmounts| signed(out) - signed(a.debt_repaid + costs);
+    let search = || {
+        let (amounts, net) = best_repay(case, |a| {
+            Ok::<_, ()>(
+                venue
+                    .sell(a.collateral_to_liquidator)
+                    .map(|out| net(out, a)),
+            )
+        })
+        .ok()??;
+        Some((amounts, venue.sell(amounts.collateral_to_liquidator)?, net))
+    };
+    let Ok(largest) = liquidation_amounts(case, max_repay(case)) else {
+        return search();
+    };
+    let floor = Rate {
+        out: largest.debt_repaid,
+        paid: largest.collateral_to_liquidator,
+    };
+    let (sold, out) = venue.sell_down_to(largest.collateral_to_liquidator, floor)?;
+    let (amounts, out) = if sold == largest.collateral_to_liquidator {
+        (largest, out)
+    } else if sold.is_zero() {
+        return None;
+    } else {
+        let repay = largest.debt_repaid * sold / largest.collateral_to_liquidator;
+        match liquidation_amounts(case, repay) {
+            Ok(amounts) => (amounts, venue.sell(amounts.collateral_to_liquidator)?),
+            Err(_) => return search(),
         }
-        best = best.max(Some(at_largest));
-    }
-    best.filter(|p| *p > 0).map(|p| (largest, p))
+    };
+    let net = net(out, &amounts);
+    (net > 0).then_some((amounts, out, net))
+}
+
+/// An amount as a signed figure, to subtract costs from (saturating at `i128::MAX`).
+pub(crate) fn signed(x: U256) -> i128 {
+    i128::try_from(x).unwrap_or(i128::MAX)
 }
 
 #[cfg(test)]
@@ -546,45 +581,193 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
-        // The short cut sees the profit fall into the largest repay and leaves it to the search.
-        let profit_of = |a: &LiquidationAmounts| {
-            Some(usdc_out(a.collateral_to_liquidator) - a.debt_repaid.to::<u128>() as i128)
+    }
+
+    /// A venue selling token0 of a Uniswap pool or pair, for these tests.
+    enum TestVenue {
+        V3(crate::planner::venues::uniswap_v3::PoolState),
+        V2(crate::planner::venues::uniswap_v2::PairState),
+    }
+
+    impl Sale for TestVenue {
+        fn sell(&self, amount: U256) -> Option<U256> {
+            match self {
+                Self::V3(pool) => pool
+                    .swap_exact_in(pool.token0, amount)
+                    .ok()
+                    .filter(|o| o.amount_in == amount)
+                    .map(|o| o.amount_out),
+                Self::V2(pair) => pair.swap_exact_in(pair.token0, amount),
+            }
+        }
+
+        fn sell_down_to(&self, max_in: U256, floor: Rate) -> Option<(U256, U256)> {
+            match self {
+                Self::V3(pool) => pool
+                    .swap_down_to(pool.token0, max_in, floor)
+                    .ok()
+                    .map(|o| (o.amount_in, o.amount_out)),
+                Self::V2(pair) => pair.sell_down_to(pair.token0, max_in, floor),
+            }
+        }
+    }
+
+    /// 1,000 of an 18-decimal token at $1 against 900 of another, HF 0.9: the close factor is 100%,
+    /// and both sides trade at price 1 on the test venues.
+    fn dollar_pair(rules: Rules) -> LiquidationCase {
+        LiquidationCase {
+            rules,
+            health_factor: wad_milli(900),
+            total_debt_base: usd(900),
+            total_collateral_base: usd(1_000),
+            collateral: Side {
+                balance: tokens(1_000, 18),
+                price: usd(1),
+                decimals: 18,
+            },
+            debt: Side {
+                balance: tokens(900, 18),
+                price: usd(1),
+                decimals: 18,
+            },
+            bonus_bps: 10_500,
+            protocol_fee_bps: 1_000,
+        }
+    }
+
+    fn venues() -> Vec<(&'static str, TestVenue)> {
+        use crate::planner::venues::{uniswap_v2::PairState, uniswap_v3::flat_pool};
+        let pair = |depth: u64| PairState {
+            address: Address::ZERO,
+            token0: Address::repeat_byte(1),
+            token1: Address::repeat_byte(2),
+            reserve0: tokens(depth, 18),
+            reserve1: tokens(depth, 18),
         };
-        assert_eq!(largest_when_best(&case, |a| vec![profit_of(a)]), None);
+        vec![
+            ("a thin pool", TestVenue::V3(flat_pool(10u128.pow(22)))),
+            ("a deep pool", TestVenue::V3(flat_pool(10u128.pow(26)))),
+            ("a thin pair", TestVenue::V2(pair(5_000))),
+            ("a deep pair", TestVenue::V2(pair(10_000_000))),
+        ]
+    }
+
+    use alloy::primitives::Address;
+
+    #[test]
+    fn the_best_repay_on_a_venue_is_where_its_price_meets_the_protocols() {
+        let case = dollar_pair(Rules::V3_0);
+        let costs = tokens(1, 18) / U256::from(10u8);
+        let largest = liquidation_amounts(&case, max_repay(&case)).unwrap();
+        for (name, venue) in venues() {
+            let (amounts, out, net) = best_on_venue(&case, &venue, costs).expect(name);
+            assert_eq!(
+                Some(out),
+                venue.sell(amounts.collateral_to_liquidator),
+                "{name}"
+            );
+            assert_eq!(
+                net,
+                signed(out) - signed(amounts.debt_repaid + costs),
+                "{name}"
+            );
+            // Thin venues stop inside, deep ones take the largest repay.
+            if name.starts_with("a deep") {
+                assert_eq!(amounts, largest, "{name}");
+            } else {
+                assert!(amounts.debt_repaid < largest.debt_repaid, "{name}");
+            }
+            // No repay on a fine grid does better, and the search agrees.
+            for k in 1..=500u64 {
+                let a = liquidation_amounts(
+                    &case,
+                    max_repay(&case) * U256::from(k) / U256::from(500u64),
+                )
+                .unwrap();
+                if let Some(o) = venue.sell(a.collateral_to_liquidator) {
+                    let p = signed(o) - signed(a.debt_repaid + costs);
+                    assert!(
+                        p <= net + 1_000,
+                        "{name}: repay {} gives {p} > {net}",
+                        a.debt_repaid
+                    );
+                }
+            }
+            let (_, searched) = best_repay(&case, |a| {
+                Ok::<_, ()>(
+                    venue
+                        .sell(a.collateral_to_liquidator)
+                        .map(|o| signed(o) - signed(a.debt_repaid + costs)),
+                )
+            })
+            .unwrap()
+            .unwrap();
+            assert!(
+                searched <= net + 1_000,
+                "{name}: the search found {searched} > {net}"
+            );
+        }
+        // Costs above what any size makes: nothing.
+        let (_, venue) = venues().remove(0);
+        assert!(best_on_venue(&case, &venue, tokens(100, 18)).is_none());
     }
 
     #[test]
-    fn the_largest_repay_is_taken_at_once_only_when_every_venue_peaks_there() {
+    fn a_best_size_the_dust_rule_refuses_is_searched_for_among_the_sizes_it_allows() {
+        // V3.3, $1,500 of collateral against $1,400 of debt, HF below 0.95 (100% close factor): on
+        // a pool three times the thin one's depth the best sale stops at a repay that would leave under
+        // $1,000 of debt and of collateral.
         let case = LiquidationCase {
-            health_factor: wad_milli(940),
-            ..weth_usdc(Rules::V3_0)
+            health_factor: wad_milli(900),
+            total_debt_base: usd(1_400),
+            total_collateral_base: usd(1_500),
+            collateral: Side {
+                balance: tokens(1_500, 18),
+                ..dollar_pair(Rules::V3_3).collateral
+            },
+            debt: Side {
+                balance: tokens(1_400, 18),
+                ..dollar_pair(Rules::V3_3).debt
+            },
+            ..dollar_pair(Rules::V3_3)
         };
-        // Two venues selling at the oracle price less a fee and a small impact: both still rise at
-        // the largest repay (a 5% bonus against at most ~1% impact).
-        let venue = |fee_bps: i128, impact_per: i128| {
-            move |a: &LiquidationAmounts| -> Option<i128> {
-                let value = (a.collateral_to_liquidator * U256::from(1_800_000_000u64) / WAD)
-                    .to::<u128>() as i128;
-                let out = value - value * fee_bps / 10_000 - value * value / impact_per;
-                Some(out - a.debt_repaid.to::<u128>() as i128)
-            }
+        let venue = TestVenue::V3(crate::planner::venues::uniswap_v3::flat_pool(
+            3 * 10u128.pow(22),
+        ));
+        let largest = liquidation_amounts(&case, max_repay(&case)).unwrap();
+        let floor = Rate {
+            out: largest.debt_repaid,
+            paid: largest.collateral_to_liquidator,
         };
-        let (deep, shallow) = (venue(5, 2_000_000_000_000), venue(30, 1_000_000_000_000));
-        let best_of = |a: &LiquidationAmounts| deep(a).max(shallow(a));
-        let (amounts, profit) =
-            largest_when_best(&case, |a| vec![deep(a), shallow(a)]).expect("the largest is best");
-        assert_eq!(
-            amounts,
-            liquidation_amounts(&case, max_repay(&case)).unwrap()
-        );
-        let (_, searched) = best_repay(&case, |a| Ok::<_, ()>(best_of(a)))
-            .unwrap()
+        let (sold, _) = venue
+            .sell_down_to(largest.collateral_to_liquidator, floor)
             .unwrap();
-        assert_eq!(profit, searched, "the search finds the same");
-        // One venue peaking inside (however the others do) sends it to the search.
-        let steep = venue(5, 10_000_000_000);
-        assert_eq!(largest_when_best(&case, |a| vec![deep(a), steep(a)]), None);
-        // A venue that cannot fill the largest repay: its best may be smaller; search.
-        assert_eq!(largest_when_best(&case, |a| vec![deep(a), None]), None);
+        let unconstrained = largest.debt_repaid * sold / largest.collateral_to_liquidator;
+        assert_eq!(
+            liquidation_amounts(&case, unconstrained),
+            Err(SizingError::LeavesDust),
+            "the case is meant to hit the dust rule"
+        );
+        let costs = U256::ZERO;
+        let (amounts, _, net) = best_on_venue(&case, &venue, costs).expect("a valid size");
+        assert!(net > 0);
+        assert_eq!(
+            liquidation_amounts(&case, amounts.debt_to_cover),
+            Ok(amounts),
+            "the protocol takes it"
+        );
+        for k in 1..=500u64 {
+            if let Ok(a) =
+                liquidation_amounts(&case, max_repay(&case) * U256::from(k) / U256::from(500u64))
+                && let Some(o) = venue.sell(a.collateral_to_liquidator)
+            {
+                let p = signed(o) - signed(a.debt_repaid + costs);
+                assert!(
+                    p <= net + 1_000_000,
+                    "repay {} gives {p} > {net}",
+                    a.debt_repaid
+                );
+            }
+        }
     }
 }

@@ -26,6 +26,31 @@ pub struct BlockRef {
     pub hash: B256,
     /// Timestamp (interest accrues to it).
     pub timestamp: u64,
+    /// Its base fee and gas, from its header, when the header was read: the next block's base fee
+    /// follows from them (EIP-1559) without asking the node again.
+    pub gas: Option<BlockGas>,
+}
+
+/// A block's gas figures, as its header gives them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockGas {
+    /// Base fee per gas (wei).
+    pub base_fee_per_gas: u64,
+    /// Gas used.
+    pub gas_used: u64,
+    /// Gas limit.
+    pub gas_limit: u64,
+}
+
+impl BlockGas {
+    /// From a header: `None` before London (no base fee).
+    pub fn of(header: &impl alloy::consensus::BlockHeader) -> Option<Self> {
+        Some(Self {
+            base_fee_per_gas: header.base_fee_per_gas()?,
+            gas_used: header.gas_used(),
+            gas_limit: header.gas_limit(),
+        })
+    }
 }
 
 /// What changed market-wide at a block.
@@ -33,6 +58,9 @@ pub struct BlockRef {
 pub struct MarketChange {
     /// Reserves (by id) whose price, configuration or eMode changed: their holders are re-priced.
     pub reserves: Vec<u16>,
+    /// Reserves (by id) whose borrow rate rose: their holders' [`Health::recheck_at`] assumed a lower
+    /// rate, and they are re-priced.
+    pub rates_rose: Vec<u16>,
     /// Everything changed (first read, a new reserve, a new oracle): re-price everyone.
     pub all: bool,
 }
@@ -46,6 +74,12 @@ pub struct Health {
     pub debt_base: U256,
     /// Health factor (WAD; `U256::MAX` with no debt).
     pub health_factor: U256,
+    /// The first block timestamp at which interest alone, at the borrow rates of the block these
+    /// figures are from, could bring the position below 1. Until then only a price, a reserve's
+    /// parameters, a higher borrow rate or the position's own events can, and each of those has the
+    /// watcher re-price it; 0 for a position below 1 already (re-priced every block), `u64::MAX` for
+    /// one that owes nothing.
+    pub recheck_at: u64,
 }
 
 /// A liquidation on the market, by anyone: what the keeper measures itself against.

@@ -211,6 +211,7 @@ async fn follow_subscription<P: LendingProtocol, E>(
                 number: header.number,
                 hash: header.hash,
                 timestamp: header.timestamp,
+                gas: crate::protocol::BlockGas::of(&header.inner),
             },
             parent_hash: header.parent_hash,
         };

@@ -57,13 +57,15 @@ impl WatcherError {
     }
 }
 
+/// Tables at least this large are re-priced on every core after a price move (below it the threads
+/// cost more than they save).
+const PARALLEL_REPRICE_FROM: usize = 2_048;
+
 /// Tuning.
 #[derive(Debug, Clone)]
 pub struct WatcherOptions {
     /// Discovery starts here (the market's deployment block).
     pub deployment_block: u64,
-    /// Positions below this health factor are re-priced every block.
-    pub at_risk: HealthFactor,
     /// Every this many blocks, every position is re-priced (interest accrual).
     pub full_reprice_every: u64,
     /// getLogs ranges.
@@ -81,7 +83,6 @@ impl Default for WatcherOptions {
     fn default() -> Self {
         Self {
             deployment_block: 0,
-            at_risk: HealthFactor::from_milli(1_100),
             full_reprice_every: 100,
             ranges: RangePolicy::default(),
             progress: false,
@@ -250,10 +251,12 @@ impl<P: LendingProtocol> Watcher<P> {
     }
 
     fn insert(&mut self, user: Address, position: StoredPosition) {
+        // As stored; a position loaded now is re-priced in this block's pass (it was touched).
         let health = crate::protocol::Health {
             collateral_base: position.collateral_base,
             debt_base: position.debt_base,
             health_factor: position.health_factor,
+            recheck_at: 0,
         };
         self.positions.insert(user, position, health);
     }
@@ -284,6 +287,7 @@ impl<P: LendingProtocol> Watcher<P> {
                 number: block.header.number,
                 hash: block.header.hash,
                 timestamp: block.header.timestamp,
+                gas: crate::protocol::BlockGas::of(&block.header.inner),
             },
             parent_hash: block.header.parent_hash,
         })
@@ -598,31 +602,71 @@ impl<P: LendingProtocol> Watcher<P> {
         let full = reprice_all
             || change.all
             || block.number >= self.last_full_reprice + self.opts.full_reprice_every;
-        let started = Instant::now();
         if full {
             self.last_full_reprice = block.number;
         }
         // One pass over every position, no index to maintain: a position is re-priced when it was
-        // touched, holds a reserve that changed, or sits in the at-risk band (its interest moves it).
+        // touched, holds a reserve whose price or parameters changed or whose borrow rate rose, or
+        // has reached the time interest alone could bring it to 1 (`Health::recheck_at`: every block
+        // below 1, rarely above). No band of positions near 1 re-priced every block. When a price
+        // moved, most of the table is re-priced: the pass is split across the cores (the node is
+        // idle while the keeper prices, so they are free), and its CPU time is the sum of the parts.
         let touched_set: HashSet<Address> = touched.iter().copied().collect();
-        let (at_risk, changed, protocol) = (self.opts.at_risk.0, &change.reserves, &self.protocol);
+        let protocol = &self.protocol;
+        let now = block.timestamp;
+        let due = |position: &StoredPosition, health: &crate::protocol::Health, user: &Address| {
+            full || now >= health.recheck_at
+                || (!change.reserves.is_empty() && protocol.moved_by(position, &change.reserves))
+                || (!change.rates_rose.is_empty()
+                    && protocol.moved_by(position, &change.rates_rose))
+                || touched_set.contains(user)
+        };
+        let many = full || !change.reserves.is_empty();
+        let parts = if many && self.positions.len() >= PARALLEL_REPRICE_FROM {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            1
+        };
+        let pass = |chunk: &mut dyn Iterator<
+            Item = (Address, &StoredPosition, &mut crate::protocol::Health),
+        >| {
+            let started = Instant::now();
+            let (mut repriced, mut below_one) = (0usize, Vec::new());
+            for (user, position, health) in chunk {
+                if !due(position, health, &user) {
+                    continue;
+                }
+                *health = protocol.health(position);
+                repriced += 1;
+                if health.health_factor < WAD {
+                    below_one.push(user);
+                }
+            }
+            (repriced, below_one, started.elapsed())
+        };
+        let passes: Vec<(usize, Vec<Address>, Duration)> = if parts == 1 {
+            vec![pass(&mut self.positions.iter_mut())]
+        } else {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = self
+                    .positions
+                    .chunks_mut(parts)
+                    .map(|mut chunk| scope.spawn(move || pass(&mut chunk)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("a re-pricing thread panicked"))
+                    .collect()
+            })
+        };
         let mut repriced = 0usize;
         let mut below_one = Vec::new();
-        for (user, position, health) in self.positions.iter_mut() {
-            if !(full
-                || health.health_factor < at_risk
-                || (!changed.is_empty() && protocol.moved_by(position, changed))
-                || touched_set.contains(&user))
-            {
-                continue;
-            }
-            *health = protocol.health(position);
-            repriced += 1;
-            if health.health_factor < WAD {
-                below_one.push(user);
-            }
+        let mut reprice_time = Duration::ZERO;
+        for (n, below, took) in passes {
+            repriced += n;
+            below_one.extend(below);
+            reprice_time += took;
         }
-        let reprice_time = started.elapsed();
 
         // Positions as stored carry the health at the block they were loaded.
         for (user, position) in &mut updated {

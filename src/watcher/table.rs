@@ -76,6 +76,24 @@ impl PositionTable {
             .map(|(user, (position, health))| (*user, position, health))
     }
 
+    /// The table in `parts` runs of rows of about equal length, each with its users and its rows'
+    /// health writable, to re-price side by side.
+    pub fn chunks_mut(
+        &mut self,
+        parts: usize,
+    ) -> impl Iterator<Item = impl Iterator<Item = (Address, &StoredPosition, &mut Health)>> {
+        let size = self.rows.len().div_ceil(parts.max(1)).max(1);
+        self.users
+            .chunks(size)
+            .zip(self.rows.chunks_mut(size))
+            .map(|(users, rows)| {
+                users
+                    .iter()
+                    .zip(rows)
+                    .map(|(user, (position, health))| (*user, &*position, health))
+            })
+    }
+
     /// Every row with its health writable, in table order.
     pub fn iter_mut(&mut self) -> impl Iterator<Item = (Address, &StoredPosition, &mut Health)> {
         self.users
@@ -134,5 +152,17 @@ mod tests {
             .map(|(u, p, h)| (u, p.emode, h.debt_base))
             .collect();
         assert_eq!(rows, vec![(a, 1, alloy::primitives::U256::from(7u8))]);
+
+        // Split for re-pricing side by side: every row once, in order.
+        for (i, user) in [b, c].into_iter().enumerate() {
+            t.insert(user, position(i as u8 + 2), Health::default());
+        }
+        for parts in 1..=4 {
+            let seen: Vec<Address> = t
+                .chunks_mut(parts)
+                .flat_map(|chunk| chunk.map(|(u, _, _)| u).collect::<Vec<_>>())
+                .collect();
+            assert_eq!(seen, vec![a, b, c], "{parts} parts");
+        }
     }
 }

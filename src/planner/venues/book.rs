@@ -134,7 +134,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn pair_key(a: Address, b: Address) -> PairKey {
+/// A token pair in one order whichever side is which, to count it once.
+pub(crate) fn pair_key(a: Address, b: Address) -> PairKey {
     (a.min(b), a.max(b))
 }
 
@@ -292,14 +293,65 @@ impl VenueBook {
     }
 
     async fn read(&self, key: PairKey, block: BlockRef) -> Result<Vec<Venue>, ChainError> {
-        let known = self.known(key, block).await?;
-        if known.is_empty() {
-            return Ok(Vec::new());
+        Ok(self
+            .read_many(&[key], block)
+            .await?
+            .pop()
+            .unwrap_or_default())
+    }
+
+    /// Reads, in one batch, the venues at `block` of every pair in `pairs` the book has not read at
+    /// that block yet: the pairs of a block's plans, read before they are sized, so that a cascade's
+    /// first block costs one `aggregate3` and one `eth_getLogs` for all its pools instead of a pair
+    /// of requests per token pair, racing each other while the node is needed for simulations.
+    pub async fn read_pairs(
+        &self,
+        pairs: &[(Address, Address)],
+        block: BlockRef,
+    ) -> Result<(), ChainError> {
+        let cells: Vec<(PairKey, Shared<Vec<Venue>>)> = {
+            let mut at = lock(&self.at_block);
+            if at.0 != block.number {
+                *at = (block.number, HashMap::new());
+            }
+            let mut keys: Vec<PairKey> = pairs.iter().map(|&(a, b)| pair_key(a, b)).collect();
+            keys.sort_unstable();
+            keys.dedup();
+            keys.into_iter()
+                .map(|k| (k, at.1.entry(k).or_default().clone()))
+                .filter(|(_, cell)| !cell.initialized())
+                .collect()
+        };
+        if cells.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<PairKey> = cells.iter().map(|(k, _)| *k).collect();
+        let read = self.read_many(&keys, block).await?;
+        for ((_, cell), venues) in cells.into_iter().zip(read) {
+            // A plan that asked meanwhile read it itself: the same state.
+            let _ = cell.set(venues);
+        }
+        Ok(())
+    }
+
+    /// The venues of each of `keys` at `block`, in order: one `aggregate3` for every pool's price and
+    /// liquidity and every pair's reserves, side by side with one `eth_getLogs` for the liquidity
+    /// events since their ticks were read.
+    async fn read_many(
+        &self,
+        keys: &[PairKey],
+        block: BlockRef,
+    ) -> Result<Vec<Vec<Venue>>, ChainError> {
+        let known: Vec<Vec<Known>> =
+            futures::future::try_join_all(keys.iter().map(|&key| self.known(key, block))).await?;
+        let all: Vec<Known> = known.iter().flatten().copied().collect();
+        if all.is_empty() {
+            return Ok(vec![Vec::new(); keys.len()]);
         }
         let at = BlockId::hash(block.hash);
         // Prices and reserves, and the liquidity events since the ticks were read, side by side.
         let mut calls = Vec::new();
-        for k in &known {
+        for k in &all {
             match k {
                 Known::V3(pool) => calls.extend(uniswap_v3::state_calls(pool.address)),
                 Known::V2 { address, .. } => {
@@ -314,11 +366,11 @@ impl VenueBook {
             at,
             multicall::BATCH,
         );
-        let (state, touched) = tokio::try_join!(state, self.liquidity_events(&known, block))?;
+        let (state, touched) = tokio::try_join!(state, self.liquidity_events(&all, block))?;
 
-        let mut out = Vec::with_capacity(known.len());
+        let mut venues = Vec::with_capacity(all.len());
         let mut results = state.as_slice();
-        for k in known {
+        for k in all {
             match k {
                 Known::V3(pool) => {
                     let (mine, rest) = results.split_at(2);
@@ -327,7 +379,7 @@ impl VenueBook {
                     let ticks = self
                         .ticks_for(&pool, slot.1, block, touched.contains(&pool.address))
                         .await?;
-                    out.push(Venue::V3(PoolState::new(&pool, slot, ticks)));
+                    venues.push(Venue::V3(PoolState::new(&pool, slot, ticks)));
                 }
                 Known::V2 {
                     address,
@@ -338,7 +390,7 @@ impl VenueBook {
                     results = rest;
                     let r = multicall::decode::<UniswapV2Pair::getReservesCall>(&mine[0])
                         .map_err(|e| call_failed(format!("getReserves of pair {address}"), e))?;
-                    out.push(Venue::V2(PairState {
+                    venues.push(Venue::V2(PairState {
                         address,
                         token0,
                         token1,
@@ -348,7 +400,11 @@ impl VenueBook {
                 }
             }
         }
-        Ok(out)
+        let mut venues = venues.into_iter();
+        Ok(known
+            .iter()
+            .map(|k| venues.by_ref().take(k.len()).collect())
+            .collect())
     }
 
     /// The V3 pools among `known` with ticks in the book that emitted `Mint` or `Burn` after their

@@ -15,6 +15,15 @@ pub enum Venue {
     V2(uniswap_v2::PairState),
 }
 
+/// A price at the margin: `out` of the token bought for `paid` of the token sold (raw units).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    /// Of the token bought.
+    pub out: U256,
+    /// For this much of the token sold.
+    pub paid: U256,
+}
+
 /// Which kind of venue, as the Liquidator names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum VenueKind {
@@ -34,6 +43,25 @@ impl Venue {
                 .filter(|o| o.amount_in == amount)
                 .map(|o| o.amount_out),
             Self::V2(pair) => pair.swap_exact_in(token_in, amount),
+        }
+    }
+
+    /// Sells `token_in`, at most `max_in`, while one more unit sold still returns at least `floor`:
+    /// (sold, returned). A sale's price falls the more it sells, so this is the sale that makes the
+    /// most of a supply bought at `floor` ([`Rate`]: what a liquidation pays per unit of collateral).
+    /// `None` when the venue does not trade `token_in`.
+    pub fn sell_down_to(
+        &self,
+        token_in: Address,
+        max_in: U256,
+        floor: Rate,
+    ) -> Option<(U256, U256)> {
+        match self {
+            Self::V3(pool) => pool
+                .swap_down_to(token_in, max_in, floor)
+                .ok()
+                .map(|o| (o.amount_in, o.amount_out)),
+            Self::V2(pair) => pair.sell_down_to(token_in, max_in, floor),
         }
     }
 

@@ -1,9 +1,10 @@
 //! Uniswap V2 constant-product pairs: `getAmountOut` with the 0.3% fee, on reserves read at a block.
 
+use super::Rate;
 use crate::chain::{ChainError, Rpc, multicall};
 use alloy::{
     eips::BlockId,
-    primitives::{Address, U256},
+    primitives::{Address, U256, U512},
     sol,
 };
 
@@ -61,6 +62,47 @@ impl PairState {
             next.reserve0 -= amount_out.min(self.reserve0);
         }
         next
+    }
+
+    /// How much of `token_in` to sell, at most `max_in`, so that the last unit sold still returns at
+    /// least `floor`, and what that returns; `None` if the token is not in the pair. One more unit
+    /// after x sold returns 997·1000·R_in·R_out / (1000·R_in + 997·x)² (the derivative of
+    /// [`amount_out`]), which falls to `floor` at x = (√(997000·R_in·R_out / floor) − 1000·R_in) / 997.
+    pub fn sell_down_to(
+        &self,
+        token_in: Address,
+        max_in: U256,
+        floor: Rate,
+    ) -> Option<(U256, U256)> {
+        let (r_in, r_out) = if token_in == self.token0 {
+            (self.reserve0, self.reserve1)
+        } else if token_in == self.token1 {
+            (self.reserve1, self.reserve0)
+        } else {
+            return None;
+        };
+        let sold = if floor.out.is_zero() {
+            max_in
+        } else {
+            let square = U512::from(997_000u32)
+                * U512::from(r_in)
+                * U512::from(r_out)
+                * U512::from(floor.paid)
+                / U512::from(floor.out);
+            let edge = square.root(2);
+            let start = U512::from(r_in) * U512::from(1000u16);
+            if edge <= start {
+                U256::ZERO
+            } else {
+                let x = (edge - start) / U512::from(997u16);
+                if x >= U512::from(max_in) {
+                    max_in
+                } else {
+                    U256::from_limbs(x.as_limbs()[..4].try_into().expect("4 limbs"))
+                }
+            }
+        };
+        Some((sold, amount_out(sold, r_in, r_out)))
     }
 
     /// Output of selling `amount_in` of `token_in`; `None` if the token is not in the pair.
@@ -122,5 +164,54 @@ mod tests {
         // Selling the whole reserve gets just under half of the other side.
         let half = amount_out(e18, e18, e18);
         assert!(half < e18 / U256::from(2u8) && half > e18 * U256::from(49u8) / U256::from(100u8));
+    }
+
+    #[test]
+    fn a_sale_down_to_a_price_makes_the_most_of_a_supply_bought_at_it() {
+        let e18 = U256::from(10u64).pow(U256::from(18));
+        let pair = PairState {
+            address: Address::ZERO,
+            token0: Address::repeat_byte(1),
+            token1: Address::repeat_byte(2),
+            reserve0: U256::from(1_000u64) * e18,
+            reserve1: U256::from(2_000u64) * e18,
+        };
+        let floor = Rate {
+            out: U256::from(19u8),
+            paid: U256::from(10u8),
+        };
+        let max_in = U256::from(100u64) * e18;
+        let (sold, out) = pair.sell_down_to(pair.token0, max_in, floor).unwrap();
+        assert!(sold > U256::ZERO && sold < max_in);
+        assert_eq!(out, amount_out(sold, pair.reserve0, pair.reserve1));
+        let margin = |x: U256| {
+            let out = amount_out(x, pair.reserve0, pair.reserve1);
+            i128::try_from(out).unwrap() - i128::try_from(x * floor.out / floor.paid).unwrap()
+        };
+        for k in 1..=1_000u64 {
+            let x = max_in * U256::from(k) / U256::from(1_000u64);
+            assert!(margin(x) <= margin(sold) + 2, "selling {x} beats {sold}");
+        }
+        // At a floor the first unit misses, nothing; at a floor far below, everything.
+        let dear = Rate {
+            out: U256::from(2u8),
+            paid: U256::from(1u8),
+        };
+        assert_eq!(
+            pair.sell_down_to(pair.token0, max_in, dear).unwrap().0,
+            U256::ZERO
+        );
+        let cheap = Rate {
+            out: U256::from(1u8),
+            paid: U256::from(1u8),
+        };
+        assert_eq!(
+            pair.sell_down_to(pair.token0, max_in, cheap).unwrap().0,
+            max_in
+        );
+        assert_eq!(
+            pair.sell_down_to(Address::repeat_byte(9), max_in, cheap),
+            None
+        );
     }
 }

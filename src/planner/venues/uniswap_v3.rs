@@ -2,6 +2,7 @@
 //! does (`UniswapV3Pool.swap` with `TickMath`, `SqrtPriceMath`, `SwapMath`, `TickBitmap`, in
 //! `@uniswap/v3-core`): the same steps, the same rounding, so the output equals QuoterV2's to the wei.
 
+use super::Rate;
 use crate::chain::{ChainError, Rpc, bindings::UniswapV3Pool, multicall};
 use alloy::{
     eips::BlockId,
@@ -367,18 +368,94 @@ impl PoolState {
         token_in: Address,
         amount_in: U256,
     ) -> Result<SwapOutcome, SwapError> {
-        let zero_for_one = if token_in == self.token0 {
-            true
-        } else if token_in == self.token1 {
-            false
-        } else {
-            return Err(SwapError::WrongToken);
-        };
+        let zero_for_one = self.zero_for_one(token_in)?;
         let limit = if zero_for_one {
             MIN_SQRT_RATIO + U256::from(1u8)
         } else {
             MAX_SQRT_RATIO - U256::from(1u8)
         };
+        self.swap_exact_in_to(zero_for_one, amount_in, limit)
+    }
+
+    /// Simulates selling up to `max_in` of `token_in`, no further than where one more unit sold would
+    /// return less than `floor`: the pool's price after its fee (token out per token in, at the
+    /// margin) falls as it sells, and the swap stops where it reaches `floor`, as the pool's own
+    /// swap stops at a `sqrtPriceLimitX96`. Sells nothing when the price is there already.
+    pub fn swap_down_to(
+        &self,
+        token_in: Address,
+        max_in: U256,
+        floor: Rate,
+    ) -> Result<SwapOutcome, SwapError> {
+        let zero_for_one = self.zero_for_one(token_in)?;
+        let nothing = SwapOutcome {
+            amount_out: U256::ZERO,
+            amount_in: U256::ZERO,
+            sqrt_price_after: self.sqrt_price,
+            ticks_crossed: 0,
+            tick_after: self.tick,
+            liquidity_after: self.liquidity,
+        };
+        if floor.out.is_zero() {
+            return self.swap_exact_in(token_in, max_in);
+        }
+        let (million, fee) = (U512::from(1_000_000u32), U512::from(self.fee));
+        // Selling token0, the price is token1 per token0, (√P / 2⁹⁶)², and one more unit sold returns
+        // P·(1 − fee): stop at √P = √(floor / (1 − fee)) · 2⁹⁶. Selling token1 the price the seller gets
+        // is 1/P: stop at √P = √((1 − fee) / floor) · 2⁹⁶.
+        let (num, den) = if zero_for_one {
+            (
+                U512::from(floor.out) * million,
+                U512::from(floor.paid) * (million - fee),
+            )
+        } else {
+            (
+                U512::from(floor.paid) * (million - fee),
+                U512::from(floor.out) * million,
+            )
+        };
+        if den.is_zero() {
+            return Ok(nothing);
+        }
+        let root = ((num << 192usize) / den).root(2);
+        let limit = if root >= U512::from(MAX_SQRT_RATIO) {
+            MAX_SQRT_RATIO - U256::from(1u8)
+        } else {
+            U256::from_limbs(root.as_limbs()[..4].try_into().expect("4 limbs")).clamp(
+                MIN_SQRT_RATIO + U256::from(1u8),
+                MAX_SQRT_RATIO - U256::from(1u8),
+            )
+        };
+        // The pool refuses a limit on the wrong side of its price: the first unit would already lose.
+        let past = if zero_for_one {
+            limit >= self.sqrt_price
+        } else {
+            limit <= self.sqrt_price
+        };
+        if past {
+            return Ok(nothing);
+        }
+        self.swap_exact_in_to(zero_for_one, max_in, limit)
+    }
+
+    fn zero_for_one(&self, token_in: Address) -> Result<bool, SwapError> {
+        if token_in == self.token0 {
+            Ok(true)
+        } else if token_in == self.token1 {
+            Ok(false)
+        } else {
+            Err(SwapError::WrongToken)
+        }
+    }
+
+    /// `UniswapV3Pool.swap`'s loop for exact input, stopping at `limit` (a sqrt price on the side the
+    /// swap moves the price to).
+    fn swap_exact_in_to(
+        &self,
+        zero_for_one: bool,
+        amount_in: U256,
+        limit: U256,
+    ) -> Result<SwapOutcome, SwapError> {
         let (mut sqrt_price, mut tick, mut liquidity) =
             (self.sqrt_price, self.tick, self.liquidity);
         let mut remaining = amount_in;
@@ -649,6 +726,37 @@ pub fn price_impact_bps(pool: &PoolState, token_in: Address, outcome: &SwapOutco
     ((spot - outcome.amount_out) * U256::from(10_000u64) / spot).to::<u64>()
 }
 
+/// A test pool: one position over ticks [-600, 600] (spacing 60, 0.3%), price 1, `liquidity` deep.
+#[cfg(test)]
+pub(crate) fn flat_pool(liquidity: u128) -> PoolState {
+    let spacing = 60;
+    let (min_word, max_word) = word_range(spacing);
+    let bitmap: BTreeMap<i16, U256> = (min_word..=max_word).map(|w| (w, U256::ZERO)).collect();
+    let mut pool = PoolState {
+        address: Address::ZERO,
+        token0: Address::repeat_byte(1),
+        token1: Address::repeat_byte(2),
+        fee: 3000,
+        tick_spacing: spacing,
+        sqrt_price: Q96,
+        tick: 0,
+        liquidity,
+        ticks: Arc::default(),
+    };
+    let mut ticks = TickMap {
+        bitmap,
+        liquidity_net: BTreeMap::new(),
+    };
+    for (t, net) in [(-600, liquidity as i128), (600, -(liquidity as i128))] {
+        let c = t / spacing;
+        let (w, b) = ((c >> 8) as i16, (c & 0xff) as usize);
+        let word = ticks.bitmap.get_mut(&w).unwrap();
+        *word |= U256::from(1u8) << b;
+        ticks.liquidity_net.insert(t, net);
+    }
+    pool.ticks = Arc::new(ticks);
+    pool
+}
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -669,37 +777,6 @@ mod tests {
         for t in [-887_271, -1, 1, 50, 887_271] {
             assert_eq!(tick_at_sqrt_ratio(sqrt_ratio_at_tick(t)), t);
         }
-    }
-
-    fn flat_pool(liquidity: u128) -> PoolState {
-        // One position over ticks [-600, 600] at spacing 60, price 1.
-        let spacing = 60;
-        let (min_word, max_word) = word_range(spacing);
-        let bitmap: BTreeMap<i16, U256> = (min_word..=max_word).map(|w| (w, U256::ZERO)).collect();
-        let mut pool = PoolState {
-            address: Address::ZERO,
-            token0: Address::repeat_byte(1),
-            token1: Address::repeat_byte(2),
-            fee: 3000,
-            tick_spacing: spacing,
-            sqrt_price: Q96,
-            tick: 0,
-            liquidity,
-            ticks: Arc::default(),
-        };
-        let mut ticks = TickMap {
-            bitmap,
-            liquidity_net: BTreeMap::new(),
-        };
-        for (t, net) in [(-600, liquidity as i128), (600, -(liquidity as i128))] {
-            let c = t / spacing;
-            let (w, b) = ((c >> 8) as i16, (c & 0xff) as usize);
-            let word = ticks.bitmap.get_mut(&w).unwrap();
-            *word |= U256::from(1u8) << b;
-            ticks.liquidity_net.insert(t, net);
-        }
-        pool.ticks = Arc::new(ticks);
-        pool
     }
 
     #[test]
@@ -757,5 +834,74 @@ mod tests {
             pool.swap_exact_in(Address::repeat_byte(9), huge),
             Err(SwapError::WrongToken)
         );
+    }
+
+    /// The profit of buying `x` at `floor` and selling it on the pool: out(x) − x·floor.
+    fn margin(out: U256, x: U256, floor: Rate) -> i128 {
+        i128::try_from(out).unwrap() - i128::try_from(x * floor.out / floor.paid).unwrap()
+    }
+
+    #[test]
+    fn a_sale_down_to_a_price_makes_the_most_of_a_supply_bought_at_it() {
+        let e18 = U256::from(10u64).pow(U256::from(18));
+        let pool = flat_pool(10u128.pow(22));
+        let max_in = U256::from(1_000u64) * e18;
+        // Bought at 0.95 (a 5% bonus, roughly): sold while the pool, after its 0.3%, pays more.
+        for (token_in, floor) in [
+            (
+                pool.token0,
+                Rate {
+                    out: U256::from(95u8),
+                    paid: U256::from(100u8),
+                },
+            ),
+            (
+                pool.token1,
+                Rate {
+                    out: U256::from(96u8),
+                    paid: U256::from(100u8),
+                },
+            ),
+        ] {
+            let sale = pool.swap_down_to(token_in, max_in, floor).unwrap();
+            assert!(
+                sale.amount_in > U256::ZERO && sale.amount_in < max_in,
+                "{sale:?}"
+            );
+            let best = margin(sale.amount_out, sale.amount_in, floor);
+            // Nothing on a fine grid around it does better (beyond rounding).
+            for k in 1..=400u64 {
+                let x = max_in * U256::from(k) / U256::from(400u64);
+                let out = pool.swap_exact_in(token_in, x).unwrap().amount_out;
+                assert!(
+                    margin(out, x, floor) <= best + 2,
+                    "selling {x} beats the stop at {}",
+                    sale.amount_in
+                );
+            }
+            // Selling exactly that much without a limit returns the same.
+            let plain = pool.swap_exact_in(token_in, sale.amount_in).unwrap();
+            assert!(plain.amount_out.abs_diff(sale.amount_out) <= U256::from(1u8));
+        }
+        // A floor above what the first unit returns: nothing sells.
+        let dear = Rate {
+            out: U256::from(1u8),
+            paid: U256::from(1u8),
+        };
+        assert_eq!(
+            pool.swap_down_to(pool.token0, max_in, dear)
+                .unwrap()
+                .amount_in,
+            U256::ZERO
+        );
+        // A deep pool still pays more than the floor at the end: all of it sells.
+        let deep = flat_pool(10u128.pow(26));
+        let floor = Rate {
+            out: U256::from(95u8),
+            paid: U256::from(100u8),
+        };
+        let all = deep.swap_down_to(deep.token0, max_in, floor).unwrap();
+        assert_eq!(all.amount_in, max_in);
+        assert_eq!(all, deep.swap_exact_in(deep.token0, max_in).unwrap());
     }
 }

@@ -72,6 +72,8 @@ struct PricedReserve {
     income: U256,
     debt_index: U256,
     price: U256,
+    /// Variable borrow rate (ray per year).
+    borrow_rate: U256,
 }
 
 /// `getUserAccountData` calls per `aggregate3` when verifying: up to ~100k gas each with several
@@ -160,6 +162,7 @@ impl AaveV3 {
                 income: r.indexes.normalized_income(now),
                 debt_index: r.indexes.normalized_debt(now),
                 price: r.price,
+                borrow_rate: r.indexes.variable_borrow_rate,
             });
         }
     }
@@ -173,6 +176,52 @@ impl AaveV3 {
             id => self.emodes.get(&id),
         };
         math::account_data(&position.holdings, emode, now, |id| self.view_of(id))
+    }
+
+    /// [`Health::recheck_at`] of a position with health factor `health_factor` at the last refreshed
+    /// block. Its debt grows no faster than the highest rate it borrows at (Aave's compounded interest
+    /// grows no faster than e^(rate·t)) and its collateral never shrinks (supply indexes only rise), so
+    /// a health factor h stays at or above 1 for ln(h) / rate years, which is more than
+    /// (1 − 1/h) / rate: half of that, against rounding.
+    fn recheck_at(&self, position: &StoredPosition, health_factor: U256) -> u64 {
+        if health_factor <= crate::units::WAD {
+            return 0;
+        }
+        let rate = position
+            .holdings
+            .iter()
+            .filter(|h| h.borrowing)
+            .map(|h| {
+                let variable = if h.scaled_variable_debt.is_zero() {
+                    U256::ZERO
+                } else {
+                    self.priced
+                        .get(usize::from(h.reserve_id))
+                        .and_then(|p| p.as_ref())
+                        .map_or(U256::MAX, |p| p.borrow_rate)
+                };
+                let stable = if h.stable_principal.is_zero() {
+                    U256::ZERO
+                } else {
+                    h.stable_rate
+                };
+                variable.max(stable)
+            })
+            .max()
+            .unwrap_or_default();
+        if rate.is_zero() || health_factor == U256::MAX {
+            return u64::MAX;
+        }
+        if rate == U256::MAX {
+            // A reserve the market read does not know: no bound, re-priced every block.
+            return 0;
+        }
+        let now = self.block.map(|b| b.timestamp).unwrap_or_default();
+        let secs = (health_factor - crate::units::WAD)
+            * U256::from(math::SECONDS_PER_YEAR)
+            * crate::units::RAY
+            / (U256::from(2u8) * health_factor * rate);
+        now.saturating_add(secs.saturating_to::<u64>())
     }
 }
 
@@ -349,10 +398,14 @@ impl LendingProtocol for AaveV3 {
             };
             match self.reserves.get(&reserve.id) {
                 None => change.all = true,
-                Some(old) if old.price != reserve.price || old.config != reserve.config => {
-                    change.reserves.push(reserve.id)
+                Some(old) => {
+                    if old.price != reserve.price || old.config != reserve.config {
+                        change.reserves.push(reserve.id)
+                    }
+                    if reserve.indexes.variable_borrow_rate > old.indexes.variable_borrow_rate {
+                        change.rates_rose.push(reserve.id)
+                    }
                 }
-                Some(_) => {}
             }
             reserves.insert(reserve.id, reserve);
         }
@@ -523,6 +576,7 @@ impl LendingProtocol for AaveV3 {
             collateral_base: data.total_collateral_base,
             debt_base: data.total_debt_base,
             health_factor: data.health_factor,
+            recheck_at: self.recheck_at(position, data.health_factor),
         }
     }
 
@@ -564,5 +618,108 @@ impl LendingProtocol for AaveV3 {
                     .map(|d| d.healthFactor)
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::units::{RAY, WAD};
+
+    /// A market of two reserves at `now`: 0 a collateral at $2,000 (18 decimals, 82.5% threshold), 1 a
+    /// debt at $1 (6 decimals) borrowed at `borrow_rate` (ray per year).
+    fn market(now: u64, borrow_rate: U256) -> AaveV3 {
+        let reserve = |id: u16, price: u64, decimals: u8, threshold: u64, rate: U256| Reserve {
+            asset: Address::repeat_byte(id as u8 + 1),
+            id,
+            a_token: Address::ZERO,
+            stable_debt_token: Address::ZERO,
+            variable_debt_token: Address::ZERO,
+            config: ReserveConfig {
+                liquidation_threshold: threshold,
+                decimals,
+                active: true,
+                ..Default::default()
+            },
+            indexes: ReserveIndexes {
+                liquidity_index: RAY,
+                liquidity_rate: U256::ZERO,
+                variable_borrow_index: RAY,
+                variable_borrow_rate: rate,
+                last_update_timestamp: 1_000,
+            },
+            price: U256::from(price) * U256::from(100_000_000u64),
+        };
+        let mut m = AaveV3 {
+            addresses_provider: Address::ZERO,
+            pool: Address::ZERO,
+            oracle: Address::ZERO,
+            multicall: Address::ZERO,
+            reserves: BTreeMap::from([
+                (0, reserve(0, 2_000, 18, 8_250, U256::ZERO)),
+                (1, reserve(1, 1, 6, 0, borrow_rate)),
+            ]),
+            emodes: BTreeMap::new(),
+            block: Some(BlockRef {
+                number: 1,
+                hash: B256::ZERO,
+                timestamp: now,
+                gas: None,
+            }),
+            priced: Vec::new(),
+        };
+        m.price_reserves();
+        m
+    }
+
+    /// 1 of the collateral against `debt` of the debt asset, variable.
+    fn position(debt: u64) -> StoredPosition {
+        StoredPosition {
+            holdings: vec![
+                UserReserve {
+                    reserve_id: 0,
+                    scaled_a_token: WAD,
+                    collateral_enabled: true,
+                    ..Default::default()
+                },
+                UserReserve {
+                    reserve_id: 1,
+                    scaled_variable_debt: U256::from(debt) * U256::from(1_000_000u64),
+                    borrowing: true,
+                    ..Default::default()
+                },
+            ],
+            emode: 0,
+            health_factor: U256::ZERO,
+            collateral_base: U256::ZERO,
+            debt_base: U256::ZERO,
+            loaded_block: 1,
+            block: 1,
+        }
+    }
+
+    #[test]
+    fn a_position_is_not_below_1_before_its_recheck_and_is_some_time_after() {
+        // 300% a year, about the devnet's rate at full utilisation: the fastest debt grows there.
+        let rate = RAY * U256::from(3u8);
+        let p = position(1_560); // $1,650 of threshold against $1,560: HF ≈ 1.058
+        let start = market(1_000, rate);
+        let h = start.health(&p);
+        assert!(
+            h.health_factor > WAD && h.health_factor < WAD * U256::from(11u8) / U256::from(10u8)
+        );
+        let horizon = h.recheck_at - 1_000;
+        // Half of (1 − 1/h) / rate years: about three days at HF 1.058 and 300%.
+        assert!((200_000..400_000).contains(&horizon), "{horizon} s");
+        // Interest alone, at that rate: still above 1 just before the recheck, below 1 within three
+        // times the horizon (ln h / rate, the true crossing, is about 2.05 horizons away here).
+        let at = |t: u64| market(t, rate).health(&p).health_factor;
+        assert!(at(h.recheck_at - 1) >= WAD);
+        assert!(at(1_000 + 3 * horizon) < WAD);
+        // Lower rates give later rechecks; no debt, never; below 1, every block.
+        assert!(market(1_000, rate / U256::from(2u8)).health(&p).recheck_at > h.recheck_at);
+        assert_eq!(market(1_000, U256::ZERO).health(&p).recheck_at, u64::MAX);
+        assert_eq!(start.health(&position(0)).recheck_at, u64::MAX);
+        assert_eq!(start.health(&position(2_000)).recheck_at, 0);
     }
 }
