@@ -113,7 +113,7 @@ pub enum ChainError {
     /// The URL does not parse.
     #[error("RPC URL {0} does not parse")]
     BadUrl(String),
-    /// The RPC failed (transport, server error, or an `eth_estimateGas` / `eth_call` revert).
+    /// The RPC failed (transport, server error, or an `eth_call` revert).
     #[error("{context}: {source}")]
     Rpc {
         /// What was being done.

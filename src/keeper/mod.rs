@@ -8,9 +8,10 @@
 //!    whose borrower is no longer liquidatable is cancelled,
 //! 3. sizes every position the watcher found below 1 (concurrently: sizing only reads) and builds the
 //!    sized plans into transactions of several liquidations as they come (the first plan alone at
-//!    once, then a transaction when one is full or nothing more is being sized), simulates each,
-//!    checks its sales against the pools as the block's earlier sends leave them, and signs, journals
-//!    and sends it as soon as it is ready.
+//!    once, then a transaction when one is full or nothing more is being sized), simulates each (a
+//!    few at a time: as many as the node has cores for), checks its sales against the pools as the
+//!    block's earlier sends leave them, and signs and journals it; rounds of sends wait for the disk
+//!    and the node in a task of their own while planning goes on.
 //!
 //! RPC trouble in steps 2–3 is logged and tried again at the next block; only the store or the journal
 //! failing stops the keeper, since it could no longer promise to send each liquidation once.

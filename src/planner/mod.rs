@@ -3,12 +3,14 @@
 //!
 //! For every collateral × debt pair of the borrower it sizes the liquidation by the protocol's rules
 //! ([`sizing`]), sells the collateral it would receive on every Uniswap pool of the pair (simulated
-//! against the pools' state, [`venues`]), and searches the repay amount that maximises the debt asset
-//! left after the repay and gas. The sale's pool pays out the debt asset before the liquidation (a
-//! flash swap), so there is no flash-loan premium: the pool's fee is in the sale's price
-//! ([`Planner::size`]). The plans sized together are then built into one exact `Liquidator`
-//! transaction (a [`Batch`]), which is run once on the latest state (`eth_simulateV1`: its gas,
-//! whether it reverts, and what each liquidation realises); each plan is priced with its share of the
+//! against the pools' state, [`venues`]), and takes the repay amount that maximises the debt asset
+//! left after the repay and gas: where the pool's price at the margin falls to what the protocol
+//! charges per unit of collateral, one price-limited swap per venue ([`sizing::best_on_venue`]). The
+//! sale's pool pays out the debt asset before the liquidation (a flash swap), so there is no
+//! flash-loan premium: the pool's fee is in the sale's price ([`Planner::size`]). The plans sized
+//! together are then built into one exact `Liquidator` transaction (a [`Batch`]), which is run once on
+//! the latest state with `eth_call` (the Liquidator answers with what each liquidation realises and
+//! the gas it used; a revert says why); each plan is priced with its share of the
 //! gas, one that would not pay for itself is dropped, and a revert is decoded and its plan dropped
 //! with the reason ([`Planner::finalise_all`]).
 
