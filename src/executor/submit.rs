@@ -659,6 +659,16 @@ impl Executor {
                 continue;
             };
             let block = r.block_number.unwrap_or_default();
+            if !r.status() && !attempt.cancel {
+                let reason = revert_reason(&self.rpc, attempt.hash).await;
+                tracing::warn!(
+                    hash = %attempt.hash,
+                    block,
+                    liquidations = tx.len(),
+                    reason = reason.as_deref().unwrap_or("unknown (the node does not trace transactions)"),
+                    "a liquidation transaction was mined and reverted"
+                );
+            }
             let fees = split(
                 U256::from(r.gas_used) * U256::from(r.effective_gas_price),
                 tx.len(),
@@ -699,8 +709,9 @@ impl Executor {
     }
 }
 
-/// Open entries grouped by the transaction they share (their nonce), in nonce order.
 impl Sender {
+    /// Puts one signed transaction on the wire: to the mempool, or as a bundle for the next block to
+    /// the relay. One the node has already, or whose nonce is used, is not an error.
     async fn broadcast(&self, attempt: &Attempt) -> Result<(), ExecError> {
         let raw = self
             .journal
@@ -788,6 +799,35 @@ impl Sender {
     }
 }
 
+/// Why a mined transaction reverted, from the node's call tracer (`debug_traceTransaction`, which
+/// anvil, geth and reth answer, and many hosted endpoints do not): what its call returned, decoded,
+/// or the tracer's error. `None` when the node does not say.
+async fn revert_reason(rpc: &Rpc, hash: alloy::primitives::TxHash) -> Option<String> {
+    let tracer =
+        serde_json::json!({ "tracer": "callTracer", "tracerConfig": { "onlyTopCall": true } });
+    let trace: serde_json::Value = rpc
+        .raw_request("debug_traceTransaction".into(), (hash, tracer))
+        .await
+        .ok()?;
+    reason_from_call_trace(&trace)
+}
+
+/// A call tracer's top call: its revert data decoded where there is any, else its error.
+fn reason_from_call_trace(trace: &serde_json::Value) -> Option<String> {
+    trace
+        .get("output")
+        .and_then(|o| o.as_str())
+        .and_then(|hex| alloy::hex::decode(hex).ok())
+        .and_then(|data| crate::planner::decode_revert_data(&data))
+        .or_else(|| {
+            trace
+                .get("error")
+                .and_then(|e| e.as_str())
+                .map(str::to_owned)
+        })
+}
+
+/// Open entries grouped by the transaction they share (their nonce), in nonce order.
 fn by_transaction(entries: Vec<JournalEntry>) -> Vec<Vec<JournalEntry>> {
     let mut groups: std::collections::BTreeMap<u64, Vec<JournalEntry>> = Default::default();
     for entry in entries {
@@ -806,4 +846,29 @@ fn split(total: U256, parts: usize) -> impl Iterator<Item = U256> {
 fn decode_envelope(raw: &[u8]) -> Option<TxEnvelope> {
     use alloy::eips::Decodable2718;
     TxEnvelope::decode_2718(&mut &raw[..]).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reason_from_call_trace;
+    use crate::chain::bindings::Liquidator;
+    use alloy::{primitives::U256, sol_types::SolError};
+
+    #[test]
+    fn a_mined_reverts_reason_is_read_from_the_call_tracer() {
+        let data = Liquidator::InsufficientProfit {
+            profit: U256::from(5u8),
+            minProfit: U256::from(9u8),
+        }
+        .abi_encode();
+        let trace = serde_json::json!({
+            "error": "execution reverted",
+            "output": alloy::hex::encode_prefixed(data),
+        });
+        let reason = reason_from_call_trace(&trace).expect("a reason");
+        assert!(reason.contains("InsufficientProfit"), "{reason}");
+        let bare = serde_json::json!({ "error": "out of gas", "output": "0x" });
+        assert_eq!(reason_from_call_trace(&bare).as_deref(), Some("out of gas"));
+        assert_eq!(reason_from_call_trace(&serde_json::json!({})), None);
+    }
 }

@@ -405,7 +405,8 @@ impl Planner {
     /// money. The batch is simulated once; a liquidation whose realised profit there (its share of
     /// its sale's, when it shares a pool) does not cover its share of the fees is refused and the
     /// rest simulated again without it. A batch that reverts is split: each plan alone, so that one
-    /// bad plan is refused with its reason and does not sink the others. One result per transaction
+    /// bad plan is refused with its reason and does not sink the others; one the node fails to run
+    /// leaves each of its plans to the next block. One result per transaction
     /// or refused plan. One transaction of several costs well under half the gas of each alone: the
     /// Pool's and the tokens' storage is warm after the first, and liquidations selling on the same
     /// pool share one swap.
@@ -433,8 +434,25 @@ impl Planner {
                         out.push(Err((borrower, refusal.into())));
                     }
                 }
+                Err(PlanError::Chain(e)) => {
+                    // The node could not run it (not a revert): each plan is tried again at the next
+                    // block, not split into as many more calls to a node in trouble.
+                    let message = e.to_string();
+                    let mut plans = plans.into_iter();
+                    if let Some(first) = plans.next() {
+                        out.push(Err((first.borrower, e.into())));
+                    }
+                    for plan in plans {
+                        let e = ChainError::rpc(
+                            "simulating the transaction it was in",
+                            alloy::transports::RpcError::local_usage_str(&message),
+                        );
+                        out.push(Err((plan.borrower, e.into())));
+                    }
+                    break;
+                }
                 Err(e) if plans.len() > 1 => {
-                    tracing::debug!(liquidations = plans.len(), error = %e, "a batch did not simulate; finalising its plans one by one");
+                    tracing::debug!(liquidations = plans.len(), error = %e, "a batch reverted; finalising its plans one by one");
                     let alone = plans.into_iter().map(|plan| async move {
                         let borrower = plan.borrower;
                         self.finalise_alone(plan, market)
@@ -720,7 +738,7 @@ impl Planner {
             .with_input(calldata.clone());
         let returned = match self.rpc.call(tx).block(BlockId::latest()).await {
             Ok(returned) => returned,
-            Err(e) if e.as_error_resp().is_some() => return Ok(Run::Reverted(decode_revert(&e))),
+            Err(e) if is_revert(&e) => return Ok(Run::Reverted(decode_revert(&e))),
             Err(e) => return Err(ChainError::rpc("eth_call (the liquidation)", e)),
         };
         let decoded = if liquidations == 1 {
@@ -1082,9 +1100,18 @@ pub fn decode_revert(
         .unwrap_or_else(|| err.to_string())
 }
 
+/// Whether the node answered that the call reverted (geth's code 3, or "execution reverted"), as
+/// opposed to failing to run it: a rate limit, a missing header or an internal error is trouble to
+/// retry at the next block, not a reason to refuse the plan.
+fn is_revert(err: &alloy::transports::RpcError<alloy::transports::TransportErrorKind>) -> bool {
+    err.as_error_resp().is_some_and(|payload| {
+        payload.code == 3 || payload.message.to_ascii_lowercase().contains("revert")
+    })
+}
+
 /// A revert's reason from its data: the Liquidator's custom errors and Aave's error codes by name
 /// where known, the raw data otherwise; `None` when there is no data.
-fn decode_revert_data(data: &[u8]) -> Option<String> {
+pub(crate) fn decode_revert_data(data: &[u8]) -> Option<String> {
     if data.is_empty() {
         return None;
     }
@@ -1219,4 +1246,29 @@ pub fn describe(plan: &Plan, symbol: impl Fn(Address) -> (String, u8)) -> String
 /// The base value of a debt amount, for display.
 pub fn base_value(amount: U256, price: U256, decimals: u8) -> BaseAmount {
     BaseAmount::of_tokens(amount, BaseAmount(price), decimals)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_revert;
+    use alloy::rpc::json_rpc::ErrorPayload;
+    use alloy::transports::{RpcError, TransportErrorKind};
+
+    fn answer(code: i64, message: &'static str) -> RpcError<TransportErrorKind> {
+        RpcError::ErrorResp(ErrorPayload {
+            code,
+            message: message.into(),
+            data: None,
+        })
+    }
+
+    #[test]
+    fn only_a_revert_refuses_a_plan_and_node_trouble_is_retried() {
+        assert!(is_revert(&answer(3, "execution reverted")));
+        assert!(is_revert(&answer(-32000, "execution reverted: 45")));
+        assert!(is_revert(&answer(-32603, "EVM error: Revert")));
+        assert!(!is_revert(&answer(-32005, "rate limit exceeded")));
+        assert!(!is_revert(&answer(-32000, "header not found")));
+        assert!(!is_revert(&RpcError::<TransportErrorKind>::NullResp));
+    }
 }

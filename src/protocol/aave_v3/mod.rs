@@ -217,12 +217,33 @@ impl AaveV3 {
             return 0;
         }
         let now = self.block.map(|b| b.timestamp).unwrap_or_default();
-        let secs = (health_factor - crate::units::WAD)
-            * U256::from(math::SECONDS_PER_YEAR)
-            * crate::units::RAY
-            / (U256::from(2u8) * health_factor * rate);
-        now.saturating_add(secs.saturating_to::<u64>())
+        now.saturating_add(horizon_secs(health_factor, rate))
     }
+}
+
+/// Half of (1 − 1/h) / rate years, in seconds, for a health factor h above 1 (WAD) and a rate (ray per
+/// year) above 0. Every position re-priced computes it: in u128 where the figures fit (health factors
+/// below 10^13; U256's long division by a three-limb divisor was a third of a position's re-pricing),
+/// each division rounding down, which only brings the recheck earlier.
+fn horizon_secs(health_factor: U256, rate: U256) -> u64 {
+    let year = u128::from(math::SECONDS_PER_YEAR);
+    if let (Ok(h), Ok(r)) = (u128::try_from(health_factor), u128::try_from(rate))
+        && let Some(above) = (h - crate::units::WAD.to::<u128>()).checked_mul(year)
+    {
+        // At most half a year of seconds, so the product with a ray fits.
+        let half_years = above / (2 * h);
+        return u64::try_from(half_years * crate::units::RAY.to::<u128>() / r).unwrap_or(u64::MAX);
+    }
+    horizon_secs_wide(health_factor, rate)
+}
+
+/// [`horizon_secs`] in U256, for any figures, rounded down once.
+fn horizon_secs_wide(health_factor: U256, rate: U256) -> u64 {
+    let secs = (health_factor - crate::units::WAD)
+        * U256::from(math::SECONDS_PER_YEAR)
+        * crate::units::RAY
+        / (U256::from(2u8) * health_factor * rate);
+    secs.saturating_to::<u64>()
 }
 
 /// Raw multicall results into one type, with the failure named.
@@ -721,5 +742,36 @@ mod tests {
         assert_eq!(market(1_000, U256::ZERO).health(&p).recheck_at, u64::MAX);
         assert_eq!(start.health(&position(0)).recheck_at, u64::MAX);
         assert_eq!(start.health(&position(2_000)).recheck_at, 0);
+    }
+
+    #[test]
+    fn the_horizon_in_u128_is_the_wide_one_rounded_down_by_at_most_a_step() {
+        let wad = |milli: u64| U256::from(milli) * WAD / U256::from(1_000u16);
+        let factors = [
+            wad(1_001),
+            wad(1_058),
+            wad(1_500),
+            wad(3_000),
+            wad(1_000_000),
+        ];
+        let rates = [
+            RAY / U256::from(1_000_000u32),
+            RAY / U256::from(20u8),
+            RAY * U256::from(3u8),
+        ];
+        for h in factors {
+            for r in rates {
+                let (fast, wide) = (horizon_secs(h, r), horizon_secs_wide(h, r));
+                // The first division's lost second, scaled by 1/rate, and the last one's.
+                let step = (RAY / r).to::<u64>() + 1;
+                assert!(
+                    fast <= wide && wide - fast <= step,
+                    "{h} {r}: {fast} {wide}"
+                );
+            }
+        }
+        // Beyond u128: the wide path.
+        let huge = U256::from(10u8).pow(U256::from(40u8));
+        assert_eq!(horizon_secs(huge, RAY), horizon_secs_wide(huge, RAY));
     }
 }
