@@ -801,9 +801,9 @@ const CLAIM_ROUNDS: usize = 3;
 /// Positions sized at once. Sizing is 30–40 µs of CPU a position, on pools read before it starts; on
 /// every core a cascade's positions are all sized before the first simulation comes back, so each is
 /// sized on the block's pools and the pool check after its simulation counts the block's earlier
-/// sends. (One at a time left the node a core, and the p99 fell by a tenth over three runs; but in one
-/// of them a transaction was mined and reverted, with its plans sized late in the cascade: see the
-/// README's performance section.)
+/// sends. (One at a time left the node a core, and its first transaction went out sooner; but in one
+/// of three runs a transaction was mined and reverted, with its plans sized late in the cascade: see
+/// the README's performance section.)
 const SIZED_AT_ONCE: usize = 8;
 
 /// Health-factor bands for the at-risk debt gauge, upper bounds in thousandths.
