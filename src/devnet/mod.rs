@@ -50,7 +50,7 @@ pub struct DevnetOptions {
 
 /// Simulations the keeper asks of a devnet's anvil at once: it shares the keeper's machine (two cores
 /// on the machines this project is measured on).
-pub const DEVNET_SIMULATIONS_IN_FLIGHT: usize = 2;
+const DEVNET_SIMULATIONS_IN_FLIGHT: usize = 2;
 
 impl Default for DevnetOptions {
     fn default() -> Self {
@@ -136,8 +136,6 @@ impl Deployment {
             }),
             planner: PlannerConfig {
                 native_asset: self.asset("WETH").map(|a| a.address),
-                // anvil runs on the keeper's machine: two simulations at once keep two of its cores
-                // busy, and more would only share them.
                 simulations_in_flight: DEVNET_SIMULATIONS_IN_FLIGHT,
                 ..Default::default()
             },

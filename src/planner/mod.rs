@@ -42,7 +42,7 @@ use alloy::{
 use fees::op_stack::L1FeeParams;
 use sizing::{LiquidationAmounts, LiquidationCase, Rules, Side, signed};
 use venues::{
-    Venue, VenueKind,
+    Venue, VenueKind, VenueSale,
     book::{BookSettings, SaleCheck, VenueBook},
 };
 
@@ -151,22 +151,6 @@ impl Batch {
     }
 }
 
-/// A venue selling one token, as sizing asks for it.
-struct VenueSale<'a> {
-    venue: &'a Venue,
-    token_in: Address,
-}
-
-impl sizing::Sale for VenueSale<'_> {
-    fn sell(&self, amount: U256) -> Option<U256> {
-        self.venue.sell(self.token_in, amount)
-    }
-
-    fn sell_down_to(&self, max_in: U256, floor: venues::Rate) -> Option<(U256, U256)> {
-        self.venue.sell_down_to(self.token_in, max_in, floor)
-    }
-}
-
 /// One collateral × debt pair's best size, or how close it came to profit.
 #[derive(Debug, Clone)]
 pub struct PairOutcome {
@@ -266,7 +250,7 @@ impl PlannerSettings {
             native_asset,
             priority_fee_wei: u128::from(config.planner.priority_fee_wei),
             multicall: config.multicall.address,
-            simulations_in_flight: config.planner.simulations_in_flight.max(1),
+            simulations_in_flight: config.planner.simulations_in_flight,
         })
     }
 }

@@ -583,32 +583,11 @@ mod tests {
         );
     }
 
-    /// A venue selling token0 of a Uniswap pool or pair, for these tests.
-    enum TestVenue {
-        V3(crate::planner::venues::uniswap_v3::PoolState),
-        V2(crate::planner::venues::uniswap_v2::PairState),
-    }
-
-    impl Sale for TestVenue {
-        fn sell(&self, amount: U256) -> Option<U256> {
-            match self {
-                Self::V3(pool) => pool
-                    .swap_exact_in(pool.token0, amount)
-                    .ok()
-                    .filter(|o| o.amount_in == amount)
-                    .map(|o| o.amount_out),
-                Self::V2(pair) => pair.swap_exact_in(pair.token0, amount),
-            }
-        }
-
-        fn sell_down_to(&self, max_in: U256, floor: Rate) -> Option<(U256, U256)> {
-            match self {
-                Self::V3(pool) => pool
-                    .swap_down_to(pool.token0, max_in, floor)
-                    .ok()
-                    .map(|o| (o.amount_in, o.amount_out)),
-                Self::V2(pair) => pair.sell_down_to(pair.token0, max_in, floor),
-            }
+    /// Selling token0 of a test pool or pair.
+    fn sale_of(venue: &Venue) -> VenueSale<'_> {
+        VenueSale {
+            venue,
+            token_in: Address::repeat_byte(1),
         }
     }
 
@@ -635,7 +614,7 @@ mod tests {
         }
     }
 
-    fn venues() -> Vec<(&'static str, TestVenue)> {
+    fn venues() -> Vec<(&'static str, Venue)> {
         use crate::planner::venues::{uniswap_v2::PairState, uniswap_v3::flat_pool};
         let pair = |depth: u64| PairState {
             address: Address::ZERO,
@@ -645,13 +624,14 @@ mod tests {
             reserve1: tokens(depth, 18),
         };
         vec![
-            ("a thin pool", TestVenue::V3(flat_pool(10u128.pow(22)))),
-            ("a deep pool", TestVenue::V3(flat_pool(10u128.pow(26)))),
-            ("a thin pair", TestVenue::V2(pair(5_000))),
-            ("a deep pair", TestVenue::V2(pair(10_000_000))),
+            ("a thin pool", Venue::V3(flat_pool(10u128.pow(22)))),
+            ("a deep pool", Venue::V3(flat_pool(10u128.pow(26)))),
+            ("a thin pair", Venue::V2(pair(5_000))),
+            ("a deep pair", Venue::V2(pair(10_000_000))),
         ]
     }
 
+    use crate::planner::venues::{Venue, VenueSale};
     use alloy::primitives::Address;
 
     #[test]
@@ -660,6 +640,7 @@ mod tests {
         let costs = tokens(1, 18) / U256::from(10u8);
         let largest = liquidation_amounts(&case, max_repay(&case)).unwrap();
         for (name, venue) in venues() {
+            let venue = sale_of(&venue);
             let (amounts, out, net) = best_on_venue(&case, &venue, costs).expect(name);
             assert_eq!(
                 Some(out),
@@ -709,7 +690,7 @@ mod tests {
         }
         // Costs above what any size makes: nothing.
         let (_, venue) = venues().remove(0);
-        assert!(best_on_venue(&case, &venue, tokens(100, 18)).is_none());
+        assert!(best_on_venue(&case, &sale_of(&venue), tokens(100, 18)).is_none());
     }
 
     #[test]
@@ -731,9 +712,10 @@ mod tests {
             },
             ..dollar_pair(Rules::V3_3)
         };
-        let venue = TestVenue::V3(crate::planner::venues::uniswap_v3::flat_pool(
+        let pool = Venue::V3(crate::planner::venues::uniswap_v3::flat_pool(
             3 * 10u128.pow(22),
         ));
+        let venue = sale_of(&pool);
         let largest = liquidation_amounts(&case, max_repay(&case)).unwrap();
         let floor = Rate {
             out: largest.debt_repaid,

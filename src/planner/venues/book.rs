@@ -226,13 +226,7 @@ impl VenueBook {
         block: BlockRef,
     ) -> Result<Vec<Venue>, ChainError> {
         let key = pair_key(a, b);
-        let cell = {
-            let mut at = lock(&self.at_block);
-            if at.0 != block.number {
-                *at = (block.number, HashMap::new());
-            }
-            at.1.entry(key).or_default().clone()
-        };
+        let cell = self.cells_at(block, [key]).remove(0);
         let mut venues = cell
             .get_or_try_init(|| self.read(key, block))
             .await?
@@ -300,6 +294,22 @@ impl VenueBook {
             .unwrap_or_default())
     }
 
+    /// Each pair's cell for its venues at `block`, read once however many plans ask (the cells of an
+    /// earlier block are dropped).
+    fn cells_at(
+        &self,
+        block: BlockRef,
+        keys: impl IntoIterator<Item = PairKey>,
+    ) -> Vec<Shared<Vec<Venue>>> {
+        let mut at = lock(&self.at_block);
+        if at.0 != block.number {
+            *at = (block.number, HashMap::new());
+        }
+        keys.into_iter()
+            .map(|k| at.1.entry(k).or_default().clone())
+            .collect()
+    }
+
     /// Reads, in one batch, the venues at `block` of every pair in `pairs` the book has not read at
     /// that block yet: the pairs of a block's plans, read before they are sized, so that a cascade's
     /// first block costs one `aggregate3` and one `eth_getLogs` for all its pools instead of a pair
@@ -309,19 +319,15 @@ impl VenueBook {
         pairs: &[(Address, Address)],
         block: BlockRef,
     ) -> Result<(), ChainError> {
-        let cells: Vec<(PairKey, Shared<Vec<Venue>>)> = {
-            let mut at = lock(&self.at_block);
-            if at.0 != block.number {
-                *at = (block.number, HashMap::new());
-            }
-            let mut keys: Vec<PairKey> = pairs.iter().map(|&(a, b)| pair_key(a, b)).collect();
-            keys.sort_unstable();
-            keys.dedup();
-            keys.into_iter()
-                .map(|k| (k, at.1.entry(k).or_default().clone()))
-                .filter(|(_, cell)| !cell.initialized())
-                .collect()
-        };
+        let mut keys: Vec<PairKey> = pairs.iter().map(|&(a, b)| pair_key(a, b)).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let cells: Vec<(PairKey, Shared<Vec<Venue>>)> = keys
+            .iter()
+            .copied()
+            .zip(self.cells_at(block, keys.iter().copied()))
+            .filter(|(_, cell)| !cell.initialized())
+            .collect();
         if cells.is_empty() {
             return Ok(());
         }

@@ -24,6 +24,24 @@ pub struct Rate {
     pub paid: U256,
 }
 
+/// A venue selling one of its tokens, as sizing asks for it.
+pub struct VenueSale<'a> {
+    /// The pool or pair.
+    pub venue: &'a Venue,
+    /// The token sold (the seized collateral).
+    pub token_in: Address,
+}
+
+impl crate::planner::sizing::Sale for VenueSale<'_> {
+    fn sell(&self, amount: U256) -> Option<U256> {
+        self.venue.sell(self.token_in, amount)
+    }
+
+    fn sell_down_to(&self, max_in: U256, floor: Rate) -> Option<(U256, U256)> {
+        self.venue.sell_down_to(self.token_in, max_in, floor)
+    }
+}
+
 /// Which kind of venue, as the Liquidator names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum VenueKind {

@@ -98,7 +98,7 @@ impl PairState {
                 if x >= U512::from(max_in) {
                     max_in
                 } else {
-                    U256::from_limbs(x.as_limbs()[..4].try_into().expect("4 limbs"))
+                    x.to::<U256>()
                 }
             }
         };

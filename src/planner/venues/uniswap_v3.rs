@@ -418,14 +418,10 @@ impl PoolState {
             return Ok(nothing);
         }
         let root = ((num << 192usize) / den).root(2);
-        let limit = if root >= U512::from(MAX_SQRT_RATIO) {
-            MAX_SQRT_RATIO - U256::from(1u8)
-        } else {
-            U256::from_limbs(root.as_limbs()[..4].try_into().expect("4 limbs")).clamp(
-                MIN_SQRT_RATIO + U256::from(1u8),
-                MAX_SQRT_RATIO - U256::from(1u8),
-            )
-        };
+        let limit = U256::saturating_from(root).clamp(
+            MIN_SQRT_RATIO + U256::from(1u8),
+            MAX_SQRT_RATIO - U256::from(1u8),
+        );
         // The pool refuses a limit on the wrong side of its price: the first unit would already lose.
         let past = if zero_for_one {
             limit >= self.sqrt_price
@@ -757,6 +753,7 @@ pub(crate) fn flat_pool(liquidity: u128) -> PoolState {
     pool.ticks = Arc::new(ticks);
     pool
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;
