@@ -574,6 +574,87 @@ async fn plans_built_into_one_transaction_all_liquidate_as_planned() {
     }
 }
 
+/// On a live market the reserves a liquidation touches were often updated in the latest block. At that
+/// block's own time Aave skips their interest update; the mined block, later, does not. The simulation
+/// runs at a later time, so the gas priced still covers the receipt's: here the reserves are updated
+/// in a block a few seconds after the one the plans were sized on (so the time first tried is before
+/// their last update, and Aave's interest math reverts there), and the liquidation is mined later still.
+#[tokio::test]
+async fn gas_is_priced_at_a_later_time_than_the_latest_blocks_own() {
+    let s = setup(false).await;
+    let sized = sized_plans(&s).await;
+    assert!(
+        sized.len() >= 2,
+        "two profitable plans on the shocked devnet"
+    );
+    let rpc = &s.net.rpc;
+    let planned_on = s.watcher.protocol().block.expect("the watcher's block");
+    let mut reserves: Vec<Address> = sized.iter().flat_map(|p| [p.collateral, p.debt]).collect();
+    reserves.sort();
+    reserves.dedup();
+    // One block updates every reserve the plans touch: a supply of one unit of each.
+    let supplier = cascade::devnet::seed::supplier_address();
+    rpc.anvil_set_auto_mine(false).await.unwrap();
+    let mut sent = Vec::new();
+    for asset in &reserves {
+        let unit = U256::from(10u64).pow(U256::from(symbols(&s.net)(*asset).1));
+        let mint = MintableERC20::mintCall {
+            account: supplier,
+            value: unit,
+        };
+        let supply = cascade::chain::bindings::Pool::supplyCall {
+            asset: *asset,
+            amount: unit,
+            onBehalfOf: supplier,
+            referralCode: 0,
+        };
+        for (to, data) in [
+            (*asset, mint.abi_encode()),
+            (s.net.deployment.aave.pool, supply.abi_encode()),
+        ] {
+            let tx = TransactionRequest::default()
+                .from(supplier)
+                .to(to)
+                .with_input(data)
+                .with_gas_limit(500_000);
+            sent.push(*rpc.send_transaction(tx).await.unwrap().tx_hash());
+        }
+    }
+    rpc.anvil_set_next_block_timestamp(planned_on.timestamp + 5)
+        .await
+        .unwrap();
+    rpc.evm_mine(None).await.unwrap();
+    rpc.anvil_set_auto_mine(true).await.unwrap();
+    for hash in sent {
+        let receipt = rpc.get_transaction_receipt(hash).await.unwrap().unwrap();
+        assert!(receipt.status(), "the supply in {hash} succeeds");
+    }
+    let mut built = s.planner.finalise_all(sized, s.watcher.protocol()).await;
+    assert_eq!(built.len(), 1, "one transaction");
+    let batch = built.pop().unwrap().expect("the batch simulates");
+    rpc.anvil_set_next_block_timestamp(planned_on.timestamp + 17)
+        .await
+        .unwrap();
+    let receipt = liquidate_as_owner(&s, &batch.calldata)
+        .await
+        .expect("the batch succeeds");
+    let priced: u64 = batch
+        .plans
+        .iter()
+        .map(|p| (p.gas_cost_wei / U256::from(p.gas_price_wei)).to::<u64>())
+        .sum();
+    eprintln!(
+        "{} reserves updated a block before; gas priced {priced}, used {}",
+        reserves.len(),
+        receipt.gas_used
+    );
+    assert!(
+        priced >= receipt.gas_used && priced <= receipt.gas_used + receipt.gas_used / 10,
+        "gas priced {priced}, used {}",
+        receipt.gas_used
+    );
+}
+
 #[tokio::test]
 async fn liquidations_that_would_not_cover_their_share_of_the_fees_are_left_out_of_the_batch() {
     let s = setup(false).await;

@@ -9,9 +9,9 @@
 //! sale's pool pays out the debt asset before the liquidation (a flash swap), so there is no
 //! flash-loan premium: the pool's fee is in the sale's price ([`Planner::size`]). The plans sized
 //! together are then built into one exact `Liquidator` transaction (a [`Batch`]), which is run once on
-//! the latest state with `eth_call` (the Liquidator answers with what each liquidation realises and
-//! the gas it used; a revert says why); each plan is priced with its share of the
-//! gas, one that would not pay for itself is dropped, and a revert is decoded and its plan dropped
+//! the latest state, at the next block's time, with `eth_call` (the Liquidator answers with what each
+//! liquidation realises and the gas it used; a revert says why); each plan is priced with its share of
+//! the gas, one that would not pay for itself is dropped, and a revert is decoded and its plan dropped
 //! with the reason ([`Planner::finalise_all`]).
 
 pub mod fees;
@@ -292,6 +292,9 @@ pub struct Planner {
     book: VenueBook,
     /// The next block's base fee, by the block it was computed from.
     base_fee_cache: std::sync::Mutex<Option<(u64, u128)>>,
+    /// Whether the node takes `eth_call`'s block overrides (cleared the first time it refuses them):
+    /// simulations run at the next block's time ([`Planner::run`]).
+    block_overrides: std::sync::atomic::AtomicBool,
 }
 
 impl Planner {
@@ -322,6 +325,7 @@ impl Planner {
             l1,
             book,
             base_fee_cache: std::sync::Mutex::new(None),
+            block_overrides: std::sync::atomic::AtomicBool::new(true),
         })
     }
 
@@ -647,7 +651,11 @@ impl Planner {
         let n = plans.len() as u64;
         let gas_price = plans[0].gas_price_wei;
         let run = self
-            .run(build(&plans, &vec![U256::ZERO; plans.len()]), plans.len())
+            .run(
+                build(&plans, &vec![U256::ZERO; plans.len()]),
+                plans.len(),
+                market.block,
+            )
             .await?;
         let (gas, realised) = match run {
             Run::Succeeded(gas, realised) => (gas, realised),
@@ -715,15 +723,55 @@ impl Planner {
     /// its intrinsic gas (with room for the minimum profits its final calldata will carry) and
     /// [`CALL_FRAME_GAS`] for the little that runs outside the measurement, with no refund taken off:
     /// at or above what its receipt will show. A revert comes back decoded, as a run that reverted.
-    async fn run(&self, calldata: Bytes, liquidations: usize) -> Result<Run, ChainError> {
-        let tx = TransactionRequest::default()
-            .from(self.settings.sender)
-            .to(self.settings.liquidator)
-            .with_input(calldata.clone());
-        let returned = match self.rpc.call(tx).block(BlockId::latest()).await {
-            Ok(returned) => returned,
-            Err(e) if is_revert(&e) => return Ok(Run::Reverted(decode_revert(&e))),
-            Err(e) => return Err(ChainError::rpc("eth_call (the liquidation)", e)),
+    ///
+    /// It runs at the time of the block after `planned_on`, not at the latest block's own: a reserve
+    /// updated in that block skips its interest update at the same timestamp, and the mined block,
+    /// later, does not (several thousand gas per reserve, so priced gas fell short of receipts).
+    async fn run(
+        &self,
+        calldata: Bytes,
+        liquidations: usize,
+        planned_on: Option<crate::protocol::BlockRef>,
+    ) -> Result<Run, ChainError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut time = planned_on
+            .map(|b| b.timestamp + 1)
+            .filter(|_| self.block_overrides.load(Relaxed));
+        let mut time_checked = false;
+        let returned = loop {
+            match self.call_at(&calldata, time).await {
+                Ok(returned) => break returned,
+                Err(e) if is_revert(&e) => {
+                    // Aave's interest math reverts on a time before a reserve's last update: when the
+                    // chain has passed the time set, run again just after its latest block.
+                    if let Some(t) = time
+                        && !time_checked
+                    {
+                        time_checked = true;
+                        let latest = self.latest_timestamp().await?;
+                        if latest > t {
+                            tracing::debug!(
+                                time_set = t,
+                                latest,
+                                "the chain passed the simulation's time; running it again after the latest block"
+                            );
+                            time = Some(latest + 1);
+                            continue;
+                        }
+                    }
+                    return Ok(Run::Reverted(decode_revert(&e)));
+                }
+                Err(e) if time.is_some() && refuses_block_overrides(&e) => {
+                    // Not every node takes the override: once this one runs the call without it,
+                    // simulate at the latest block's own time from now on.
+                    let run = Box::pin(self.run(calldata.clone(), liquidations, None)).await?;
+                    if self.block_overrides.swap(false, Relaxed) {
+                        tracing::warn!(error = %e, "the node refuses eth_call's block overrides: simulating at the latest block's own time, so the gas priced can fall short of the receipt's where a reserve was updated in that block");
+                    }
+                    return Ok(run);
+                }
+                Err(e) => return Err(ChainError::rpc("eth_call (the liquidation)", e)),
+            }
         };
         let decoded = if liquidations == 1 {
             Liquidator::liquidateCall::abi_decode_returns(&returned)
@@ -755,6 +803,36 @@ impl Planner {
             },
             profits,
         ))
+    }
+
+    /// One `eth_call` of the transaction on the latest state, at `time` where given.
+    async fn call_at(
+        &self,
+        calldata: &Bytes,
+        time: Option<u64>,
+    ) -> Result<Bytes, alloy::transports::RpcError<alloy::transports::TransportErrorKind>> {
+        let tx = TransactionRequest::default()
+            .from(self.settings.sender)
+            .to(self.settings.liquidator)
+            .with_input(calldata.clone());
+        self.rpc
+            .call(tx)
+            .block(BlockId::latest())
+            .with_block_overrides_opt(time.map(|time| alloy::rpc::types::BlockOverrides {
+                time: Some(time),
+                ..Default::default()
+            }))
+            .await
+    }
+
+    /// The latest block's timestamp.
+    async fn latest_timestamp(&self) -> Result<u64, ChainError> {
+        let block = self
+            .rpc
+            .get_block_by_number(alloy::eips::BlockNumberOrTag::Latest)
+            .await
+            .map_err(|e| ChainError::rpc("the latest block", e))?;
+        Ok(block.map_or(0, |b| b.header.timestamp))
     }
 
     /// The base fee of the block after `block` (latest when unknown), from its header: the one the
@@ -1093,6 +1171,17 @@ fn is_revert(err: &alloy::transports::RpcError<alloy::transports::TransportError
     })
 }
 
+/// Whether the node refused the call's parameters (JSON-RPC's invalid params, or a message naming the
+/// override): what a node that does not take `eth_call`'s block overrides answers. Other errors (a
+/// rate limit, a node in trouble) are not taken as a refusal.
+fn refuses_block_overrides(
+    err: &alloy::transports::RpcError<alloy::transports::TransportErrorKind>,
+) -> bool {
+    err.as_error_resp().is_some_and(|payload| {
+        payload.code == -32602 || payload.message.to_ascii_lowercase().contains("override")
+    })
+}
+
 /// A revert's reason from its data: the Liquidator's custom errors and Aave's error codes by name
 /// where known, the raw data otherwise; `None` when there is no data.
 pub(crate) fn decode_revert_data(data: &[u8]) -> Option<String> {
@@ -1234,7 +1323,7 @@ pub fn base_value(amount: U256, price: U256, decimals: u8) -> BaseAmount {
 
 #[cfg(test)]
 mod tests {
-    use super::is_revert;
+    use super::{is_revert, refuses_block_overrides};
     use alloy::rpc::json_rpc::ErrorPayload;
     use alloy::transports::{RpcError, TransportErrorKind};
 
@@ -1254,5 +1343,29 @@ mod tests {
         assert!(!is_revert(&answer(-32005, "rate limit exceeded")));
         assert!(!is_revert(&answer(-32000, "header not found")));
         assert!(!is_revert(&RpcError::<TransportErrorKind>::NullResp));
+    }
+
+    #[test]
+    fn a_node_refusing_block_overrides_is_told_from_one_in_trouble() {
+        // geth before block overrides in eth_call, and a node that names them.
+        assert!(refuses_block_overrides(&answer(
+            -32602,
+            "too many arguments, want at most 3"
+        )));
+        assert!(refuses_block_overrides(&answer(
+            -32000,
+            "block overrides are not supported"
+        )));
+        assert!(!refuses_block_overrides(&answer(
+            -32005,
+            "rate limit exceeded"
+        )));
+        assert!(!refuses_block_overrides(&answer(
+            -32000,
+            "header not found"
+        )));
+        assert!(!refuses_block_overrides(
+            &RpcError::<TransportErrorKind>::NullResp
+        ));
     }
 }
