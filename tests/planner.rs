@@ -2,7 +2,9 @@
 //! predicted profit is what the Liquidator realises, alone or with others in one transaction; a plan
 //! made unprofitable reverts and loses nothing (and does not sink the plans batched with it); sales
 //! into one pool in one block stop where it no longer pays, and a plan sized again then sells where
-//! it still does; only the owner can liquidate, and the callbacks refuse strangers.
+//! it still does; the gas priced covers the receipt's, also when the reserves moved in the latest
+//! block, and on a node without `eth_call` block overrides plans are still made; only the owner can
+//! liquidate, and the callbacks refuse strangers.
 
 use alloy::{
     network::TransactionBuilder,
@@ -73,18 +75,7 @@ async fn setup(op_stack: bool) -> Setup {
     )
     .unwrap();
     watcher.sync().await.unwrap();
-    let settings = PlannerSettings {
-        liquidator,
-        sender: d.admin,
-        uniswap_factory: d.uniswap.factory,
-        uniswap_v2_factory: Some(d.uniswap.v2_factory),
-        fee_tiers: vec![500, 3000, 10000],
-        native_asset: weth.address,
-        priority_fee_wei: 1_000_000_000,
-        multicall: d.multicall,
-        simulations_in_flight: 2,
-    };
-    let planner = Planner::new(rpc, watcher.protocol(), settings)
+    let planner = Planner::new(rpc, watcher.protocol(), settings(&d, liquidator, d.admin))
         .await
         .unwrap();
     Setup {
@@ -93,6 +84,25 @@ async fn setup(op_stack: bool) -> Setup {
         watcher,
         planner,
         _dir: dir,
+    }
+}
+
+/// The planner's settings on the devnet, for `liquidator` sent from `sender`.
+fn settings(
+    d: &cascade::devnet::Deployment,
+    liquidator: Address,
+    sender: Address,
+) -> PlannerSettings {
+    PlannerSettings {
+        liquidator,
+        sender,
+        uniswap_factory: d.uniswap.factory,
+        uniswap_v2_factory: Some(d.uniswap.v2_factory),
+        fee_tiers: vec![500, 3000, 10000],
+        native_asset: d.asset("WETH").unwrap().address,
+        priority_fee_wei: 1_000_000_000,
+        multicall: d.multicall,
+        simulations_in_flight: 2,
     }
 }
 
@@ -649,6 +659,141 @@ async fn gas_is_priced_at_a_later_time_than_the_latest_blocks_own() {
     assert_gas_priced_covers_the_receipt(&batch, &receipt);
 }
 
+/// A node without `eth_call` block overrides (geth before them answers a fourth parameter with invalid
+/// params): the planner tries the override once, then plans at the latest block's own time.
+#[tokio::test]
+async fn a_node_without_block_overrides_is_still_planned_on() {
+    let s = setup(false).await;
+    let d = &s.net.deployment;
+    let refusals = RefuseBlockOverrides {
+        liquidator: s.liquidator,
+        counts: Default::default(),
+    };
+    let client = alloy::rpc::client::ClientBuilder::default()
+        .layer(refusals.clone())
+        .http(s.net.rpc_url.parse().unwrap());
+    let rpc = alloy::providers::ProviderBuilder::new()
+        .disable_recommended_fillers()
+        .connect_client(client)
+        .erased();
+    let planner = Planner::new(
+        rpc,
+        s.watcher.protocol(),
+        settings(d, s.liquidator, d.admin),
+    )
+    .await
+    .unwrap();
+    let mut planned = 0;
+    for user in s.watcher.liquidatable().into_iter().take(3) {
+        let position = s.watcher.position(user).cloned().unwrap();
+        match planner.plan(s.watcher.protocol(), user, &position).await {
+            Ok(plan) => {
+                assert!(plan.net_profit_debt > 0);
+                planned += 1;
+            }
+            Err(PlanError::Refused(_)) => {}
+            Err(e) => panic!("planning on a node without block overrides failed: {e}"),
+        }
+    }
+    assert!(planned > 0, "a liquidation planned");
+    let (refused, plain) = refusals.counts();
+    assert_eq!(refused, 1, "the override is tried once");
+    assert!(
+        plain >= planned,
+        "then the Liquidator is simulated without it: {plain} calls"
+    );
+}
+
+/// A transport layer that answers every `eth_call` with a block override (its fourth parameter) as a
+/// node without them does, and counts those and the plain calls of the Liquidator.
+#[derive(Clone)]
+struct RefuseBlockOverrides {
+    liquidator: Address,
+    counts: std::sync::Arc<std::sync::Mutex<(usize, usize)>>,
+}
+
+impl RefuseBlockOverrides {
+    fn counts(&self) -> (usize, usize) {
+        *self.counts.lock().unwrap()
+    }
+}
+
+impl<S> tower::Layer<S> for RefuseBlockOverrides {
+    type Service = RefusingService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RefusingService {
+            inner,
+            liquidator: self.liquidator,
+            counts: self.counts.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct RefusingService<S> {
+    inner: S,
+    liquidator: Address,
+    counts: std::sync::Arc<std::sync::Mutex<(usize, usize)>>,
+}
+
+impl<S> tower::Service<alloy::rpc::json_rpc::RequestPacket> for RefusingService<S>
+where
+    S: tower::Service<
+            alloy::rpc::json_rpc::RequestPacket,
+            Response = alloy::rpc::json_rpc::ResponsePacket,
+            Error = alloy::transports::TransportError,
+            Future = alloy::transports::TransportFut<'static>,
+        >,
+{
+    type Response = alloy::rpc::json_rpc::ResponsePacket;
+    type Error = alloy::transports::TransportError;
+    type Future = alloy::transports::TransportFut<'static>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: alloy::rpc::json_rpc::RequestPacket) -> Self::Future {
+        use alloy::rpc::json_rpc::{
+            ErrorPayload, RequestPacket, Response, ResponsePacket, ResponsePayload,
+        };
+        if let RequestPacket::Single(call) = &request
+            && call.method() == "eth_call"
+        {
+            let params: Vec<serde_json::Value> = call
+                .params()
+                .and_then(|p| serde_json::from_str(p.get()).ok())
+                .unwrap_or_default();
+            let mut counts = self.counts.lock().unwrap();
+            if params.len() >= 4 {
+                counts.0 += 1;
+                let refusal = Response {
+                    id: call.id().clone(),
+                    payload: ResponsePayload::Failure(ErrorPayload {
+                        code: -32602,
+                        message: "too many arguments, want at most 3".into(),
+                        data: None,
+                    }),
+                };
+                return Box::pin(async move { Ok(ResponsePacket::Single(refusal)) });
+            }
+            let to = params
+                .first()
+                .and_then(|tx| tx.get("to"))
+                .and_then(|to| to.as_str())
+                .and_then(|to| to.parse::<Address>().ok());
+            if to == Some(self.liquidator) {
+                counts.1 += 1;
+            }
+        }
+        self.inner.call(request)
+    }
+}
+
 #[tokio::test]
 async fn liquidations_that_would_not_cover_their_share_of_the_fees_are_left_out_of_the_batch() {
     let s = setup(false).await;
@@ -738,20 +883,13 @@ async fn a_plan_whose_transaction_would_revert_is_refused_with_the_decoded_reaso
     let s = setup(false).await;
     let d = &s.net.deployment;
     // Planned for an account the Liquidator does not know: the simulation reverts with NotOperator.
-    let settings = PlannerSettings {
-        liquidator: s.liquidator,
-        sender: Address::repeat_byte(0x66),
-        uniswap_factory: d.uniswap.factory,
-        uniswap_v2_factory: Some(d.uniswap.v2_factory),
-        fee_tiers: vec![500, 3000, 10000],
-        native_asset: d.asset("WETH").unwrap().address,
-        priority_fee_wei: 1_000_000_000,
-        multicall: d.multicall,
-        simulations_in_flight: 2,
-    };
-    let planner = Planner::new(s.net.rpc.clone(), s.watcher.protocol(), settings)
-        .await
-        .unwrap();
+    let planner = Planner::new(
+        s.net.rpc.clone(),
+        s.watcher.protocol(),
+        settings(d, s.liquidator, Address::repeat_byte(0x66)),
+    )
+    .await
+    .unwrap();
     let user = s.watcher.liquidatable()[0];
     let position = s.watcher.position(user).cloned().unwrap();
     match planner.plan(s.watcher.protocol(), user, &position).await {
