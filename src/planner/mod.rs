@@ -762,13 +762,12 @@ impl Planner {
                     return Ok(Run::Reverted(decode_revert(&e)));
                 }
                 Err(e) if time.is_some() && refuses_block_overrides(&e) => {
-                    // Not every node takes the override: once this one runs the call without it,
-                    // simulate at the latest block's own time from now on.
-                    let run = Box::pin(self.run(calldata.clone(), liquidations, None)).await?;
+                    // Not every node takes the override: simulate without it, at the latest block's
+                    // own time, from now on.
                     if self.block_overrides.swap(false, Relaxed) {
                         tracing::warn!(error = %e, "the node refuses eth_call's block overrides: simulating at the latest block's own time, so the gas priced can fall short of the receipt's where a reserve was updated in that block");
                     }
-                    return Ok(run);
+                    time = None;
                 }
                 Err(e) => return Err(ChainError::rpc("eth_call (the liquidation)", e)),
             }
