@@ -192,9 +192,11 @@ async fn v2_amount_out_is_exactly_what_the_pair_pays() {
     }
 }
 
-/// The planner keeps pool ticks across blocks. After arbitrage swaps move a pool (swaps change no
-/// ticks) the kept ticks are reused and the simulation still equals QuoterV2; after liquidity is added
-/// (a `Mint`) they are read again, and still equal it.
+/// The planner keeps pool state across blocks, following each pool from its events in the watcher's
+/// logs of every block. After arbitrage swaps move the pools (swaps change no ticks) the book reads
+/// nothing: the kept ticks are reused, the followed prices equal a fresh read, and the simulation still
+/// equals QuoterV2. After liquidity is added (a `Mint`) the pool's ticks are read again, its followed
+/// liquidity includes the new position's, and it still equals QuoterV2.
 #[tokio::test]
 async fn kept_pool_state_follows_swaps_and_new_liquidity() {
     use alloy::{
@@ -203,13 +205,18 @@ async fn kept_pool_state_follows_swaps_and_new_liquidity() {
         providers::{Provider, ext::AnvilApi},
     };
     use cascade::{
-        chain::bindings::{MintableERC20, NonfungiblePositionManager},
+        chain::{
+            bindings::{MintableERC20, NonfungiblePositionManager},
+            metered::RpcMeter,
+        },
         devnet::shock::{PriceMoveBps, shock_market},
         planner::venues::{
             Venue,
             book::{BookSettings, VenueBook},
         },
-        protocol::BlockRef,
+        protocol::{BlockRef, aave_v3::AaveV3},
+        store::Store,
+        watcher::{Head, Watcher, WatcherOptions},
     };
 
     let net = Devnet::start(&DevnetOptions {
@@ -221,15 +228,82 @@ async fn kept_pool_state_follows_swaps_and_new_liquidity() {
     let (d, rpc) = (&net.deployment, &net.rpc);
     let quoter = d.uniswap.quoter;
     let (weth, usdc) = (d.asset("WETH").unwrap(), d.asset("USDC").unwrap());
-    let book = VenueBook::new(
+    let settings = BookSettings {
+        multicall: d.multicall,
+        v3_factory: d.uniswap.factory,
+        fee_tiers: vec![100, 500, 3000, 10_000],
+        v2_factory: Some(d.uniswap.v2_factory),
+    };
+    // The book under test reads through a meter; a second book reads everything afresh.
+    let meter = RpcMeter::default();
+    let metered = chain::connect_http_metered(&net.rpc_url, &meter).unwrap();
+    let book = VenueBook::new(metered, settings.clone());
+    let fresh = |at: BlockRef| {
+        let book = VenueBook::new(net.rpc.clone(), settings.clone());
+        let (a, b) = (weth.address, usdc.address);
+        async move { book.venues(a, b, at).await.unwrap() }
+    };
+    // A watcher with the book's tap, synced one block at a time as the keeper's is.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), false).unwrap();
+    let aave = AaveV3::connect(&net.rpc, d.aave.addresses_provider, d.multicall)
+        .await
+        .unwrap();
+    let mut watcher = Watcher::open(
+        aave,
         net.rpc.clone(),
-        BookSettings {
-            multicall: d.multicall,
-            v3_factory: d.uniswap.factory,
-            fee_tiers: vec![100, 500, 3000, 10_000],
-            v2_factory: Some(d.uniswap.v2_factory),
+        store.market(d.aave.addresses_provider).unwrap(),
+        WatcherOptions {
+            deployment_block: d.deployment_block,
+            ..Default::default()
         },
-    );
+    )
+    .unwrap();
+    watcher.tap_logs(book.log_tap());
+    watcher.sync().await.unwrap();
+    let follow_to_head = async |watcher: &mut Watcher<AaveV3>| {
+        let latest = rpc.get_block_number().await.unwrap();
+        while watcher.cursor().unwrap().block < latest {
+            let next = watcher.cursor().unwrap().block + 1;
+            let b = rpc
+                .get_block_by_number(BlockNumberOrTag::Number(next))
+                .await
+                .unwrap()
+                .unwrap();
+            let report = watcher
+                .sync_to(Head {
+                    block: BlockRef {
+                        number: next,
+                        hash: b.header.hash,
+                        timestamp: b.header.timestamp,
+                        gas: None,
+                    },
+                    parent_hash: b.header.parent_hash,
+                })
+                .await
+                .unwrap();
+            let tapped = report.tapped.expect("one block synced: the tap's logs");
+            book.follow_block(next, &tapped);
+        }
+        // Plans are made at the watcher's block (anvil may have mined another since).
+        watcher.protocol().block.unwrap()
+    };
+    let same_state = |ours: &[Venue], theirs: &[Venue]| {
+        assert_eq!(ours.len(), theirs.len());
+        for (a, b) in ours.iter().zip(theirs) {
+            match (a, b) {
+                (Venue::V3(a), Venue::V3(b)) => assert_eq!(
+                    (a.address, a.sqrt_price, a.tick, a.liquidity),
+                    (b.address, b.sqrt_price, b.tick, b.liquidity),
+                    "followed pool equals a fresh read"
+                ),
+                (Venue::V2(a), Venue::V2(b)) => {
+                    assert_eq!(a, b, "followed pair equals a fresh read")
+                }
+                _ => panic!("venues in another order: {a:?} / {b:?}"),
+            }
+        }
+    };
     let head = || async {
         let b = rpc
             .get_block_by_number(BlockNumberOrTag::Latest)
@@ -300,8 +374,17 @@ async fn kept_pool_state_follows_swaps_and_new_liquidity() {
     )
     .await
     .unwrap();
-    let b1 = head().await;
+    let b1 = follow_to_head(&mut watcher).await;
+    let before = meter.snapshot();
     let moved = book.venues(weth.address, usdc.address, b1).await.unwrap();
+    let calls = meter.snapshot().since(&before);
+    assert_eq!(
+        calls.total_calls(),
+        0,
+        "the venues followed through the swaps' blocks are not read: {:?}",
+        calls.by_method
+    );
+    same_state(&moved, &fresh(b1).await);
     for (before, after) in pools(&first).iter().zip(pools(&moved)) {
         assert!(
             std::sync::Arc::ptr_eq(&before.ticks, &after.ticks),
@@ -374,8 +457,9 @@ async fn kept_pool_state_follows_swaps_and_new_liquidity() {
     )
     .await
     .unwrap();
-    let b2 = head().await;
+    let b2 = follow_to_head(&mut watcher).await;
     let minted = book.venues(weth.address, usdc.address, b2).await.unwrap();
+    same_state(&minted, &fresh(b2).await);
     let after = pools(&minted)
         .into_iter()
         .find(|p| p.address == target.address)

@@ -180,6 +180,8 @@ impl Keeper {
         self.liveness.block(block.number);
         if report.reorg_depth.is_some() {
             self.planner.reorged();
+        } else if let Some(tapped) = &report.tapped {
+            self.planner.follow_block(block.number, tapped);
         }
         m::stage(Stage::Repriced, arrived);
         self.record_market_liquidations(watcher, &report.market_liquidations, block.number);
@@ -307,14 +309,15 @@ impl Keeper {
         targets.sort_by_key(|(_, position)| std::cmp::Reverse(position.debt_base));
         tracing::debug!(
             targets = targets.len(),
-            since_block_ms = arrived.elapsed().as_millis() as u64,
+            since_block_ms = arrived.elapsed().as_secs_f64() * 1e3,
             "planning"
         );
         // Before sizing, side by side: every target's pools in one batched read (each plan would
-        // otherwise read its pairs' own), and the account's pending transaction count (the node is
-        // idle now; by the first send it is busy simulating, and without it each round reads it).
-        // Then ours sent in earlier blocks and still pending, mined ahead of anything planned now,
-        // are counted into those pools.
+        // otherwise read its pairs' own; the pools the book follows from their events, all of them
+        // once read ahead, are not read at all), and the account's pending transaction count (the
+        // node is idle now; by the first send it is busy simulating, and without it each round reads
+        // it). Then ours sent in earlier blocks and still pending, mined ahead of anything planned
+        // now, are counted into those pools.
         let mut chain_nonce = None;
         if !targets.is_empty()
             && let Some(at) = watcher.protocol().block
@@ -325,6 +328,10 @@ impl Keeper {
                 self.executor.chain_nonce()
             );
             chain_nonce = nonce.ok();
+            tracing::debug!(
+                since_block_ms = arrived.elapsed().as_secs_f64() * 1e3,
+                "venues and nonce read"
+            );
             let mut in_flight_sales: Vec<(u64, SaleInFlight)> = self
                 .pursuits
                 .iter()

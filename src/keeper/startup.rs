@@ -243,6 +243,8 @@ pub async fn start(config: &Config, path: &Path, opts: &RunOptions) -> eyre::Res
     let planner = Planner::new(act_rpc.clone(), watcher.protocol(), settings.clone())
         .await
         .wrap_err("reading the Pool's liquidation rules")?;
+    // The pools' events come with the market's, in the watcher's one request per block.
+    watcher.tap_logs(planner.log_tap());
     let executor = Executor::new(act_rpc, key, journal, exec_opts)
         .await
         .wrap_err("starting the executor")?;

@@ -999,6 +999,17 @@ impl Planner {
         self.book.forget_block_state();
     }
 
+    /// The tap through which the watcher fetches the followed venues' events with each block's own.
+    pub fn log_tap(&self) -> crate::watcher::tap::LogTap {
+        self.book.log_tap()
+    }
+
+    /// Carries the venues the book follows through `block`'s events (the watcher's tapped logs), so
+    /// that the block's plans read none of them.
+    pub fn follow_block(&self, block: u64, tapped: &crate::watcher::tap::TappedLogs) {
+        self.book.follow_block(block, tapped);
+    }
+
     /// The pairs of `positions` whose venues the book does not hold yet, or holds ticks about to age
     /// out for, at block `block`: what [`Self::warm`] should read ahead.
     pub fn cold_pairs<'a>(

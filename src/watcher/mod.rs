@@ -16,6 +16,7 @@
 pub mod backfill;
 pub mod follow;
 pub mod table;
+pub mod tap;
 
 use crate::{
     chain::{ChainError, Rpc},
@@ -35,6 +36,7 @@ use std::{
     time::{Duration, Instant},
 };
 use table::PositionTable;
+use tap::{LogTap, TappedLogs};
 
 /// Errors of the watcher.
 #[derive(Debug, thiserror::Error)]
@@ -138,6 +140,9 @@ pub struct SyncReport {
     pub market_liquidations: Vec<crate::protocol::MarketLiquidation>,
     /// When the head that started this sync was received (set by [`follow`]).
     pub head_received: Option<Instant>,
+    /// The [`LogTap`]'s logs of the block, when the sync processed exactly one new block (none after
+    /// a gap, a reorg or a discovery: the tap's consumer must read its state again).
+    pub tapped: Option<TappedLogs>,
 }
 
 /// The watcher of one market.
@@ -153,6 +158,8 @@ pub struct Watcher<P> {
     last_full_reprice: u64,
     /// The protocol's market state has been read in this process.
     market_loaded: bool,
+    /// Other contracts' logs fetched with each block's own.
+    tap: Option<LogTap>,
 }
 
 impl<P: LendingProtocol> Watcher<P> {
@@ -173,11 +180,17 @@ impl<P: LendingProtocol> Watcher<P> {
             touched_in: BTreeMap::new(),
             last_full_reprice: 0,
             market_loaded: false,
+            tap: None,
         };
         for (user, position) in watcher.store.positions()? {
             watcher.insert(user, position);
         }
         Ok(watcher)
+    }
+
+    /// Fetches `tap`'s logs with each new block's own (see [`tap`]).
+    pub fn tap_logs(&mut self, tap: LogTap) {
+        self.tap = Some(tap);
     }
 
     /// The protocol (its market state as of the last block).
@@ -437,11 +450,19 @@ impl<P: LendingProtocol> Watcher<P> {
         to: BlockRef,
         mut extra_users: Vec<Address>,
     ) -> Result<SyncReport, WatcherError> {
-        let (addresses, topics) = self.protocol.log_filter();
+        let (mut addresses, mut topics) = self.protocol.log_filter();
         let mut touched = Vec::new();
         let mut liquidations = Vec::new();
         let mut market = None;
+        let mut tapped = None;
         if from == to.number {
+            // The tap's addresses and events ride along (no contract of the market emits the tap's
+            // events, nor is one of its addresses).
+            let tap = self.tap.as_ref().and_then(LogTap::filter);
+            if let Some((tap_addresses, tap_topics)) = &tap {
+                addresses.extend_from_slice(tap_addresses);
+                topics.extend_from_slice(tap_topics);
+            }
             // Pinned to the block's hash: these are the logs of exactly this block. The market's
             // prices are read at the same hash side by side: one round trip's wait, not two.
             let filter = Filter::new()
@@ -458,6 +479,19 @@ impl<P: LendingProtocol> Watcher<P> {
                 protocol.refresh_market(rpc, to)
             )?;
             market = Some(change);
+            let logs = match tap {
+                Some((tap_addresses, _)) => {
+                    let (theirs, ours): (Vec<_>, Vec<_>) = logs
+                        .into_iter()
+                        .partition(|l| tap_addresses.binary_search(&l.address()).is_ok());
+                    tapped = Some(TappedLogs {
+                        addresses: tap_addresses,
+                        logs: theirs,
+                    });
+                    ours
+                }
+                None => logs,
+            };
             for log in &logs {
                 self.protocol.touched_users(log, &mut touched);
                 liquidations.extend(self.protocol.liquidation(log));
@@ -493,6 +527,7 @@ impl<P: LendingProtocol> Watcher<P> {
         Ok(SyncReport {
             blocks: to.number + 1 - from,
             market_liquidations: liquidations,
+            tapped,
             ..report
         })
     }
@@ -717,6 +752,7 @@ impl<P: LendingProtocol> Watcher<P> {
             backfilled: false,
             market_liquidations: Vec::new(),
             head_received: None,
+            tapped: None,
         })
     }
 }

@@ -12,9 +12,16 @@
 //!   drifted towards the edge of the words read, after a reorg, or once they are
 //!   [`TICKS_MAX_AGE_BLOCKS`] old;
 //!
-//! and per block reads only what swaps move: `slot0` and `liquidity` of each V3 pool and the reserves of
-//! each V2 pair, in one `aggregate3`, side by side with one `eth_getLogs` for `Mint`/`Burn` since the
-//! ticks were read. Concurrent plans at the same block share that read.
+//! - what swaps move (`slot0` and `liquidity` of each V3 pool, the reserves of each V2 pair), read once
+//!   in one `aggregate3` (side by side with one `eth_getLogs` for `Mint`/`Burn` since the ticks were
+//!   read) and from then on **followed** block by block from the venue's own events: `Swap` carries a
+//!   pool's price, tick and in-range liquidity after it, `Sync` a pair's reserves, and a `Mint` or
+//!   `Burn` around the price moves the liquidity by its amount. The events come in the watcher's
+//!   `eth_getLogs` of each block ([`crate::watcher::tap`]), so the block of a price move reads no
+//!   venue the book follows: its plans are sized as soon as the watcher is done. A venue whose events
+//!   for a block the book did not get (a gap, a reorg) is read again when a plan needs it.
+//!
+//! Concurrent plans at the same block share one read.
 
 use super::{
     Venue,
@@ -24,12 +31,13 @@ use super::{
 use crate::{
     chain::{ChainError, Rpc, bindings::UniswapV3Factory, multicall},
     protocol::BlockRef,
+    watcher::tap::{LogTap, TappedLogs},
 };
 use alloy::{
     eips::BlockId,
     primitives::{Address, U256, aliases::U24},
     providers::Provider,
-    rpc::types::Filter,
+    rpc::types::{Filter, Log},
     sol,
     sol_types::{SolCall, SolEvent},
 };
@@ -44,6 +52,115 @@ sol! {
     event Mint(address sender, address indexed owner, int24 indexed tickLower, int24 indexed tickUpper, uint128 amount, uint256 amount0, uint256 amount1);
     /// See [`Mint`].
     event Burn(address indexed owner, int24 indexed tickLower, int24 indexed tickUpper, uint128 amount, uint256 amount0, uint256 amount1);
+    /// `UniswapV3Pool`'s swap: the pool's price, tick and in-range liquidity after it.
+    event Swap(address indexed sender, address indexed recipient, int256 amount0, int256 amount1, uint160 sqrtPriceX96, uint128 liquidity, int24 tick);
+    /// `UniswapV2Pair`'s reserves after every change of them.
+    event Sync(uint112 reserve0, uint112 reserve1);
+}
+
+/// What swaps move in a venue: a V3 pool's price, tick and in-range liquidity, a V2 pair's reserves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Moving {
+    V3 {
+        sqrt_price: U256,
+        tick: i32,
+        liquidity: u128,
+    },
+    V2 {
+        reserve0: U256,
+        reserve1: U256,
+    },
+}
+
+/// A venue's [`Moving`] state as of a block, followed from its events since it was read.
+#[derive(Debug, Clone, Copy)]
+struct Followed {
+    block: u64,
+    state: Moving,
+}
+
+impl Followed {
+    /// Applies one of the venue's logs. `false` when the log does not decode or would take the
+    /// liquidity out of range: the state is no longer known.
+    fn apply(&mut self, log: &Log, ticks_changed: &mut bool) -> bool {
+        let Some(topic) = log.topic0() else {
+            return true;
+        };
+        match (&mut self.state, *topic) {
+            (
+                Moving::V3 {
+                    sqrt_price,
+                    tick,
+                    liquidity,
+                },
+                Swap::SIGNATURE_HASH,
+            ) => match Swap::decode_log_data(log.data()) {
+                Ok(swap) => {
+                    *sqrt_price = U256::from(swap.sqrtPriceX96);
+                    *tick = swap.tick.as_i32();
+                    *liquidity = swap.liquidity;
+                    true
+                }
+                Err(_) => false,
+            },
+            (
+                Moving::V3 {
+                    tick, liquidity, ..
+                },
+                Mint::SIGNATURE_HASH,
+            ) => {
+                *ticks_changed = true;
+                match Mint::decode_log_data(log.data()) {
+                    // Liquidity added around the price is in range at once
+                    // (`UniswapV3Pool._modifyPosition`).
+                    Ok(m) if (m.tickLower.as_i32()..m.tickUpper.as_i32()).contains(tick) => {
+                        match liquidity.checked_add(m.amount) {
+                            Some(l) => {
+                                *liquidity = l;
+                                true
+                            }
+                            None => false,
+                        }
+                    }
+                    Ok(_) => true,
+                    Err(_) => false,
+                }
+            }
+            (
+                Moving::V3 {
+                    tick, liquidity, ..
+                },
+                Burn::SIGNATURE_HASH,
+            ) => {
+                *ticks_changed = true;
+                match Burn::decode_log_data(log.data()) {
+                    Ok(b) if (b.tickLower.as_i32()..b.tickUpper.as_i32()).contains(tick) => {
+                        match liquidity.checked_sub(b.amount) {
+                            Some(l) => {
+                                *liquidity = l;
+                                true
+                            }
+                            None => false,
+                        }
+                    }
+                    Ok(_) => true,
+                    Err(_) => false,
+                }
+            }
+            (Moving::V2 { reserve0, reserve1 }, Sync::SIGNATURE_HASH) => {
+                match Sync::decode_log_data(log.data()) {
+                    Ok(sync) => {
+                        *reserve0 = U256::from(sync.reserve0);
+                        *reserve1 = U256::from(sync.reserve1);
+                        true
+                    }
+                    Err(_) => false,
+                }
+            }
+            // Collect, Flash, the V2 pair's own Swap/Mint/Burn (its Sync follows each): no change.
+            _ => true,
+        }
+    }
 }
 
 /// Pairs with no pool on some venue are asked about again after this many blocks (pools are created
@@ -77,6 +194,15 @@ enum Known {
     },
 }
 
+impl Known {
+    fn address(&self) -> Address {
+        match self {
+            Self::V3(pool) => pool.address,
+            Self::V2 { address, .. } => *address,
+        }
+    }
+}
+
 /// The venues of a token pair, as found at a block.
 #[derive(Debug, Clone)]
 struct Discovered {
@@ -107,6 +233,14 @@ pub struct VenueBook {
     /// them: one account's transactions are mined in nonce order, so a later liquidation of the same
     /// block sells into the pool after the earlier ones.
     pending: Mutex<(u64, HashMap<Address, Venue>)>,
+    /// Each venue read, kept current block by block from its events (see [`Self::follow_block`]):
+    /// a venue followed to a block is not read at it.
+    followed: Mutex<HashMap<Address, Followed>>,
+    /// Where the watcher learns which venues' events to fetch with each block's.
+    tap: LogTap,
+    /// Counts [`Self::forget_block_state`]s: a read that started before one (on a chain since
+    /// reorganised) is not followed.
+    epoch: std::sync::atomic::AtomicU64,
 }
 
 /// A sale checked against the venue as this block's earlier sales leave it.
@@ -156,7 +290,83 @@ impl VenueBook {
             ticks: Mutex::default(),
             at_block: Mutex::new((u64::MAX, HashMap::new())),
             pending: Mutex::new((u64::MAX, HashMap::new())),
+            followed: Mutex::default(),
+            tap: LogTap::new(vec![
+                Swap::SIGNATURE_HASH,
+                Sync::SIGNATURE_HASH,
+                Mint::SIGNATURE_HASH,
+                Burn::SIGNATURE_HASH,
+            ]),
+            epoch: Default::default(),
         }
+    }
+
+    /// The tap to hand the watcher ([`crate::watcher::Watcher::tap_logs`]): the book sets its
+    /// addresses, the venues it follows, and takes each block's logs in [`Self::follow_block`].
+    pub fn log_tap(&self) -> LogTap {
+        self.tap.clone()
+    }
+
+    /// Carries every venue followed to the block before `block` through `block`'s events (`tapped`:
+    /// the watcher's logs of the venues it asked for). A venue that was not asked for, or whose state
+    /// is older, or whose events do not apply, is forgotten: it is read again when a plan needs it.
+    /// A `Mint` or `Burn` also drops the pool's ticks.
+    pub fn follow_block(&self, block: u64, tapped: &TappedLogs) {
+        let mut ticks_changed = Vec::new();
+        let mut followed = lock(&self.followed);
+        followed.retain(|address, f| {
+            if f.block >= block {
+                return true;
+            }
+            if f.block + 1 != block || tapped.addresses.binary_search(address).is_err() {
+                return false;
+            }
+            let mut changed = false;
+            for log in tapped.logs.iter().filter(|l| l.address() == *address) {
+                if !f.apply(log, &mut changed) {
+                    return false;
+                }
+            }
+            if changed {
+                ticks_changed.push(*address);
+            }
+            f.block = block;
+            true
+        });
+        self.publish(&followed);
+        drop(followed);
+        let mut ticks = lock(&self.ticks);
+        for pool in ticks_changed {
+            ticks.remove(&pool);
+        }
+    }
+
+    fn epoch(&self) -> u64 {
+        self.epoch.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Venues read at `block` by a read started in `epoch`, followed from it on unless one is
+    /// followed to a later block already.
+    fn follow_from(
+        &self,
+        epoch: u64,
+        block: u64,
+        states: impl IntoIterator<Item = (Address, Moving)>,
+    ) {
+        let mut followed = lock(&self.followed);
+        if self.epoch() != epoch {
+            return;
+        }
+        for (address, state) in states {
+            if followed.get(&address).is_none_or(|f| f.block < block) {
+                followed.insert(address, Followed { block, state });
+            }
+        }
+        self.publish(&followed);
+    }
+
+    fn publish(&self, followed: &HashMap<Address, Followed>) {
+        self.tap.set_addresses(followed.keys().copied().collect());
     }
 
     /// Selling `amount` of `token_in` on `venue` at block `block`, after this block's sales already
@@ -214,6 +424,10 @@ impl VenueBook {
     /// saw may be gone, and a block number may now name another block.
     pub fn forget_block_state(&self) {
         lock(&self.ticks).clear();
+        let mut followed = lock(&self.followed);
+        self.epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        followed.clear();
+        self.tap.set_addresses(Vec::new());
         *lock(&self.at_block) = (u64::MAX, HashMap::new());
         *lock(&self.pending) = (u64::MAX, HashMap::new());
     }
@@ -340,9 +554,10 @@ impl VenueBook {
         Ok(())
     }
 
-    /// The venues of each of `keys` at `block`, in order: one `aggregate3` for every pool's price and
+    /// The venues of each of `keys` at `block`, in order. Those followed to `block` from their
+    /// events cost nothing; the others are read: one `aggregate3` for every pool's price and
     /// liquidity and every pair's reserves, side by side with one `eth_getLogs` for the liquidity
-    /// events since their ticks were read.
+    /// events since their ticks were read. Each read is followed from then on.
     async fn read_many(
         &self,
         keys: &[PairKey],
@@ -354,10 +569,83 @@ impl VenueBook {
         if all.is_empty() {
             return Ok(vec![Vec::new(); keys.len()]);
         }
-        let at = BlockId::hash(block.hash);
-        // Prices and reserves, and the liquidity events since the ticks were read, side by side.
+        let epoch = self.epoch();
+        let mut states: HashMap<Address, Moving> = {
+            let followed = lock(&self.followed);
+            all.iter()
+                .filter_map(|k| {
+                    let address = k.address();
+                    let f = followed.get(&address).filter(|f| f.block == block.number)?;
+                    Some((address, f.state))
+                })
+                .collect()
+        };
+        let unread: Vec<Known> = all
+            .iter()
+            .filter(|k| !states.contains_key(&k.address()))
+            .copied()
+            .collect();
+        // Prices and reserves of the venues not followed, and the liquidity events since their
+        // ticks were read, side by side. (A followed pool's `Mint` or `Burn` dropped its ticks.)
+        let touched = if unread.is_empty() {
+            Vec::new()
+        } else {
+            let read = self.read_moving(&unread, block);
+            let (read, touched) = tokio::try_join!(read, self.liquidity_events(&unread, block))?;
+            self.follow_from(epoch, block.number, read.iter().copied());
+            states.extend(read);
+            touched
+        };
+
+        let mut venues = Vec::with_capacity(all.len());
+        for k in all {
+            let state = states[&k.address()];
+            venues.push(match (k, state) {
+                (
+                    Known::V3(pool),
+                    Moving::V3 {
+                        sqrt_price,
+                        tick,
+                        liquidity,
+                    },
+                ) => {
+                    let ticks = self
+                        .ticks_for(&pool, tick, block, touched.contains(&pool.address))
+                        .await?;
+                    Venue::V3(PoolState::new(&pool, (sqrt_price, tick, liquidity), ticks))
+                }
+                (
+                    Known::V2 {
+                        address,
+                        token0,
+                        token1,
+                    },
+                    Moving::V2 { reserve0, reserve1 },
+                ) => Venue::V2(PairState {
+                    address,
+                    token0,
+                    token1,
+                    reserve0,
+                    reserve1,
+                }),
+                _ => unreachable!("a venue's state is of its own kind"),
+            });
+        }
+        let mut venues = venues.into_iter();
+        Ok(known
+            .iter()
+            .map(|k| venues.by_ref().take(k.len()).collect())
+            .collect())
+    }
+
+    /// Each venue's [`Moving`] state at `block`, in one `aggregate3`.
+    async fn read_moving(
+        &self,
+        venues: &[Known],
+        block: BlockRef,
+    ) -> Result<Vec<(Address, Moving)>, ChainError> {
         let mut calls = Vec::new();
-        for k in &all {
+        for k in venues {
             match k {
                 Known::V3(pool) => calls.extend(uniswap_v3::state_calls(pool.address)),
                 Known::V2 { address, .. } => {
@@ -365,52 +653,48 @@ impl VenueBook {
                 }
             }
         }
-        let state = multicall::aggregate3_raw(
+        let results = multicall::aggregate3_raw(
             &self.rpc,
             self.settings.multicall,
             calls,
-            at,
+            BlockId::hash(block.hash),
             multicall::BATCH,
-        );
-        let (state, touched) = tokio::try_join!(state, self.liquidity_events(&all, block))?;
-
-        let mut venues = Vec::with_capacity(all.len());
-        let mut results = state.as_slice();
-        for k in all {
+        )
+        .await?;
+        let mut results = results.as_slice();
+        let mut out = Vec::with_capacity(venues.len());
+        for k in venues {
             match k {
                 Known::V3(pool) => {
                     let (mine, rest) = results.split_at(2);
                     results = rest;
-                    let slot = uniswap_v3::decode_state(pool.address, mine)?;
-                    let ticks = self
-                        .ticks_for(&pool, slot.1, block, touched.contains(&pool.address))
-                        .await?;
-                    venues.push(Venue::V3(PoolState::new(&pool, slot, ticks)));
+                    let (sqrt_price, tick, liquidity) =
+                        uniswap_v3::decode_state(pool.address, mine)?;
+                    out.push((
+                        pool.address,
+                        Moving::V3 {
+                            sqrt_price,
+                            tick,
+                            liquidity,
+                        },
+                    ));
                 }
-                Known::V2 {
-                    address,
-                    token0,
-                    token1,
-                } => {
+                Known::V2 { address, .. } => {
                     let (mine, rest) = results.split_at(1);
                     results = rest;
                     let r = multicall::decode::<UniswapV2Pair::getReservesCall>(&mine[0])
                         .map_err(|e| call_failed(format!("getReserves of pair {address}"), e))?;
-                    venues.push(Venue::V2(PairState {
-                        address,
-                        token0,
-                        token1,
-                        reserve0: U256::from(r.reserve0),
-                        reserve1: U256::from(r.reserve1),
-                    }));
+                    out.push((
+                        *address,
+                        Moving::V2 {
+                            reserve0: U256::from(r.reserve0),
+                            reserve1: U256::from(r.reserve1),
+                        },
+                    ));
                 }
             }
         }
-        let mut venues = venues.into_iter();
-        Ok(known
-            .iter()
-            .map(|k| venues.by_ref().take(k.len()).collect())
-            .collect())
+        Ok(out)
     }
 
     /// The V3 pools among `known` with ticks in the book that emitted `Mint` or `Burn` after their
@@ -603,5 +887,221 @@ impl VenueBook {
             out.push(Known::V3(uniswap_v3::decode_key(pool, mine)?));
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloy::primitives::aliases::{I24, U160};
+
+    const POOL: Address = Address::repeat_byte(0x11);
+    const PAIR: Address = Address::repeat_byte(0x22);
+
+    fn log(address: Address, event: &impl SolEvent) -> Log {
+        Log {
+            inner: alloy::primitives::Log {
+                address,
+                data: event.encode_log_data(),
+            },
+            ..Default::default()
+        }
+    }
+
+    fn swap(sqrt_price: u64, liquidity: u128, tick: i32) -> Swap {
+        Swap {
+            sender: Address::ZERO,
+            recipient: Address::ZERO,
+            amount0: Default::default(),
+            amount1: Default::default(),
+            sqrtPriceX96: U160::from(sqrt_price),
+            liquidity,
+            tick: I24::try_from(tick).unwrap(),
+        }
+    }
+
+    fn mint(lower: i32, upper: i32, amount: u128) -> Mint {
+        Mint {
+            sender: Address::ZERO,
+            owner: Address::ZERO,
+            tickLower: I24::try_from(lower).unwrap(),
+            tickUpper: I24::try_from(upper).unwrap(),
+            amount,
+            amount0: U256::ZERO,
+            amount1: U256::ZERO,
+        }
+    }
+
+    fn burn(lower: i32, upper: i32, amount: u128) -> Burn {
+        Burn {
+            owner: Address::ZERO,
+            tickLower: I24::try_from(lower).unwrap(),
+            tickUpper: I24::try_from(upper).unwrap(),
+            amount,
+            amount0: U256::ZERO,
+            amount1: U256::ZERO,
+        }
+    }
+
+    fn pool_at(block: u64) -> Followed {
+        Followed {
+            block,
+            state: Moving::V3 {
+                sqrt_price: U256::from(1_000u64),
+                tick: 100,
+                liquidity: 5_000,
+            },
+        }
+    }
+
+    fn book() -> VenueBook {
+        VenueBook::new(
+            crate::chain::connect_http("http://127.0.0.1:9").unwrap(),
+            BookSettings {
+                multicall: Address::ZERO,
+                v3_factory: Address::ZERO,
+                fee_tiers: vec![500],
+                v2_factory: None,
+            },
+        )
+    }
+
+    #[test]
+    fn a_swap_sets_the_pools_price_tick_and_liquidity_and_keeps_its_ticks() {
+        let mut f = pool_at(7);
+        let mut ticks_changed = false;
+        assert!(f.apply(&log(POOL, &swap(2_000, 4_000, 90)), &mut ticks_changed));
+        assert_eq!(
+            f.state,
+            Moving::V3 {
+                sqrt_price: U256::from(2_000u64),
+                tick: 90,
+                liquidity: 4_000
+            }
+        );
+        assert!(!ticks_changed);
+    }
+
+    #[test]
+    fn liquidity_added_or_removed_around_the_price_moves_the_in_range_liquidity_only() {
+        let liquidity = |f: &Followed| match f.state {
+            Moving::V3 { liquidity, .. } => liquidity,
+            Moving::V2 { .. } => unreachable!(),
+        };
+        let mut f = pool_at(7);
+        let mut ticks_changed = false;
+        // Around tick 100 (the upper tick is outside the range: [lower, upper)).
+        assert!(f.apply(&log(POOL, &mint(60, 120, 300)), &mut ticks_changed));
+        assert_eq!(liquidity(&f), 5_300);
+        assert!(ticks_changed, "a Mint changes the ticks");
+        assert!(f.apply(&log(POOL, &mint(0, 100, 300)), &mut ticks_changed));
+        assert_eq!(liquidity(&f), 5_300, "the range ends below the price");
+        assert!(f.apply(&log(POOL, &burn(100, 160, 1_000)), &mut ticks_changed));
+        assert_eq!(liquidity(&f), 4_300);
+        assert!(
+            !f.apply(&log(POOL, &burn(0, 200, 10_000)), &mut ticks_changed),
+            "more burnt than is in range: the state is not known"
+        );
+    }
+
+    #[test]
+    fn a_sync_sets_the_pairs_reserves() {
+        let mut f = Followed {
+            block: 3,
+            state: Moving::V2 {
+                reserve0: U256::from(1u8),
+                reserve1: U256::from(2u8),
+            },
+        };
+        let sync = Sync {
+            reserve0: alloy::primitives::aliases::U112::from(10u8),
+            reserve1: alloy::primitives::aliases::U112::from(20u8),
+        };
+        assert!(f.apply(&log(PAIR, &sync), &mut false));
+        assert_eq!(
+            f.state,
+            Moving::V2 {
+                reserve0: U256::from(10u8),
+                reserve1: U256::from(20u8)
+            }
+        );
+    }
+
+    #[test]
+    fn a_venue_is_followed_only_through_consecutive_blocks_it_was_asked_for() {
+        let book = book();
+        book.follow_from(0, 7, [(POOL, pool_at(7).state)]);
+        book.follow_from(
+            0,
+            7,
+            [(
+                PAIR,
+                Moving::V2 {
+                    reserve0: U256::from(1u8),
+                    reserve1: U256::from(1u8),
+                },
+            )],
+        );
+        let mut tapped_addresses = book.tap.filter().unwrap().0;
+        assert_eq!(tapped_addresses, {
+            let mut both = vec![POOL, PAIR];
+            both.sort();
+            both
+        });
+        // Block 8's logs were fetched for both; the pool swapped.
+        book.follow_block(
+            8,
+            &TappedLogs {
+                addresses: tapped_addresses.clone(),
+                logs: vec![log(POOL, &swap(3_000, 5_000, 110))],
+            },
+        );
+        let state = |a: Address| lock(&book.followed).get(&a).map(|f| (f.block, f.state));
+        assert_eq!(state(POOL).unwrap().0, 8);
+        assert_eq!(
+            state(PAIR).unwrap().0,
+            8,
+            "no event: the same reserves at block 8"
+        );
+        // Block 9's were fetched for the pool only: the pair is forgotten, and no longer asked for.
+        tapped_addresses.retain(|a| *a == POOL);
+        book.follow_block(
+            9,
+            &TappedLogs {
+                addresses: tapped_addresses,
+                logs: Vec::new(),
+            },
+        );
+        assert!(state(PAIR).is_none());
+        assert_eq!(book.tap.filter().unwrap().0, vec![POOL]);
+        // Block 11 after a gap: the pool's events of block 10 are missing.
+        book.follow_block(
+            11,
+            &TappedLogs {
+                addresses: vec![POOL],
+                logs: Vec::new(),
+            },
+        );
+        assert!(state(POOL).is_none());
+        assert!(book.tap.filter().is_none());
+        // A read at an older block does not replace a newer state.
+        book.follow_from(0, 12, [(POOL, pool_at(12).state)]);
+        book.follow_from(
+            0,
+            11,
+            [(
+                POOL,
+                Moving::V3 {
+                    sqrt_price: U256::ZERO,
+                    tick: 0,
+                    liquidity: 0,
+                },
+            )],
+        );
+        assert_eq!(state(POOL), Some((12, pool_at(12).state)));
+        // A read that started before a reorg was handled is not followed.
+        book.forget_block_state();
+        book.follow_from(0, 13, [(POOL, pool_at(13).state)]);
+        assert!(state(POOL).is_none());
     }
 }
