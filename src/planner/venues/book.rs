@@ -79,6 +79,17 @@ struct Followed {
     state: Moving,
 }
 
+/// A V3 `Mint` or `Burn`: the position's tick range, its liquidity, and whether it was added.
+fn position_change(log: &Log) -> Option<(std::ops::Range<i32>, u128, bool)> {
+    if log.topic0() == Some(&Mint::SIGNATURE_HASH) {
+        let m = Mint::decode_log_data(log.data()).ok()?;
+        Some((m.tickLower.as_i32()..m.tickUpper.as_i32(), m.amount, true))
+    } else {
+        let b = Burn::decode_log_data(log.data()).ok()?;
+        Some((b.tickLower.as_i32()..b.tickUpper.as_i32(), b.amount, false))
+    }
+}
+
 impl Followed {
     /// Applies one of the venue's logs. `false` when the log does not decode or would take the
     /// liquidity out of range: the state is no longer known.
@@ -107,45 +118,26 @@ impl Followed {
                 Moving::V3 {
                     tick, liquidity, ..
                 },
-                Mint::SIGNATURE_HASH,
+                Mint::SIGNATURE_HASH | Burn::SIGNATURE_HASH,
             ) => {
                 *ticks_changed = true;
-                match Mint::decode_log_data(log.data()) {
-                    // Liquidity added around the price is in range at once
-                    // (`UniswapV3Pool._modifyPosition`).
-                    Ok(m) if (m.tickLower.as_i32()..m.tickUpper.as_i32()).contains(tick) => {
-                        match liquidity.checked_add(m.amount) {
-                            Some(l) => {
-                                *liquidity = l;
-                                true
-                            }
-                            None => false,
-                        }
-                    }
-                    Ok(_) => true,
-                    Err(_) => false,
+                let Some((range, amount, added)) = position_change(log) else {
+                    return false;
+                };
+                // Liquidity added or removed around the price is in range at once
+                // (`UniswapV3Pool._modifyPosition`); elsewhere it only changes the ticks.
+                if !range.contains(tick) {
+                    return true;
                 }
-            }
-            (
-                Moving::V3 {
-                    tick, liquidity, ..
-                },
-                Burn::SIGNATURE_HASH,
-            ) => {
-                *ticks_changed = true;
-                match Burn::decode_log_data(log.data()) {
-                    Ok(b) if (b.tickLower.as_i32()..b.tickUpper.as_i32()).contains(tick) => {
-                        match liquidity.checked_sub(b.amount) {
-                            Some(l) => {
-                                *liquidity = l;
-                                true
-                            }
-                            None => false,
-                        }
-                    }
-                    Ok(_) => true,
-                    Err(_) => false,
+                let after = if added {
+                    liquidity.checked_add(amount)
+                } else {
+                    liquidity.checked_sub(amount)
+                };
+                if let Some(after) = after {
+                    *liquidity = after;
                 }
+                after.is_some()
             }
             (Moving::V2 { reserve0, reserve1 }, Sync::SIGNATURE_HASH) => {
                 match Sync::decode_log_data(log.data()) {
