@@ -92,7 +92,7 @@ fn position_change(log: &Log) -> Option<(std::ops::Range<i32>, u128, bool)> {
 
 impl Followed {
     /// Applies one of the venue's logs. `false` when the log does not decode or would take the
-    /// liquidity out of range: the state is no longer known.
+    /// in-range liquidity below zero or past `u128`: the state is no longer known.
     fn apply(&mut self, log: &Log, ticks_changed: &mut bool) -> bool {
         let Some(topic) = log.topic0() else {
             return true;
