@@ -25,11 +25,15 @@
 
 use super::{
     Venue,
-    uniswap_v2::{PairState, UniswapV2Factory, UniswapV2Pair},
+    uniswap_v2::{PairState, UniswapV2Factory, UniswapV2Pair, UniswapV2Pair::Sync},
     uniswap_v3::{self, PoolKey, PoolState, TickMap},
 };
 use crate::{
-    chain::{ChainError, Rpc, bindings::UniswapV3Factory, multicall},
+    chain::{
+        ChainError, Rpc,
+        bindings::{UniswapV3Factory, UniswapV3Pool::Swap},
+        multicall,
+    },
     protocol::BlockRef,
     watcher::tap::{LogTap, TappedLogs},
 };
@@ -52,10 +56,6 @@ sol! {
     event Mint(address sender, address indexed owner, int24 indexed tickLower, int24 indexed tickUpper, uint128 amount, uint256 amount0, uint256 amount1);
     /// See [`Mint`].
     event Burn(address indexed owner, int24 indexed tickLower, int24 indexed tickUpper, uint128 amount, uint256 amount0, uint256 amount1);
-    /// `UniswapV3Pool`'s swap: the pool's price, tick and in-range liquidity after it.
-    event Swap(address indexed sender, address indexed recipient, int256 amount0, int256 amount1, uint160 sqrtPriceX96, uint128 liquidity, int24 tick);
-    /// `UniswapV2Pair`'s reserves after every change of them.
-    event Sync(uint112 reserve0, uint112 reserve1);
 }
 
 /// What swaps move in a venue: a V3 pool's price, tick and in-range liquidity, a V2 pair's reserves.

@@ -23,6 +23,8 @@ sol! {
         function getReserves() external view returns (uint112 reserve0, uint112 reserve1, uint32 blockTimestampLast);
         function mint(address to) external returns (uint256 liquidity);
         function swap(uint256 amount0Out, uint256 amount1Out, address to, bytes data) external;
+        /// The reserves after every change of them (the venue book follows pairs by it).
+        event Sync(uint112 reserve0, uint112 reserve1);
     }
 }
 
