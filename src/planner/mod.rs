@@ -738,6 +738,7 @@ impl Planner {
             .map(|b| b.timestamp + 1)
             .filter(|_| self.block_overrides.load(Relaxed));
         let mut time_checked = false;
+        let started = std::time::Instant::now();
         let returned = loop {
             match self.call_at(&calldata, time).await {
                 Ok(returned) => break returned,
@@ -772,6 +773,11 @@ impl Planner {
                 Err(e) => return Err(ChainError::rpc("eth_call (the liquidation)", e)),
             }
         };
+        tracing::trace!(
+            liquidations,
+            node_ms = started.elapsed().as_secs_f64() * 1e3,
+            "simulated"
+        );
         let decoded = if liquidations == 1 {
             Liquidator::liquidateCall::abi_decode_returns(&returned)
                 .map(|r| (vec![r.profit], r.gasUsed))
