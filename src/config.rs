@@ -265,7 +265,8 @@ pub struct DevnetAsset {
     pub address: Address,
     /// Its decimals.
     pub decimals: u8,
-    /// The MockAggregator the AaveOracle reads for it.
+    /// The MockAggregator the AaveOracle reads for it (the AaveOracle's fallback prices it instead once
+    /// its source is cleared: see `devnet::shock`).
     pub feed: Address,
 }
 

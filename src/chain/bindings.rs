@@ -208,8 +208,19 @@ sol! {
         function getAssetPrice(address asset) external view returns (uint256);
         function getAssetsPrices(address[] assets) external view returns (uint256[] memory);
         function getSourceOfAsset(address asset) external view returns (address);
+        function getFallbackOracle() external view returns (address);
         function setAssetSources(address[] assets, address[] sources) external;
         event AssetSourceUpdated(address indexed asset, address indexed source);
+    }
+
+    /// Aave's mock fallback oracle: prices anyone can set, one transaction per update. The devnet's
+    /// AaveOracle falls back to it for an asset whose source is cleared, so a price update is a
+    /// transaction that waits in the mempool, as a feed's update does on a live chain.
+    #[sol(rpc)]
+    contract PriceOracle {
+        function getAssetPrice(address asset) external view returns (uint256);
+        function setAssetPrice(address asset, uint256 price) external;
+        event AssetPriceUpdated(address asset, uint256 price, uint256 timestamp);
     }
 
     /// Token implementations are constructed with the Pool proxy's address.

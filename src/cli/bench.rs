@@ -331,6 +331,8 @@ async fn shocks(
         .find(|a| a.symbol == "WETH")
         .cloned()
         .ok_or_else(|| eyre::eyre!("no WETH on the devnet"))?;
+    // The shocks are price updates sent as transactions, each waiting in the mempool for its block.
+    shock::route_through_fallback(&devnet.rpc, &devnet_cfg, &weth).await?;
     let running = startup::start(
         &config,
         &dir.join("keeper.toml"),

@@ -8,7 +8,7 @@ use super::{
 use crate::chain::bindings::{
     ACLManager, AaveOracle, AaveProtocolDataProvider, AaveTokenImpl,
     DefaultReserveInterestRateStrategy, MintableERC20, MockAggregator, Pool, PoolAddressesProvider,
-    PoolConfigurator,
+    PoolConfigurator, PriceOracle,
 };
 use alloy::primitives::{Address, Bytes, U256};
 use serde::{Deserialize, Serialize};
@@ -218,7 +218,27 @@ pub async fn deploy(
     d.deployed.push(("Pool".into(), pool));
     d.deployed.push(("PoolConfigurator".into(), configurator));
 
-    // 9. Oracle: USD base currency with 8 decimals, as on every V3 market.
+    // 9. Oracle: USD base currency with 8 decimals, as on every V3 market. Its fallback is Aave's
+    // settable mock, holding the same prices: an asset whose source is cleared is priced there, one
+    // transaction per update (see `devnet::shock`).
+    let fallback = d
+        .deploy(
+            "PriceOracle (fallback)",
+            &format!("{CORE}/mocks/oracle/PriceOracle.sol/PriceOracle.json"),
+            Vec::new(),
+        )
+        .await?;
+    for (spec, &asset) in ASSETS.iter().zip(&tokens) {
+        d.send(
+            fallback,
+            PriceOracle::setAssetPriceCall {
+                asset,
+                price: U256::from(spec.price_base),
+            },
+            "seed the fallback oracle",
+        )
+        .await?;
+    }
     let oracle = d
         .deploy_with(
             "AaveOracle",
@@ -227,7 +247,7 @@ pub async fn deploy(
                 provider,
                 assets: tokens.clone(),
                 sources: feeds.clone(),
-                fallbackOracle: Address::ZERO,
+                fallbackOracle: fallback,
                 baseCurrency: Address::ZERO,
                 baseCurrencyUnit: U256::from(100_000_000u64),
             },

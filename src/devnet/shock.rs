@@ -1,11 +1,18 @@
 //! Moving an oracle price on a devnet, as a feed update would.
 //!
 //! The devnet's price sources are Aave's `MockAggregator`s, which hold their answer in storage slot 0
-//! and have no setter. A shock writes the new answer there and mines a block, so the AaveOracle (and
-//! anything watching blocks) sees the new price at once.
+//! and have no setter: a shock writes the new answer there, so the AaveOracle (and anything watching
+//! blocks) sees the new price at once. An asset routed through the AaveOracle's fallback instead
+//! ([`route_through_fallback`]: its source cleared) is priced by Aave's settable `PriceOracle`, and its
+//! shocks are transactions: they wait in the mempool for their block, as a feed's update does on a live
+//! chain, where a keeper watching the mempool can see them coming.
 
 use crate::{
-    chain::{ChainError, Rpc, bindings::MockAggregator, view},
+    chain::{
+        ChainError, Rpc,
+        bindings::{AaveOracle, MockAggregator, PriceOracle},
+        view,
+    },
     config::DevnetAsset,
     units::BaseAmount,
 };
@@ -140,8 +147,39 @@ pub async fn shock_market_landing(
     bps: PriceMoveBps,
     landing: Landing,
 ) -> eyre::Result<PriceChange> {
-    let change = set_price(rpc, asset, bps).await?;
     let mut txs = Vec::new();
+    let change = match fallback_source(rpc, devnet, asset).await? {
+        None => set_price(rpc, asset, bps).await?,
+        Some(fallback) => {
+            let old = view(
+                rpc,
+                fallback,
+                PriceOracle::getAssetPriceCall {
+                    asset: asset.address,
+                },
+                "read the fallback oracle's price",
+            )
+            .await?;
+            let new = moved(old, bps);
+            let update = PriceOracle::setAssetPriceCall {
+                asset: asset.address,
+                price: new,
+            };
+            // First of the admin's transactions, so first in its block: the arbitrage is priced on it.
+            txs.push((
+                TransactionRequest::default()
+                    .from(devnet.admin)
+                    .to(fallback)
+                    .with_input(update.abi_encode())
+                    .with_gas_limit(100_000),
+                "update the price",
+            ));
+            PriceChange {
+                old: BaseAmount(old),
+                new: BaseAmount(new),
+            }
+        }
+    };
     for pool in devnet
         .pools
         .iter()
@@ -190,6 +228,92 @@ pub async fn shock_market_landing(
     Ok(change)
 }
 
+/// The fallback oracle pricing `asset`, when its source is cleared; `None` while its feed prices it.
+async fn fallback_source(
+    rpc: &Rpc,
+    devnet: &crate::config::DevnetConfig,
+    asset: &DevnetAsset,
+) -> Result<Option<Address>, ChainError> {
+    let source = view(
+        rpc,
+        devnet.oracle,
+        AaveOracle::getSourceOfAssetCall {
+            asset: asset.address,
+        },
+        "the asset's price source",
+    )
+    .await?;
+    if !source.is_zero() {
+        return Ok(None);
+    }
+    let fallback = fallback_oracle(rpc, devnet).await?;
+    Ok((!fallback.is_zero()).then_some(fallback))
+}
+
+async fn fallback_oracle(
+    rpc: &Rpc,
+    devnet: &crate::config::DevnetConfig,
+) -> Result<Address, ChainError> {
+    view(
+        rpc,
+        devnet.oracle,
+        AaveOracle::getFallbackOracleCall {},
+        "the fallback oracle",
+    )
+    .await
+}
+
+/// Routes `asset`'s price through the AaveOracle's fallback at its current price: the fallback takes
+/// the price its feed gives now, then the asset's source is cleared (two mined transactions, the
+/// price unchanged). From here its shocks are `setAssetPrice` transactions.
+pub async fn route_through_fallback(
+    rpc: &Rpc,
+    devnet: &crate::config::DevnetConfig,
+    asset: &DevnetAsset,
+) -> eyre::Result<()> {
+    if fallback_source(rpc, devnet, asset).await?.is_some() {
+        return Ok(());
+    }
+    let fallback = fallback_oracle(rpc, devnet).await?;
+    if fallback.is_zero() {
+        eyre::bail!(
+            "the devnet's AaveOracle has no fallback oracle (a devnet deployed by an older cascade): deploy it again"
+        );
+    }
+    let price = view(
+        rpc,
+        devnet.oracle,
+        AaveOracle::getAssetPriceCall {
+            asset: asset.address,
+        },
+        "oracle price",
+    )
+    .await?;
+    crate::chain::send_call(
+        rpc,
+        devnet.admin,
+        fallback,
+        PriceOracle::setAssetPriceCall {
+            asset: asset.address,
+            price,
+        },
+        "set the fallback oracle's price",
+    )
+    .await?;
+    crate::chain::send_call(
+        rpc,
+        devnet.admin,
+        devnet.oracle,
+        AaveOracle::setAssetSourcesCall {
+            assets: vec![asset.address],
+            sources: vec![Address::ZERO],
+        },
+        "clear the asset's price source",
+    )
+    .await?;
+    Ok(())
+}
+
 /// The transactions that swap `pool` to the oracle's relative price of its two tokens, with `moved`
 /// priced at `new_price` (the feed's new answer, not yet mined). Gas limits are set: the transactions
 /// are sent together, before any of them is mined, so none can be estimated on the state it will meet.
@@ -201,7 +325,7 @@ async fn alignment(
     new_price: U256,
 ) -> eyre::Result<Vec<(TransactionRequest, &'static str)>> {
     use crate::{
-        chain::bindings::{AaveOracle, MintableERC20, SwapRouter, UniswapV3Pool},
+        chain::bindings::{MintableERC20, SwapRouter, UniswapV3Pool},
         devnet::uniswap::sqrt_price_x96,
         planner::venues::uniswap_v2::{UniswapV2Pair, amount_out},
     };
