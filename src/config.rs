@@ -201,6 +201,12 @@ pub struct PlannerConfig {
     /// network too.
     #[serde(default = "default_simulations_in_flight")]
     pub simulations_in_flight: usize,
+    /// Contracts besides the market's oracle, its fallback and its sources whose pending transactions
+    /// move prices, so that the keeper plans the block they will land in while they wait in the
+    /// mempool (a Chainlink proxy's updates go to its current aggregator, not to the proxy). Read
+    /// over the WebSocket URL in `chain.rpc_urls`; without one, nothing is watched.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub watch_pending_to: Vec<Address>,
 }
 
 impl Default for PlannerConfig {
@@ -209,6 +215,7 @@ impl Default for PlannerConfig {
             priority_fee_wei: default_priority_fee(),
             native_asset: None,
             simulations_in_flight: default_simulations_in_flight(),
+            watch_pending_to: Vec::new(),
         }
     }
 }

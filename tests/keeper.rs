@@ -14,7 +14,9 @@ use cascade::{
     config::{Config, DevnetAsset, DevnetConfig, MetricsConfig},
     devnet::{
         Devnet, DevnetOptions, report,
-        shock::{PriceMoveBps, shock_market},
+        shock::{
+            Landing, PriceMoveBps, route_through_fallback, shock_market, shock_market_landing,
+        },
     },
     executor::journal::{Journal, JournalEntry, TxState},
     planner::{PlanError, Planner, PlannerSettings},
@@ -825,4 +827,123 @@ async fn a_liquidation_taken_by_a_faster_keeper_is_counted_lost() {
         "the other keeper was in the block ours was sent for: {lost} (theirs in block {})",
         theirs.1
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_price_update_in_the_mempool_is_planned_before_its_block_and_sent_as_it_lands() {
+    let mut net = net(50, Some(1)).await;
+    // Heads, and the mempool, over anvil's WebSocket (the same port).
+    let ws = net.devnet.rpc_url.replacen("http", "ws", 1);
+    net.config.chain.rpc_urls.push(ws);
+    net.config.write(&net.config_path, "test").unwrap();
+    let rpc = &net.devnet.rpc;
+    // WETH priced by the fallback PriceOracle: its updates are transactions that wait for a block.
+    route_through_fallback(rpc, &net.devnet_config(), &net.weth())
+        .await
+        .unwrap();
+    let daemon = Daemon::start(&net.config_path, &[], &net.dir.path().join("run"));
+    healthy(&net).await;
+    let sent = async || {
+        rpc.get_transaction_count(KEEPER_ACCOUNT)
+            .pending()
+            .await
+            .unwrap()
+    };
+    let held = |output: &str| output.matches("held for it").count();
+
+    // Blocks only when the test mines them.
+    rpc.anvil_set_interval_mining(0).await.unwrap();
+    rpc.anvil_set_auto_mine(false).await.unwrap();
+    // Sent, then waiting for its block (which the test mines) in a task of its own.
+    let shock = |bps: i64| {
+        let (rpc, devnet, weth) = (rpc.clone(), net.devnet_config(), net.weth());
+        tokio::spawn(async move {
+            shock_market_landing(&rpc, &devnet, &weth, PriceMoveBps(bps), Landing::NextBlock)
+                .await
+                .unwrap()
+        })
+    };
+
+    // 1. The pending block is mined as it was planned on: the held plans go out at once.
+    let nonce_before = sent().await;
+    let before_block = rpc.get_block_number().await.unwrap();
+    let landed = shock(-2000);
+    wait_until(
+        "plans held for the pending block",
+        Duration::from_secs(30),
+        async || held(&daemon.output()) >= 1,
+    )
+    .await;
+    assert_eq!(
+        sent().await,
+        nonce_before,
+        "nothing is sent while the update waits in the mempool"
+    );
+    rpc.evm_mine(None).await.unwrap();
+    landed.await.unwrap();
+    let update_block = before_block + 1;
+    wait_until(
+        "the held liquidations to be sent",
+        Duration::from_secs(10),
+        async || sent().await > nonce_before,
+    )
+    .await;
+    rpc.evm_mine(None).await.unwrap();
+    let output = daemon.output();
+    assert!(
+        output.contains("sent the liquidations planned on the pending block"),
+        "{output}"
+    );
+    let events = net.liquidations(before_block).await;
+    assert!(!events.is_empty(), "the update made positions liquidatable");
+    assert!(
+        events.iter().all(|(_, block)| *block == update_block + 1),
+        "every liquidation is in the block after the update's: {:?}",
+        events.iter().map(|(_, b)| b).collect::<Vec<_>>()
+    );
+
+    // 2. A block that is not the pending block planned on (a transaction arrived after the plans
+    // were made): they are dropped, and the block is planned as it comes.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let nonce_before = sent().await;
+    let before_block = rpc.get_block_number().await.unwrap();
+    let held_before = held(&daemon.output());
+    let landed = shock(-2500);
+    wait_until(
+        "plans held for the pending block",
+        Duration::from_secs(30),
+        async || held(&daemon.output()) > held_before,
+    )
+    .await;
+    let _late = rpc
+        .send_transaction(
+            alloy::rpc::types::TransactionRequest::default()
+                .from(STRANGER_ACCOUNT)
+                .to(STRANGER_ACCOUNT)
+                .value(U256::from(1)),
+        )
+        .await
+        .unwrap();
+    rpc.evm_mine(None).await.unwrap();
+    landed.await.unwrap();
+    wait_until(
+        "the block's own liquidations to be sent",
+        Duration::from_secs(10),
+        async || sent().await > nonce_before,
+    )
+    .await;
+    rpc.evm_mine(None).await.unwrap();
+    rpc.anvil_set_interval_mining(1).await.unwrap();
+    let output = daemon.stop();
+    assert!(
+        output.contains("held liquidations dropped: the block is not the pending block"),
+        "{output}"
+    );
+    let events = net.liquidations(before_block).await;
+    assert!(
+        events.iter().any(|(_, block)| *block == before_block + 2),
+        "the update's block is planned when the held plans are dropped: {:?}",
+        events.iter().map(|(_, b)| b).collect::<Vec<_>>()
+    );
+    assert_no_key(&output);
 }

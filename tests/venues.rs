@@ -270,18 +270,7 @@ async fn kept_pool_state_follows_swaps_and_new_liquidity() {
                 .await
                 .unwrap()
                 .unwrap();
-            let report = watcher
-                .sync_to(Head {
-                    block: BlockRef {
-                        number: next,
-                        hash: b.header.hash,
-                        timestamp: b.header.timestamp,
-                        gas: None,
-                    },
-                    parent_hash: b.header.parent_hash,
-                })
-                .await
-                .unwrap();
+            let report = watcher.sync_to(Head::of_header(&b.header)).await.unwrap();
             let tapped = report.tapped.expect("one block synced: the tap's logs");
             book.follow_block(next, &tapped);
         }
@@ -310,12 +299,7 @@ async fn kept_pool_state_follows_swaps_and_new_liquidity() {
             .await
             .unwrap()
             .unwrap();
-        BlockRef {
-            number: b.header.number,
-            hash: b.header.hash,
-            timestamp: b.header.timestamp,
-            gas: None,
-        }
+        BlockRef::of_header(&b.header)
     };
     let pools = |venues: &[Venue]| -> Vec<cascade::planner::venues::uniswap_v3::PoolState> {
         venues

@@ -104,6 +104,9 @@ pub struct BenchReport {
     pub detect_to_send_ms_p99: f64,
     /// max.
     pub detect_to_send_ms_max: f64,
+    /// Of those, the ones planned on the pending block while their price update waited in the
+    /// mempool, and sent when it was mined.
+    pub liquidations_planned_ahead: usize,
     /// Liquidations mined but reverted (gas spent, nothing earned).
     pub liquidations_reverted: usize,
     /// Price shocks sent, including those that made nothing liquidatable.
@@ -308,6 +311,11 @@ async fn shocks(
     // discovery per process, as in production (a second one here would only measure the allocator).
     let mut config = d.config(&devnet.rpc_url, Some(1), dir.join("store"));
     config.metrics = None;
+    // anvil's WebSocket, on the same port: heads by subscription, and the mempool's price updates.
+    config
+        .chain
+        .rpc_urls
+        .push(devnet.rpc_url.replacen("http", "ws", 1));
     config
         .executor
         .as_mut()
@@ -396,6 +404,7 @@ async fn shocks(
     out.detect_to_send_ms_p50 = percentile(&latencies, 50.0);
     out.detect_to_send_ms_p99 = percentile(&latencies, 99.0);
     out.detect_to_send_ms_max = latencies.last().copied().unwrap_or(0.0);
+    out.liquidations_planned_ahead = keeper.sent_ahead();
     out.liquidations_reverted = keeper
         .outcomes()
         .iter()
@@ -565,6 +574,10 @@ fn table(r: &BenchReport) -> String {
                 r.liquidations,
                 r.shocks_sent
             ),
+        ),
+        (
+            "planned while the update was pending",
+            format!("{} of {}", r.liquidations_planned_ahead, r.liquidations),
         ),
         (
             "included in the first block after the update",

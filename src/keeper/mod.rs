@@ -18,6 +18,7 @@
 //! [`startup`] builds a keeper from a config after checking it; [`dry_run`] points the planner and
 //! executor at an anvil fork of the chain instead.
 
+mod ahead;
 pub mod dry_run;
 pub mod startup;
 pub mod summary;
@@ -95,6 +96,12 @@ pub struct Keeper {
     send_latencies: Vec<Duration>,
     /// Venues being read ahead for positions close to liquidation.
     warming: Option<tokio::task::JoinHandle<()>>,
+    /// Contracts whose pending transactions move prices ([`ahead`]).
+    pending_watch: Vec<Address>,
+    /// Liquidations planned on the pending block, waiting for it.
+    ahead: Option<ahead::Ahead>,
+    /// Liquidations sent from plans made on the pending block, in this run.
+    sent_ahead: usize,
 }
 
 /// Positions below this health factor (×1000) have their venues read ahead: a move of a few percent
@@ -123,7 +130,21 @@ impl Keeper {
             recovered: false,
             send_latencies: Vec::new(),
             warming: None,
+            pending_watch: Vec::new(),
+            ahead: None,
+            sent_ahead: 0,
         }
+    }
+
+    /// Watches the mempool for transactions to `contracts` (the market's price setters): each makes
+    /// the keeper plan the pending block ([`ahead`]).
+    pub fn watch_pending_to(&mut self, contracts: Vec<Address>) {
+        self.pending_watch = contracts;
+    }
+
+    /// Liquidations sent in this run from plans made while their price update was pending.
+    pub fn sent_ahead(&self) -> usize {
+        self.sent_ahead
     }
 
     /// Every liquidation that reached an outcome in this run, oldest first.
@@ -206,7 +227,11 @@ impl Keeper {
         if any_open {
             self.settle(watcher).await?;
         }
-        self.pursue(watcher, &report, block.number, arrived).await?;
+        let liquidatable: Vec<Address> = report.liquidatable.iter().map(|c| c.user).collect();
+        let market = Arc::new(watcher.protocol().clone());
+        let planner = Arc::clone(&self.planner);
+        self.pursue(watcher, &liquidatable, market, planner, arrived, None)
+            .await?;
         self.forget_recovered(&report)?;
         // Gauges over every position: after the block's liquidations are sent, not before.
         record_positions(watcher);
@@ -277,31 +302,37 @@ impl Keeper {
         Ok(())
     }
 
-    /// Plans every liquidatable position not already in flight, and sends the profitable plans.
+    /// Plans every liquidatable position of `market` (at its block) not already in flight with
+    /// `planner`, and sends the profitable plans; or, with `hold`, keeps them there unsigned (plans
+    /// made on the pending block, sent when it arrives). Returns the account's pending transaction
+    /// count as read for the plans, if it was.
     async fn pursue(
         &mut self,
         watcher: &Watcher<AaveV3>,
-        report: &SyncReport,
-        block: u64,
+        liquidatable: &[Address],
+        market: Arc<AaveV3>,
+        planner: Arc<Planner>,
         arrived: Instant,
-    ) -> Result<(), KeeperError> {
+        mut hold: Option<&mut Vec<crate::planner::Batch>>,
+    ) -> Result<Option<u64>, KeeperError> {
+        let block = market.block.map_or(0, |b| b.number);
         // One read of the journal for the block, not one per candidate.
         let in_flight = self.executor.journal().in_flight()?;
         let mut targets = Vec::new();
-        for c in &report.liquidatable {
+        for &user in liquidatable {
             // No separate on-chain health read first (the watcher's check is off for the keeper): the
             // simulation of the liquidation is the chain's word, and the Pool reverts a healthy one.
-            self.pursuits.entry(c.user).or_insert(Pursuit {
+            self.pursuits.entry(user).or_insert(Pursuit {
                 crossed_block: block,
                 refusal: None,
                 sent_from: None,
                 sale: None,
             });
-            if in_flight.contains(&c.user) {
+            if in_flight.contains(&user) {
                 continue;
             }
-            if let Some(position) = watcher.position(c.user) {
-                targets.push((c.user, position));
+            if let Some(position) = watcher.position(user) {
+                targets.push((user, position));
             }
         }
         // Plans only read: make them all at once, largest debt first, and send each as soon as it is
@@ -317,14 +348,13 @@ impl Keeper {
         // once read ahead, are not read at all), and the account's pending transaction count (the
         // node is idle now; by the first send it is busy simulating, and without it each round reads
         // it). Then ours sent in earlier blocks and still pending, mined ahead of anything planned
-        // now, are counted into those pools.
+        // now, are counted into those pools (the pending block has them already).
         let mut chain_nonce = None;
         if !targets.is_empty()
-            && let Some(at) = watcher.protocol().block
+            && let Some(at) = market.block
         {
             let (_, nonce) = tokio::join!(
-                self.planner
-                    .read_venues(watcher.protocol(), targets.iter().map(|(_, p)| *p), at),
+                planner.read_venues(&market, targets.iter().map(|(_, p)| *p), at),
                 self.executor.chain_nonce()
             );
             chain_nonce = nonce.ok();
@@ -340,12 +370,13 @@ impl Keeper {
                 .collect();
             in_flight_sales.sort_by_key(|(nonce, _)| *nonce);
             let sales: Vec<SaleInFlight> = in_flight_sales.into_iter().map(|(_, s)| s).collect();
-            self.planner.carry_sales(&sales, at).await;
+            if !at.pending {
+                planner.carry_sales(&sales, at).await;
+            }
         }
         // Each plan is sized in a task of its own, `SIZED_AT_ONCE` at a time, taking their turns from a
         // fair semaphore (about the order spawned: largest debt first); a plan that waits for a pool read
         // the batch read above missed holds its turn meanwhile (rare: that read has every target's pairs).
-        let market = Arc::new(watcher.protocol().clone());
         // Kept to size a position again when this block's earlier sales move its pool.
         let positions: HashMap<Address, crate::store::StoredPosition> = targets
             .iter()
@@ -354,7 +385,14 @@ impl Keeper {
         let turns = Arc::new(tokio::sync::Semaphore::new(SIZED_AT_ONCE));
         let mut sizing = tokio::task::JoinSet::new();
         for (user, _) in &targets {
-            self.size_in_background(&mut sizing, &turns, &market, *user, &positions[user]);
+            self.size_in_background(
+                &mut sizing,
+                &turns,
+                &planner,
+                &market,
+                *user,
+                &positions[user],
+            );
         }
         // Sized plans become transactions of up to `max_batch`, each simulated in a task of its own,
         // at most `simulations_in_flight` at a time: the node runs as many side by side as it has
@@ -381,7 +419,8 @@ impl Keeper {
         let mut resized_times: HashMap<Address, usize> = HashMap::new();
         let mut finalising = tokio::task::JoinSet::new();
         let mut sending: Option<tokio::task::JoinHandle<SendRound>> = None;
-        let mut first = true;
+        // Held plans wait for their block anyway: full transactions from the first.
+        let mut first = hold.is_none();
         loop {
             // The first plan sized goes at once, alone (the node is idle); after it a transaction
             // starts when it is full or nothing more is being sized. Smaller ones would go sooner,
@@ -400,9 +439,11 @@ impl Keeper {
                 } else {
                     break;
                 };
-                self.finalise_in_background(&mut finalising, group, &market);
+                self.finalise_in_background(&mut finalising, group, &planner, &market);
             }
-            if sending.is_none() && !ready.is_empty() {
+            if let Some(held) = hold.as_deref_mut() {
+                held.append(&mut ready);
+            } else if sending.is_none() && !ready.is_empty() {
                 let batches = std::mem::take(&mut ready);
                 sending = self.start_sending(batches, arrived, chain_nonce).await?;
             }
@@ -420,7 +461,7 @@ impl Keeper {
                         tracing::error!("a simulation task panicked");
                         continue;
                     };
-                    let (claimed, rebuild, moved) = self.claim(results, &sized);
+                    let (claimed, rebuild, moved) = self.claim(&planner, results, &sized);
                     ready.extend(claimed);
                     rebuilt.extend(rebuild);
                     // A liquidation left out is sized again on the pools as the block's sends so far
@@ -432,7 +473,7 @@ impl Keeper {
                         if *times > CLAIM_ROUNDS {
                             self.refused(user, &Refusal::PoolMoved(sized[&user].swap_pool));
                         } else if let Some(position) = positions.get(&user) {
-                            self.size_in_background(&mut sizing, &turns, &market, user, position);
+                            self.size_in_background(&mut sizing, &turns, &planner, &market, user, position);
                         }
                     }
                 }
@@ -446,7 +487,7 @@ impl Keeper {
                 else => break,
             }
         }
-        Ok(())
+        Ok(chain_nonce)
     }
 
     /// Sizes `user`'s liquidation in a task of its own, when `turns` allows.
@@ -454,15 +495,12 @@ impl Keeper {
         &self,
         tasks: &mut tokio::task::JoinSet<(Address, Result<crate::planner::Plan, PlanError>)>,
         turns: &Arc<tokio::sync::Semaphore>,
+        planner: &Arc<Planner>,
         market: &Arc<AaveV3>,
         user: Address,
         position: &crate::store::StoredPosition,
     ) {
-        let (planner, market, turns) = (
-            Arc::clone(&self.planner),
-            Arc::clone(market),
-            Arc::clone(turns),
-        );
+        let (planner, market, turns) = (Arc::clone(planner), Arc::clone(market), Arc::clone(turns));
         let position = position.clone();
         tasks.spawn(async move {
             let _turn = turns.acquire_owned().await;
@@ -478,6 +516,7 @@ impl Keeper {
     /// liquidations left out because their pool moved; other refusals are recorded.
     fn claim(
         &mut self,
+        planner: &Planner,
         results: Vec<crate::planner::BatchResult>,
         sized: &HashMap<Address, crate::planner::Plan>,
     ) -> (
@@ -489,7 +528,7 @@ impl Keeper {
         for result in results {
             match result {
                 Ok(batch) => {
-                    let fits = self.planner.claim_sales(&batch.plans);
+                    let fits = planner.claim_sales(&batch.plans);
                     if fits.iter().all(|f| *f) {
                         ready.push(batch);
                         continue;
@@ -529,9 +568,10 @@ impl Keeper {
         &self,
         tasks: &mut tokio::task::JoinSet<Vec<crate::planner::BatchResult>>,
         group: Vec<crate::planner::Plan>,
+        planner: &Arc<Planner>,
         market: &Arc<AaveV3>,
     ) {
-        let (planner, market) = (Arc::clone(&self.planner), Arc::clone(market));
+        let (planner, market) = (Arc::clone(planner), Arc::clone(market));
         tasks.spawn(async move { planner.finalise_all(group, &market).await });
     }
 
@@ -798,6 +838,26 @@ impl OnBlock<AaveV3> for Keeper {
         report: SyncReport,
     ) -> impl Future<Output = Result<(), KeeperError>> + Send {
         self.handle_block(watcher, report)
+    }
+
+    fn on_head(
+        &mut self,
+        head: &crate::watcher::Head,
+        received: Instant,
+    ) -> impl Future<Output = Result<(), KeeperError>> + Send {
+        self.send_ahead(*head, received)
+    }
+
+    fn pending_watch(&self) -> Vec<Address> {
+        self.pending_watch.clone()
+    }
+
+    fn on_pending(
+        &mut self,
+        watcher: &Watcher<AaveV3>,
+        tx: alloy::primitives::TxHash,
+    ) -> impl Future<Output = Result<(), KeeperError>> + Send {
+        self.plan_ahead(watcher, tx)
     }
 }
 

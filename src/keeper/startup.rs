@@ -256,7 +256,8 @@ pub async fn start(config: &Config, path: &Path, opts: &RunOptions) -> eyre::Res
         .map(Duration::from_secs)
         .unwrap_or((block_time * 5).max(Duration::from_secs(30)));
     let liveness = Liveness::new(stale_after);
-    let keeper = Keeper::new(
+    let watch_mempool = dry_run.is_none();
+    let mut keeper = Keeper::new(
         planner,
         executor,
         settings.liquidator,
@@ -264,10 +265,26 @@ pub async fn start(config: &Config, path: &Path, opts: &RunOptions) -> eyre::Res
         liveness.clone(),
         dry_run,
     );
-    let heads_url = urls
-        .iter()
-        .find(|u| u.starts_with("ws"))
-        .unwrap_or(&urls[0]);
+    let ws_url = urls.iter().find(|u| u.starts_with("ws"));
+    if ws_url.is_some() && watch_mempool {
+        // Price updates waiting in the mempool are planned before their block (keeper::ahead).
+        match super::ahead::price_setters(&rpc, watcher.protocol()).await {
+            Ok(mut contracts) => {
+                contracts.extend(&config.planner.watch_pending_to);
+                contracts.sort();
+                contracts.dedup();
+                tracing::info!(
+                    contracts = contracts.len(),
+                    "watching the mempool for price updates"
+                );
+                keeper.watch_pending_to(contracts);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the market's price sources failed: price updates are planned when they are mined")
+            }
+        }
+    }
+    let heads_url = ws_url.unwrap_or(&urls[0]);
     Ok(Running {
         store,
         watcher,

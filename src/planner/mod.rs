@@ -282,6 +282,15 @@ pub async fn detect_rules(rpc: &Rpc, pool: Address) -> Result<(Rules, Option<U25
     Ok((rules, revision))
 }
 
+fn book_settings(settings: &PlannerSettings) -> BookSettings {
+    BookSettings {
+        multicall: settings.multicall,
+        v3_factory: settings.uniswap_factory,
+        fee_tiers: settings.fee_tiers.clone(),
+        v2_factory: settings.uniswap_v2_factory,
+    }
+}
+
 /// Plans liquidations on one Aave market.
 pub struct Planner {
     rpc: Rpc,
@@ -309,15 +318,7 @@ impl Planner {
             .await
             .ok()
             .filter(|p| !p.l1_base_fee.is_zero());
-        let book = VenueBook::new(
-            rpc.clone(),
-            BookSettings {
-                multicall: settings.multicall,
-                v3_factory: settings.uniswap_factory,
-                fee_tiers: settings.fee_tiers.clone(),
-                v2_factory: settings.uniswap_v2_factory,
-            },
-        );
+        let book = VenueBook::new(rpc.clone(), book_settings(&settings));
         Ok(Self {
             rpc,
             settings,
@@ -327,6 +328,22 @@ impl Planner {
             base_fee_cache: std::sync::Mutex::new(None),
             block_overrides: std::sync::atomic::AtomicBool::new(true),
         })
+    }
+
+    /// A planner like this one with a book of its own ([`VenueBook::copy_for_pending`]): for plans
+    /// made on the pending block, whose pools (read there) and sales must not reach the book that
+    /// follows mined blocks.
+    pub fn for_pending_block(&self) -> Self {
+        use std::sync::atomic::Ordering::Relaxed;
+        Self {
+            rpc: self.rpc.clone(),
+            settings: self.settings.clone(),
+            rules: self.rules,
+            l1: self.l1,
+            book: self.book.copy_for_pending(),
+            base_fee_cache: std::sync::Mutex::new(None),
+            block_overrides: std::sync::atomic::AtomicBool::new(self.block_overrides.load(Relaxed)),
+        }
     }
 
     /// The rules in force.
@@ -738,9 +755,13 @@ impl Planner {
             .map(|b| b.timestamp + 1)
             .filter(|_| self.block_overrides.load(Relaxed));
         let mut time_checked = false;
+        // A plan made on the pending block runs on it; others on the latest state.
+        let at = planned_on
+            .filter(|b| b.pending)
+            .map_or(BlockId::latest(), |b| b.id());
         let started = std::time::Instant::now();
         let returned = loop {
-            match self.call_at(&calldata, time).await {
+            match self.call_at(&calldata, time, at).await {
                 Ok(returned) => break returned,
                 Err(e) if is_revert(&e) => {
                     // Aave's interest math reverts on a time before a reserve's last update: when the
@@ -810,11 +831,12 @@ impl Planner {
         ))
     }
 
-    /// One `eth_call` of the transaction on the latest state, at `time` where given.
+    /// One `eth_call` of the transaction on the state `at`, at `time` where given.
     async fn call_at(
         &self,
         calldata: &Bytes,
         time: Option<u64>,
+        at: BlockId,
     ) -> Result<Bytes, alloy::transports::RpcError<alloy::transports::TransportErrorKind>> {
         let tx = TransactionRequest::default()
             .from(self.settings.sender)
@@ -822,7 +844,7 @@ impl Planner {
             .with_input(calldata.clone());
         self.rpc
             .call(tx)
-            .block(BlockId::latest())
+            .block(at)
             .with_block_overrides_opt(time.map(|time| alloy::rpc::types::BlockOverrides {
                 time: Some(time),
                 ..Default::default()

@@ -29,6 +29,31 @@ pub struct BlockRef {
     /// Its base fee and gas, from its header, when the header was read: the next block's base fee
     /// follows from them (EIP-1559) without asking the node again.
     pub gas: Option<BlockGas>,
+    /// The node's pending block (the next block as its mempool would make it), not a mined one: reads
+    /// are made at `pending`, and `hash` is only the name the node gives it.
+    pub pending: bool,
+}
+
+impl BlockRef {
+    /// The block a header describes.
+    pub fn of_header(header: &alloy::rpc::types::Header) -> Self {
+        Self {
+            number: header.number,
+            hash: header.hash,
+            timestamp: header.timestamp,
+            gas: BlockGas::of(&header.inner),
+            pending: false,
+        }
+    }
+
+    /// Where its state is read: at its hash, or at `pending`.
+    pub fn id(&self) -> alloy::eips::BlockId {
+        if self.pending {
+            alloy::eips::BlockId::pending()
+        } else {
+            alloy::eips::BlockId::hash(self.hash)
+        }
+    }
 }
 
 /// A block's gas figures, as its header gives them.

@@ -3,11 +3,11 @@
 //! watcher never stops for it.
 
 use super::{Head, SyncReport, Watcher, WatcherError};
-use crate::{
-    chain::redact_url,
-    protocol::{BlockRef, LendingProtocol},
+use crate::{chain::redact_url, protocol::LendingProtocol};
+use alloy::{
+    primitives::{Address, TxHash},
+    providers::{Provider, ProviderBuilder, WsConnect},
 };
-use alloy::providers::{Provider, ProviderBuilder, WsConnect};
 use futures::StreamExt;
 use std::time::Duration;
 use std::{future::Future, time::Instant};
@@ -55,6 +55,32 @@ pub trait OnBlock<P> {
         watcher: &Watcher<P>,
         report: SyncReport,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Called with each head as it arrives (at `received`), before the watcher syncs to it: what
+    /// must not wait for the sync. Nothing by default.
+    fn on_head(
+        &mut self,
+        _head: &Head,
+        _received: Instant,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        async { Ok(()) }
+    }
+
+    /// Contracts whose pending transactions it wants ([`Self::on_pending`]); none by default. They
+    /// are watched over a `newHeads` subscription's WebSocket (`newPendingTransactions`), not when
+    /// polling.
+    fn pending_watch(&self) -> Vec<Address> {
+        Vec::new()
+    }
+
+    /// Called between blocks with a pending transaction to one of [`Self::pending_watch`].
+    fn on_pending(
+        &mut self,
+        _watcher: &Watcher<P>,
+        _tx: TxHash,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        async { Ok(()) }
+    }
 }
 
 impl<P, E, F> OnBlock<P> for F
@@ -140,6 +166,10 @@ async fn sync_and_handle<P: LendingProtocol, E>(
     always: bool,
     on_sync: &mut impl OnBlock<P, Error = E>,
 ) -> Result<(), FollowError<E>> {
+    on_sync
+        .on_head(&head, received)
+        .await
+        .map_err(FollowError::Handler)?;
     let before = watcher.cursor().map(|c| (c.block, c.hash));
     let mut report = watcher.sync_to(head).await.map_err(FollowError::Watcher)?;
     let moved = watcher.cursor().map(|c| (c.block, c.hash)) != before;
@@ -187,13 +217,27 @@ async fn follow_subscription<P: LendingProtocol, E>(
         .subscribe_blocks()
         .await
         .map_err(|e| FollowError::Subscription(format!("eth_subscribe newHeads: {e}")))?;
+    let mut pending = watch_mempool(&ws, on_sync.pending_watch()).await;
     // Catch up before the first notification, and report it: the subscription is live from here.
     let head = watcher.latest_head().await.map_err(FollowError::Watcher)?;
     sync_and_handle(watcher, head, Instant::now(), true, on_sync).await?;
     let mut stream = subscription.into_stream();
     loop {
         let header = tokio::select! {
+            biased;
             h = stream.next() => h,
+            Some(tx) = pending.recv() => {
+                // A new head cuts planning the pending block short: it is handled at once, and its
+                // wait is timed from its arrival.
+                tokio::select! {
+                    biased;
+                    h = stream.next() => h,
+                    handled = on_sync.on_pending(watcher, tx) => {
+                        handled.map_err(FollowError::Handler)?;
+                        continue;
+                    }
+                }
+            }
             _ = cancel.cancelled() => return Ok(()),
         };
         let received = Instant::now();
@@ -206,15 +250,54 @@ async fn follow_subscription<P: LendingProtocol, E>(
                 ),
             )));
         };
-        let head = Head {
-            block: BlockRef {
-                number: header.number,
-                hash: header.hash,
-                timestamp: header.timestamp,
-                gas: crate::protocol::BlockGas::of(&header.inner),
-            },
-            parent_hash: header.parent_hash,
-        };
+        let head = Head::of_header(&header);
         sync_and_handle(watcher, head, received, false, on_sync).await?;
     }
+}
+
+/// Pending transactions to `contracts`, from a `newPendingTransactions` subscription on `ws`: a task
+/// of its own reads each one announced and passes on those sent to one of them, so that a busy
+/// mempool never holds up a head. Nothing comes when `contracts` is empty or the node refuses the
+/// subscription (logged).
+async fn watch_mempool(
+    ws: &impl Provider,
+    contracts: Vec<Address>,
+) -> tokio::sync::mpsc::Receiver<TxHash> {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    if contracts.is_empty() {
+        return rx;
+    }
+    let subscription = match ws.subscribe_pending_transactions().await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "newPendingTransactions subscription unavailable: price updates are planned when they are mined");
+            return rx;
+        }
+    };
+    let ws = ws.root().clone();
+    tokio::spawn(async move {
+        let mut hashes = subscription.into_stream();
+        loop {
+            let hash = tokio::select! {
+                h = hashes.next() => match h {
+                    Some(h) => h,
+                    None => return,
+                },
+                // Following stopped: so does the subscription.
+                _ = tx.closed() => return,
+            };
+            let to = match ws.get_transaction_by_hash(hash).await {
+                Ok(Some(t)) => alloy::consensus::Transaction::to(&t),
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::debug!(%hash, error = %e, "reading a pending transaction failed");
+                    continue;
+                }
+            };
+            if to.is_some_and(|to| contracts.contains(&to)) && tx.send(hash).await.is_err() {
+                return;
+            }
+        }
+    });
+    rx
 }

@@ -100,6 +100,20 @@ pub struct Head {
     pub block: BlockRef,
     /// Its parent's hash.
     pub parent_hash: B256,
+    /// Its transactions root: a block equal to a pending block seen before has the same parent and
+    /// the same root.
+    pub transactions_root: B256,
+}
+
+impl Head {
+    /// The head a header describes.
+    pub fn of_header(header: &alloy::rpc::types::Header) -> Self {
+        Self {
+            block: BlockRef::of_header(header),
+            parent_hash: header.parent_hash,
+            transactions_root: header.transactions_root,
+        }
+    }
 }
 
 /// A position computed below a health factor of 1.
@@ -296,15 +310,7 @@ impl<P: LendingProtocol> Watcher<P> {
                     alloy::transports::RpcError::NullResp,
                 )
             })?;
-        Ok(Head {
-            block: BlockRef {
-                number: block.header.number,
-                hash: block.header.hash,
-                timestamp: block.header.timestamp,
-                gas: crate::protocol::BlockGas::of(&block.header.inner),
-            },
-            parent_hash: block.header.parent_hash,
-        })
+        Ok(Head::of_header(&block.header))
     }
 
     /// Brings the watcher to the chain's latest block.

@@ -293,6 +293,26 @@ impl VenueBook {
         }
     }
 
+    /// A book for plans made on the pending block: the venues this one found and the ticks it holds,
+    /// and nothing of any block's state, which is read at `pending` (the pending block's own `Mint`s
+    /// and `Burn`s are not seen: the simulation there is what counts). Nothing in it is followed.
+    pub fn copy_for_pending(&self) -> Self {
+        let copy = Self::new(self.rpc.clone(), self.settings.clone());
+        *lock(&copy.discovered) = lock(&self.discovered)
+            .iter()
+            .filter_map(|(key, cell)| {
+                let found = cell.get()?;
+                let venues = Discovered {
+                    block: found.block,
+                    venues: found.venues.clone(),
+                };
+                Some((*key, Arc::new(OnceCell::new_with(Some(venues)))))
+            })
+            .collect();
+        *lock(&copy.ticks) = lock(&self.ticks).clone();
+        copy
+    }
+
     /// The tap to hand the watcher ([`crate::watcher::Watcher::tap_logs`]): the book sets its
     /// addresses, the venues it follows, and takes each block's logs in [`Self::follow_block`].
     pub fn log_tap(&self) -> LogTap {
@@ -649,7 +669,7 @@ impl VenueBook {
             &self.rpc,
             self.settings.multicall,
             calls,
-            BlockId::hash(block.hash),
+            block.id(),
             multicall::BATCH,
         )
         .await?;
@@ -696,6 +716,8 @@ impl VenueBook {
         known: &[Known],
         block: BlockRef,
     ) -> Result<Vec<Address>, ChainError> {
+        // The pending block's logs cannot be asked for: up to the block before it.
+        let to = block.number - u64::from(block.pending);
         let since: Vec<(Address, u64)> = {
             let ticks = lock(&self.ticks);
             known
@@ -703,7 +725,7 @@ impl VenueBook {
                 .filter_map(|k| match k {
                     Known::V3(pool) => ticks
                         .get(&pool.address)
-                        .filter(|t| t.block < block.number)
+                        .filter(|t| t.block < to)
                         .map(|t| (pool.address, t.block)),
                     Known::V2 { .. } => None,
                 })
@@ -716,7 +738,7 @@ impl VenueBook {
             .address(since.iter().map(|(a, _)| *a).collect::<Vec<_>>())
             .event_signature(vec![Mint::SIGNATURE_HASH, Burn::SIGNATURE_HASH])
             .from_block(from)
-            .to_block(block.number);
+            .to_block(to);
         let logs = self
             .rpc
             .get_logs(&filter)
@@ -750,14 +772,8 @@ impl VenueBook {
             return Ok(t.map);
         }
         let map = Arc::new(
-            uniswap_v3::read_ticks(
-                &self.rpc,
-                self.settings.multicall,
-                pool,
-                tick,
-                BlockId::hash(block.hash),
-            )
-            .await?,
+            uniswap_v3::read_ticks(&self.rpc, self.settings.multicall, pool, tick, block.id())
+                .await?,
         );
         lock(&self.ticks).insert(
             pool.address,
@@ -786,7 +802,7 @@ impl VenueBook {
             .get_or_try_init(|| async {
                 Ok::<_, ChainError>(Discovered {
                     block: block.number,
-                    venues: self.discover(key, BlockId::hash(block.hash)).await?,
+                    venues: self.discover(key, block.id()).await?,
                 })
             })
             .await?;

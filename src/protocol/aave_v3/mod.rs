@@ -13,7 +13,6 @@ use crate::{
     store::StoredPosition,
 };
 use alloy::{
-    eips::BlockId,
     primitives::{Address, B256, U256},
     rpc::types::Log,
     sol_types::{SolCall, SolEvent},
@@ -345,7 +344,7 @@ impl LendingProtocol for AaveV3 {
         rpc: &Rpc,
         block: BlockRef,
     ) -> Result<MarketChange, ChainError> {
-        let at = BlockId::hash(block.hash);
+        let at = block.id();
         // The reserves list, the oracle (governance can replace it), every reserve and every price, in
         // one request. Only when the list changed (a reserve was listed) is a second request needed.
         let mut assets: Vec<Address> = self.reserves.values().map(|r| r.asset).collect();
@@ -474,7 +473,7 @@ impl LendingProtocol for AaveV3 {
         users: &[Address],
         block: BlockRef,
     ) -> Result<Vec<Option<StoredPosition>>, ChainError> {
-        let at = BlockId::hash(block.hash);
+        let at = block.id();
         let reserves: Vec<&Reserve> = self.reserves.values().collect();
         let mut calls = Vec::new();
         for &user in users {
@@ -623,14 +622,8 @@ impl LendingProtocol for AaveV3 {
                 )
             })
             .collect();
-        let results = multicall::aggregate3_raw(
-            rpc,
-            self.multicall,
-            calls,
-            BlockId::hash(block.hash),
-            VERIFY_BATCH,
-        )
-        .await?;
+        let results =
+            multicall::aggregate3_raw(rpc, self.multicall, calls, block.id(), VERIFY_BATCH).await?;
         Ok(results
             .iter()
             .map(|r| {
@@ -686,6 +679,7 @@ mod tests {
                 hash: B256::ZERO,
                 timestamp: now,
                 gas: None,
+                pending: false,
             }),
             priced: Vec::new(),
         };
