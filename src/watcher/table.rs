@@ -3,30 +3,40 @@
 //! Re-pricing walks every position after a price move, and at 10,000 positions its time went to
 //! memory, not arithmetic: a hash map hands its entries out in hash order, so each position's holdings
 //! (a separate allocation) were fetched from a random place. Here positions sit in a vector in the
-//! order they were loaded, which is the order their holdings were allocated in, and the walk reads
-//! memory front to back; the map only finds a user's row.
+//! order they were loaded and the walk reads it front to back; the map only finds a user's row. The
+//! holdings are still allocations of their own, placed wherever the allocator had room while the
+//! node's answers were decoded, so the walks that re-price ask the CPU for each position's holdings
+//! a few rows ahead of reaching it ([`prefetch_holdings`]).
 
 use crate::{protocol::Health, store::StoredPosition};
 use alloy::primitives::Address;
 use std::collections::HashMap;
 
-/// Positions with their health at the last block, by user.
+/// How many rows ahead of the one being re-priced its holdings are asked for: a position's pricing
+/// (~250 ns) is about a memory fetch, so a few rows give each fetch the time it needs. In a throwaway
+/// probe of 10,000 devnet positions whose holdings were spread among other allocations, any distance
+/// from 2 to 16 took a pass from 4.7–5.0 ms to 2.4–2.6 (2.3 with the holdings side by side).
+const PREFETCH_ROWS: usize = 4;
+
+/// Positions with their health at the last block, by user. Positions and healths are separate
+/// vectors, row for row, so a walk can write one row's health while it reads positions ahead.
 #[derive(Debug, Default)]
 pub struct PositionTable {
     row_of: HashMap<Address, usize>,
     users: Vec<Address>,
-    rows: Vec<(StoredPosition, Health)>,
+    positions: Vec<StoredPosition>,
+    healths: Vec<Health>,
 }
 
 impl PositionTable {
     /// Positions held.
     pub fn len(&self) -> usize {
-        self.rows.len()
+        self.positions.len()
     }
 
     /// No positions held.
     pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
+        self.positions.is_empty()
     }
 
     /// Whether `user` has a row.
@@ -35,18 +45,21 @@ impl PositionTable {
     }
 
     /// `user`'s position and health.
-    pub fn get(&self, user: &Address) -> Option<&(StoredPosition, Health)> {
-        self.row_of.get(user).map(|&i| &self.rows[i])
+    pub fn get(&self, user: &Address) -> Option<(&StoredPosition, &Health)> {
+        self.row_of
+            .get(user)
+            .map(|&i| (&self.positions[i], &self.healths[i]))
     }
 
     /// Sets `user`'s row, in place when it has one.
     pub fn insert(&mut self, user: Address, position: StoredPosition, health: Health) {
         match self.row_of.get(&user) {
-            Some(&i) => self.rows[i] = (position, health),
+            Some(&i) => (self.positions[i], self.healths[i]) = (position, health),
             None => {
-                self.row_of.insert(user, self.rows.len());
+                self.row_of.insert(user, self.positions.len());
                 self.users.push(user);
-                self.rows.push((position, health));
+                self.positions.push(position);
+                self.healths.push(health);
             }
         }
     }
@@ -57,7 +70,8 @@ impl PositionTable {
             return;
         };
         self.users.swap_remove(i);
-        self.rows.swap_remove(i);
+        self.positions.swap_remove(i);
+        self.healths.swap_remove(i);
         if let Some(moved) = self.users.get(i) {
             self.row_of.insert(*moved, i);
         }
@@ -72,8 +86,9 @@ impl PositionTable {
     pub fn iter(&self) -> impl Iterator<Item = (Address, &StoredPosition, &Health)> {
         self.users
             .iter()
-            .zip(&self.rows)
-            .map(|(user, (position, health))| (*user, position, health))
+            .zip(&self.positions)
+            .zip(&self.healths)
+            .map(|((user, position), health)| (*user, position, health))
     }
 
     /// The table in `parts` runs of rows of about equal length, each with its users and its rows'
@@ -82,25 +97,56 @@ impl PositionTable {
         &mut self,
         parts: usize,
     ) -> impl Iterator<Item = impl Iterator<Item = (Address, &StoredPosition, &mut Health)>> {
-        let size = self.rows.len().div_ceil(parts.max(1)).max(1);
+        let size = self.positions.len().div_ceil(parts.max(1)).max(1);
         self.users
             .chunks(size)
-            .zip(self.rows.chunks_mut(size))
-            .map(|(users, rows)| {
-                users
-                    .iter()
-                    .zip(rows)
-                    .map(|(user, (position, health))| (*user, &*position, health))
-            })
+            .zip(self.positions.chunks(size))
+            .zip(self.healths.chunks_mut(size))
+            .map(|((users, positions), healths)| walk(users, positions, healths))
     }
 
     /// Every row with its health writable, in table order.
     pub fn iter_mut(&mut self) -> impl Iterator<Item = (Address, &StoredPosition, &mut Health)> {
-        self.users
-            .iter()
-            .zip(&mut self.rows)
-            .map(|(user, (position, health))| (*user, &*position, health))
+        walk(&self.users, &self.positions, &mut self.healths)
     }
+}
+
+/// Rows in order, each position's holdings asked for [`PREFETCH_ROWS`] rows before it is yielded.
+fn walk<'a>(
+    users: &'a [Address],
+    positions: &'a [StoredPosition],
+    healths: &'a mut [Health],
+) -> impl Iterator<Item = (Address, &'a StoredPosition, &'a mut Health)> {
+    positions[..PREFETCH_ROWS.min(positions.len())]
+        .iter()
+        .for_each(prefetch_holdings);
+    users.iter().zip(positions).zip(healths).enumerate().map(
+        move |(i, ((user, position), health))| {
+            if let Some(ahead) = positions.get(i + PREFETCH_ROWS) {
+                prefetch_holdings(ahead);
+            }
+            (*user, position, health)
+        },
+    )
+}
+
+/// Asks the CPU to bring `position`'s holdings into its caches, without waiting for them: a hint,
+/// which changes no result (and is nothing on targets other than x86-64).
+fn prefetch_holdings(position: &StoredPosition) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        let start = position.holdings.as_ptr().cast::<i8>();
+        let bytes = std::mem::size_of_val(position.holdings.as_slice());
+        // A line's worth apart, and the last byte's line, which the steps can fall short of.
+        for offset in (0..bytes).step_by(64).chain(bytes.checked_sub(1)) {
+            // SAFETY: a prefetch never faults and reads nothing into the program; the addresses are
+            // inside the holdings' own allocation.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(start.wrapping_add(offset)) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = position;
 }
 
 #[cfg(test)]
