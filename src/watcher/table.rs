@@ -211,4 +211,48 @@ mod tests {
             assert_eq!(seen, vec![a, b, c], "{parts} parts");
         }
     }
+
+    /// With more rows than the walks read ahead, and holdings of one to three reserves (the
+    /// prefetch's last-line step differs by length), each row's health is written through its
+    /// own row, whole or split.
+    #[test]
+    fn walks_reading_ahead_pair_each_health_with_its_row() {
+        use crate::protocol::aave_v3::math::UserReserve;
+        use alloy::primitives::U256;
+        let rows = 3 * PREFETCH_ROWS + 1;
+        let mut t = PositionTable::default();
+        for i in 0..rows {
+            let mut p = position(i as u8);
+            p.holdings = (0..=i % 3)
+                .map(|r| UserReserve {
+                    reserve_id: r as u16,
+                    scaled_a_token: U256::from(i),
+                    ..Default::default()
+                })
+                .collect();
+            t.insert(Address::with_last_byte(i as u8), p, Health::default());
+        }
+        for (user, position, health) in t.iter_mut() {
+            assert_eq!(user, Address::with_last_byte(position.emode));
+            health.debt_base = position.holdings[0].scaled_a_token;
+        }
+        for parts in 1..=4 {
+            for chunk in t.chunks_mut(parts) {
+                for (_, position, health) in chunk {
+                    health.collateral_base = U256::from(position.holdings.len() * parts);
+                }
+            }
+            let written: Vec<_> = t
+                .iter()
+                .map(|(u, _, h)| (u, h.debt_base, h.collateral_base))
+                .collect();
+            let expected: Vec<_> = (0..rows)
+                .map(|i| {
+                    let user = Address::with_last_byte(i as u8);
+                    (user, U256::from(i), U256::from((i % 3 + 1) * parts))
+                })
+                .collect();
+            assert_eq!(written, expected, "{parts} parts");
+        }
+    }
 }
