@@ -68,6 +68,10 @@ pub struct AaveConfig {
     pub addresses_provider: Address,
     /// The block the market was deployed in: event discovery starts here.
     pub deployment_block: u64,
+    /// The Aave release whose rules the market follows (`"3.6"`); unset, it is told from the getters
+    /// the Pool answers. Set it only for a fork whose getters mislead that.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<crate::protocol::aave_v3::release::Release>,
 }
 
 /// `[multicall]`.

@@ -49,7 +49,7 @@ async fn sized() -> (
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), false).unwrap();
-    let aave = AaveV3::connect(&net.rpc, d.aave.addresses_provider, d.multicall)
+    let aave = AaveV3::connect(&net.rpc, d.aave.addresses_provider, d.multicall, None)
         .await
         .unwrap();
     let mut w = Watcher::open(
@@ -65,7 +65,7 @@ async fn sized() -> (
     w.sync().await.unwrap();
     let settings =
         PlannerSettings::from_config(&d.config(&net.rpc_url, None, dir.path().join("s"))).unwrap();
-    let planner = Planner::new(net.rpc.clone(), w.protocol(), settings)
+    let planner = Planner::new(net.rpc.clone(), settings)
         .await
         .unwrap();
     let mut plans = Vec::new();

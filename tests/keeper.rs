@@ -328,7 +328,7 @@ async fn a_crash_is_liquidated_within_two_blocks_and_the_store_metrics_and_chain
 
     // Within two blocks of crossing, or no profitable plan exists.
     let d = &net.devnet.deployment;
-    let aave = AaveV3::connect(&net.devnet.rpc, d.aave.addresses_provider, d.multicall)
+    let aave = AaveV3::connect(&net.devnet.rpc, d.aave.addresses_provider, d.multicall, None)
         .await
         .unwrap();
     let probe = tempfile::tempdir().unwrap();
@@ -344,10 +344,7 @@ async fn a_crash_is_liquidated_within_two_blocks_and_the_store_metrics_and_chain
     )
     .unwrap();
     watcher.sync().await.unwrap();
-    let planner = Planner::new(
-        net.devnet.rpc.clone(),
-        watcher.protocol(),
-        PlannerSettings::from_config(&net.config).unwrap(),
+    let planner = Planner::new(net.devnet.rpc.clone(), PlannerSettings::from_config(&net.config).unwrap(),
     )
     .await
     .unwrap();

@@ -61,7 +61,7 @@ async fn setup(op_stack: bool) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), false).unwrap();
     let rpc = chain::connect_http_metered(&net.rpc_url, &RpcMeter::default()).unwrap();
-    let aave = AaveV3::connect(&rpc, d.aave.addresses_provider, d.multicall)
+    let aave = AaveV3::connect(&rpc, d.aave.addresses_provider, d.multicall, None)
         .await
         .unwrap();
     let mut watcher = Watcher::open(
@@ -75,7 +75,7 @@ async fn setup(op_stack: bool) -> Setup {
     )
     .unwrap();
     watcher.sync().await.unwrap();
-    let planner = Planner::new(rpc, watcher.protocol(), settings(&d, liquidator, d.admin))
+    let planner = Planner::new(rpc, settings(&d, liquidator, d.admin))
         .await
         .unwrap();
     Setup {
@@ -411,7 +411,7 @@ async fn v2_venue_plans_are_realised_too() {
         simulations_in_flight: 2,
     };
     let rpc = chain::connect_http(&s.net.rpc_url).unwrap();
-    let planner = Planner::new(rpc, s.watcher.protocol(), settings)
+    let planner = Planner::new(rpc, settings)
         .await
         .unwrap();
     let mut executed = 0;
@@ -676,10 +676,7 @@ async fn a_node_without_block_overrides_is_still_planned_on() {
         .disable_recommended_fillers()
         .connect_client(client)
         .erased();
-    let planner = Planner::new(
-        rpc,
-        s.watcher.protocol(),
-        settings(d, s.liquidator, d.admin),
+    let planner = Planner::new(rpc, settings(d, s.liquidator, d.admin),
     )
     .await
     .unwrap();
@@ -883,10 +880,7 @@ async fn a_plan_whose_transaction_would_revert_is_refused_with_the_decoded_reaso
     let s = setup(false).await;
     let d = &s.net.deployment;
     // Planned for an account the Liquidator does not know: the simulation reverts with NotOperator.
-    let planner = Planner::new(
-        s.net.rpc.clone(),
-        s.watcher.protocol(),
-        settings(d, s.liquidator, Address::repeat_byte(0x66)),
+    let planner = Planner::new(s.net.rpc.clone(), settings(d, s.liquidator, Address::repeat_byte(0x66)),
     )
     .await
     .unwrap();

@@ -246,7 +246,7 @@ async fn kept_pool_state_follows_swaps_and_new_liquidity() {
     // A watcher with the book's tap, synced one block at a time as the keeper's is.
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), false).unwrap();
-    let aave = AaveV3::connect(&net.rpc, d.aave.addresses_provider, d.multicall)
+    let aave = AaveV3::connect(&net.rpc, d.aave.addresses_provider, d.multicall, None)
         .await
         .unwrap();
     let mut watcher = Watcher::open(

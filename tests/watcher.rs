@@ -40,7 +40,7 @@ async fn devnet(borrowers: u64) -> Devnet {
 async fn watcher(net: &Devnet, store: &Store, meter: &RpcMeter) -> Watcher<AaveV3> {
     let d = &net.deployment;
     let rpc = chain::connect_http_metered(&net.rpc_url, meter).unwrap();
-    let aave = AaveV3::connect(&rpc, d.aave.addresses_provider, d.multicall)
+    let aave = AaveV3::connect(&rpc, d.aave.addresses_provider, d.multicall, None)
         .await
         .unwrap();
     let market = store.market(d.aave.addresses_provider).unwrap();

@@ -43,6 +43,7 @@ sol! {
         function getPriceOracle() external view returns (address);
         function getACLManager() external view returns (address);
         function getPoolDataProvider() external view returns (address);
+        function getPriceOracleSentinel() external view returns (address);
     }
 
     #[sol(rpc)]
@@ -143,6 +144,27 @@ sol! {
         function getEModeCategoryData(uint8 id) external view returns (EModeCategory memory);
         function POOL_REVISION() external view returns (uint256);
 
+        // V3.1+.
+        function getLiquidationGracePeriod(address asset) external view returns (uint40);
+        function getVirtualUnderlyingBalance(address asset) external view returns (uint128);
+        // V3.2+.
+        function getEModeCategoryCollateralConfig(uint8 id) external view returns (CollateralConfig memory);
+        function getEModeCategoryCollateralBitmap(uint8 id) external view returns (uint128);
+        // V3.3+.
+        function getReserveDeficit(address asset) external view returns (uint256);
+        // V3.4+.
+        function RESERVE_INTEREST_RATE_STRATEGY() external view returns (address);
+        // V3.6+.
+        function getEModeCategoryLtvzeroBitmap(uint8 id) external view returns (uint128);
+        // V3.7.
+        function getIsEModeCategoryIsolated(uint8 id) external view returns (bool);
+
+        struct CollateralConfig {
+            uint16 ltv;
+            uint16 liquidationThreshold;
+            uint16 liquidationBonus;
+        }
+
         event Supply(address indexed reserve, address user, address indexed onBehalfOf, uint256 amount, uint16 indexed referralCode);
         event Withdraw(address indexed reserve, address indexed user, address indexed to, uint256 amount);
         event Borrow(address indexed reserve, address user, address indexed onBehalfOf, uint256 amount, uint8 interestRateMode, uint256 borrowRate, uint16 indexed referralCode);
@@ -153,6 +175,19 @@ sol! {
         event UserEModeSet(address indexed user, uint8 categoryId);
         event SwapBorrowRateMode(address indexed reserve, address indexed user, uint8 interestRateMode);
         event RebalanceStableBorrowRate(address indexed reserve, address indexed user);
+        /// V3.3+: debt burnt because the borrower has no collateral left, one per debt reserve.
+        event DeficitCreated(address indexed user, address indexed debtAsset, uint256 amountCreated);
+    }
+
+    /// V3.5+ aTokens burn by scaled amounts: a function older aTokens lack (see
+    /// `protocol::aave_v3::release`).
+    contract ScaledBurnAToken {
+        function burn(address from, address receiverOfUnderlying, uint256 amount, uint256 scaledAmount, uint256 index) external returns (bool);
+    }
+
+    /// An L2 market's sequencer sentinel (V3.0–3.6 honour it).
+    contract PriceOracleSentinel {
+        function isLiquidationAllowed() external view returns (bool);
     }
 
     /// aTokens and debt tokens store balances divided by the reserve's index.
@@ -167,6 +202,7 @@ sol! {
     /// V3.0 to V3.1 stable debt: balances compound at each user's own rate since their last update.
     #[sol(rpc)]
     contract StableDebtToken {
+        function totalSupply() external view returns (uint256);
         function principalBalanceOf(address user) external view returns (uint256);
         function getUserStableRate(address user) external view returns (uint256);
         function getUserLastUpdated(address user) external view returns (uint40);

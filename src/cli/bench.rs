@@ -203,7 +203,7 @@ pub async fn bench(args: &Args) -> eyre::Result<BenchReport> {
 
     // Discovery from an empty store.
     let store = Store::open(&dir.path().join("store"), false)?;
-    let aave = AaveV3::connect(&rpc, d.aave.addresses_provider, d.multicall).await?;
+    let aave = AaveV3::connect(&rpc, d.aave.addresses_provider, d.multicall, None).await?;
     let mut watcher = Watcher::open(aave, rpc.clone(), open(&store)?, opts.clone())?;
     let started = Instant::now();
     watcher.sync().await?;
@@ -218,7 +218,7 @@ pub async fn bench(args: &Args) -> eyre::Result<BenchReport> {
         devnet.rpc.evm_mine(None).await?;
     }
     let started = Instant::now();
-    let aave = AaveV3::connect(&rpc, d.aave.addresses_provider, d.multicall).await?;
+    let aave = AaveV3::connect(&rpc, d.aave.addresses_provider, d.multicall, None).await?;
     let mut watcher = Watcher::open(aave, rpc.clone(), open(&store)?, opts.clone())?;
     watcher.sync().await?;
     out.restart_catchup_ms = ms(started.elapsed());

@@ -46,6 +46,7 @@ pub async fn run(args: Args) -> eyre::Result<()> {
         &rpc,
         config.aave.addresses_provider,
         config.multicall.address,
+        config.aave.release,
     )
     .await
     .wrap_err("reading the Aave Pool behind aave.addresses_provider")?;

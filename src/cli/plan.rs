@@ -32,7 +32,7 @@ pub async fn run(args: Args) -> eyre::Result<()> {
         .position(args.borrower)
         .cloned()
         .ok_or_else(|| eyre!("{} has no debt on this market", args.borrower))?;
-    let planner = Planner::new(watcher.rpc().clone(), watcher.protocol(), settings).await?;
+    let planner = Planner::new(watcher.rpc().clone(), settings).await?;
     let market = watcher.protocol();
     let symbol = |a: Address| {
         let decimals = market.reserve_of(a).map_or(18, |r| r.config.decimals);

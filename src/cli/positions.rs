@@ -49,7 +49,6 @@ pub async fn run(args: Args) -> eyre::Result<()> {
 
     let market = watcher.protocol();
     let largest = |position: &crate::store::StoredPosition, collateral: bool| -> String {
-        let now = market.block.map(|b| b.timestamp).unwrap_or_default();
         position
             .holdings
             .iter()
@@ -59,15 +58,9 @@ pub async fn run(args: Args) -> eyre::Result<()> {
                     if !h.collateral_enabled {
                         return None;
                     }
-                    crate::protocol::aave_v3::math::ray_mul(
-                        h.scaled_a_token,
-                        r.indexes.normalized_income(now),
-                    )
+                    market.collateral_balance(h)
                 } else {
-                    crate::protocol::aave_v3::math::ray_mul(
-                        h.scaled_variable_debt,
-                        r.indexes.normalized_debt(now),
-                    )
+                    market.debt_balance(h)
                 };
                 let value = BaseAmount::of_tokens(amount, BaseAmount(r.price), r.config.decimals);
                 (value.0 > U256::ZERO).then_some((value, r.asset))

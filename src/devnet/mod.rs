@@ -109,6 +109,7 @@ impl Deployment {
             aave: AaveConfig {
                 addresses_provider: self.aave.addresses_provider,
                 deployment_block: self.deployment_block,
+                release: None,
             },
             multicall: MulticallConfig {
                 address: self.multicall,

@@ -736,6 +736,7 @@ impl Keeper {
             Refusal::Unprofitable { .. } => "unprofitable",
             Refusal::Reverted(_) => "reverted_in_simulation",
             Refusal::PoolMoved(_) => "pool_moved",
+            Refusal::Closed(_) => "closed",
         };
         metrics::counter!(m::REFUSALS, "reason" => kind).increment(1);
         // Logged once per kind of refusal: the figures in it move every block.

@@ -240,9 +240,9 @@ pub async fn start(config: &Config, path: &Path, opts: &RunOptions) -> eyre::Res
         )
     };
 
-    let planner = Planner::new(act_rpc.clone(), watcher.protocol(), settings.clone())
+    let planner = Planner::new(act_rpc.clone(), settings.clone())
         .await
-        .wrap_err("reading the Pool's liquidation rules")?;
+        .wrap_err("starting the planner")?;
     // The pools' events come with the market's, in the watcher's one request per block.
     watcher.tap_logs(planner.log_tap());
     let executor = Executor::new(act_rpc, key, journal, exec_opts)
@@ -308,6 +308,7 @@ pub async fn open_watcher(
         &rpc,
         config.aave.addresses_provider,
         config.multicall.address,
+        config.aave.release,
     )
     .await
     .wrap_err("reading the Aave market behind aave.addresses_provider")?;

@@ -21,12 +21,11 @@ pub mod venues;
 use crate::{
     chain::{
         ChainError, Rpc,
-        bindings::{Liquidator, Pool},
-        view,
+        bindings::Liquidator,
     },
     protocol::aave_v3::{
         AaveV3, Reserve,
-        math::{self, UserReserve},
+        math::UserReserve,
     },
     store::StoredPosition,
     units::BaseAmount,
@@ -40,7 +39,8 @@ use alloy::{
     sol_types::{SolCall, SolInterface},
 };
 use fees::op_stack::L1FeeParams;
-use sizing::{LiquidationAmounts, LiquidationCase, Rules, Side, signed};
+use crate::protocol::aave_v3::release::Release;
+use sizing::{LiquidationAmounts, LiquidationCase, ScaledCollateral, Side, signed};
 use venues::{
     Venue, VenueKind, VenueSale,
     book::{BookSettings, SaleCheck, VenueBook},
@@ -55,8 +55,8 @@ pub struct Plan {
     pub collateral: Address,
     /// Debt asset repaid (the swap pool pays it out before the collateral is seized).
     pub debt: Address,
-    /// The rules it was sized by.
-    pub rules: Rules,
+    /// The release whose rules it was sized by.
+    pub release: Release,
     /// Repay, collateral received, protocol fee.
     pub amounts: LiquidationAmounts,
     /// Uniswap V3 or V2.
@@ -185,6 +185,10 @@ pub enum Refusal {
     /// The exact transaction reverts on the latest state.
     #[error("simulation reverted: {0}")]
     Reverted(String),
+    /// The market will not take a liquidation of this position now: a reserve paused, inactive or in
+    /// its grace period, or an L2 sentinel holding liquidations back.
+    #[error("the market does not allow it now: {0}")]
+    Closed(String),
     /// This block's earlier liquidations, selling into the same pool, leave it paying less than the
     /// repay: planned again next block.
     #[error("after this block's earlier liquidations, pool {0} no longer pays for it")]
@@ -258,30 +262,6 @@ impl PlannerSettings {
 /// Gas assumed for one liquidation while sizing; the chosen plan is estimated exactly.
 const SIZING_GAS: u64 = 700_000;
 
-/// Which rules a Pool follows: V3.3 added `getReserveDeficit`; its presence is the test.
-pub async fn detect_rules(rpc: &Rpc, pool: Address) -> Result<(Rules, Option<U256>), ChainError> {
-    alloy::sol! {
-        function getReserveDeficit(address asset) external view returns (uint256);
-    }
-    let revision = view(rpc, pool, Pool::POOL_REVISIONCall {}, "POOL_REVISION")
-        .await
-        .ok();
-    let rules = match view(
-        rpc,
-        pool,
-        getReserveDeficitCall {
-            asset: Address::ZERO,
-        },
-        "getReserveDeficit",
-    )
-    .await
-    {
-        Ok(_) => Rules::V3_3,
-        Err(_) => Rules::V3_0,
-    };
-    Ok((rules, revision))
-}
-
 fn book_settings(settings: &PlannerSettings) -> BookSettings {
     BookSettings {
         multicall: settings.multicall,
@@ -295,7 +275,6 @@ fn book_settings(settings: &PlannerSettings) -> BookSettings {
 pub struct Planner {
     rpc: Rpc,
     settings: PlannerSettings,
-    rules: Rules,
     l1: Option<L1FeeParams>,
     /// Pools and pairs to sell on, kept current across blocks.
     book: VenueBook,
@@ -307,13 +286,9 @@ pub struct Planner {
 }
 
 impl Planner {
-    /// Reads the Pool's rules, and the L1 fee parameters on an OP-stack chain.
-    pub async fn new(
-        rpc: Rpc,
-        market: &AaveV3,
-        settings: PlannerSettings,
-    ) -> Result<Self, ChainError> {
-        let (rules, _) = detect_rules(&rpc, market.pool).await?;
+    /// A planner for `settings`; reads the L1 fee parameters on an OP-stack chain. The market's
+    /// release sets the liquidation rules.
+    pub async fn new(rpc: Rpc, settings: PlannerSettings) -> Result<Self, ChainError> {
         let l1 = L1FeeParams::read(&rpc)
             .await
             .ok()
@@ -322,7 +297,6 @@ impl Planner {
         Ok(Self {
             rpc,
             settings,
-            rules,
             l1,
             book,
             base_fee_cache: std::sync::Mutex::new(None),
@@ -338,17 +312,11 @@ impl Planner {
         Self {
             rpc: self.rpc.clone(),
             settings: self.settings.clone(),
-            rules: self.rules,
             l1: self.l1,
             book: self.book.copy_for_pending(),
             base_fee_cache: std::sync::Mutex::new(None),
             block_overrides: std::sync::atomic::AtomicBool::new(self.block_overrides.load(Relaxed)),
         }
-    }
-
-    /// The rules in force.
-    pub fn rules(&self) -> Rules {
-        self.rules
     }
 
     /// Transactions to have the node simulate at once.
@@ -506,13 +474,36 @@ impl Planner {
             )
             .into());
         }
+        if !market.liquidations_allowed && account.health_factor >= sizing::CLOSE_FACTOR_HF_THRESHOLD
+        {
+            return Err(Refusal::Closed(
+                "the market's PriceOracleSentinel allows liquidations only below HF 0.95".into(),
+            )
+            .into());
+        }
         let now = market.block.map(|b| b.timestamp).unwrap_or_default();
         let native_price = market
             .reserve_of(self.settings.native_asset)
             .map(|r| r.price)
             .unwrap_or_default();
 
-        let pairs = liquidation_pairs(market, position);
+        let all_pairs = liquidation_pairs(market, position);
+        // The liquidation lands in a later block: a reserve must be open then.
+        let pairs: Vec<_> = all_pairs
+            .iter()
+            .copied()
+            .filter(|(_, cr, _, dr)| cr.liquidation_open(now + 1) && dr.liquidation_open(now + 1))
+            .collect();
+        if pairs.is_empty()
+            && let Some((_, cr, _, dr)) = all_pairs.first()
+        {
+            let closed = if cr.liquidation_open(now + 1) { dr } else { cr };
+            return Err(Refusal::Closed(format!(
+                "reserve {} is paused, inactive or in its liquidation grace period (until {})",
+                closed.asset, closed.grace_until
+            ))
+            .into());
+        }
         // The next base fee and every pair's venues, read side by side.
         let venues = futures::future::try_join_all(
             pairs
@@ -523,11 +514,16 @@ impl Planner {
         let (base_fee, venues) = tokio::try_join!(self.next_base_fee(market.block), venues)?;
         tracing::trace!(%borrower, reads_ms = reading.elapsed().as_secs_f64() * 1e3, "venues and base fee read");
         let gas_price = base_fee + self.settings.priority_fee_wei;
+        let release = market.release;
+        let emode = market.emode_of(position);
 
         let mut outcomes = Vec::new();
         for (&(c, cr, d, dr), candidates) in pairs.iter().zip(&venues) {
-            if candidates.is_empty() {
-                // No pool sells this collateral for this debt.
+            let bonus_bps =
+                sizing::liquidation_bonus(cr.config.liquidation_bonus, cr.id, emode);
+            if candidates.is_empty() || bonus_bps <= 10_000 {
+                // No pool sells this collateral for this debt (or, without a bonus, the Pool
+                // cannot price its seizure).
                 outcomes.push(PairOutcome {
                     collateral: cr.asset,
                     debt: dr.asset,
@@ -536,26 +532,28 @@ impl Planner {
                 });
                 continue;
             }
+            let income = cr.indexes.normalized_income(now);
             let case = LiquidationCase {
-                rules: self.rules,
+                release,
                 health_factor: account.health_factor,
                 total_debt_base: account.total_debt_base,
                 total_collateral_base: account.total_collateral_base,
                 collateral: Side {
-                    balance: math::ray_mul(c.scaled_a_token, cr.indexes.normalized_income(now)),
+                    balance: market.collateral_balance(c),
                     price: cr.price,
                     decimals: cr.config.decimals,
                 },
+                scaled_collateral: ScaledCollateral {
+                    scaled: c.scaled_a_token,
+                    index: income,
+                },
+                collateral_available: cr.virtual_balance,
                 debt: Side {
-                    balance: math::ray_mul(d.scaled_variable_debt, dr.indexes.normalized_debt(now)),
+                    balance: market.debt_balance(d),
                     price: dr.price,
                     decimals: dr.config.decimals,
                 },
-                bonus_bps: sizing::liquidation_bonus(
-                    cr.config.liquidation_bonus,
-                    cr.config.emode_category,
-                    market.emodes.get(&position.emode),
-                ),
+                bonus_bps,
                 protocol_fee_bps: cr.config.liquidation_protocol_fee,
             };
             let fees_in_debt = |gas: u64| -> U256 {
@@ -607,7 +605,7 @@ impl Planner {
                 borrower,
                 collateral: cr.asset,
                 debt: dr.asset,
-                rules: self.rules,
+                release,
                 amounts,
                 venue: pool.kind(),
                 swap_pool: pool.address(),
@@ -1102,12 +1100,14 @@ fn pays(check: SaleCheck, needed: U256) -> Option<Option<Venue>> {
     }
 }
 
-/// Every (collateral, debt) pair of `position` the protocol would liquidate: enabled collateral with a
-/// liquidation threshold, against each other asset it borrows.
+/// Every (collateral, debt) pair of `position` the protocol would liquidate: enabled collateral (with
+/// a liquidation threshold before V3.6, which refuses to seize collateral without one), against each
+/// other asset it borrows.
 fn liquidation_pairs<'a>(
     market: &'a AaveV3,
     position: &'a StoredPosition,
 ) -> Vec<(&'a UserReserve, &'a Reserve, &'a UserReserve, &'a Reserve)> {
+    let any_threshold = market.release.zero_threshold_collateral();
     let mut pairs = Vec::new();
     for c in position
         .holdings
@@ -1117,7 +1117,7 @@ fn liquidation_pairs<'a>(
         let Some(cr) = market.reserves.get(&c.reserve_id) else {
             continue;
         };
-        if cr.config.liquidation_threshold == 0 {
+        if cr.config.liquidation_threshold == 0 && !any_threshold {
             continue;
         }
         for d in position.holdings.iter().filter(|h| h.borrowing) {
@@ -1229,10 +1229,11 @@ pub(crate) fn decode_revert_data(data: &[u8]) -> Option<String> {
     if let Ok(e) = Liquidator::LiquidatorErrors::abi_decode(data) {
         return Some(format!("Liquidator: {e:?}"));
     }
+    if let Some(aave) = crate::protocol::aave_v3::errors::describe(data) {
+        return Some(format!("Aave: {aave}"));
+    }
     if let Some(reason) = alloy::sol_types::decode_revert_reason(data) {
-        return Some(
-            aave_error(&reason).map_or(reason.clone(), |name| format!("{reason} ({name})")),
-        );
+        return Some(reason);
     }
     Some(format!("revert data {}", Bytes::copy_from_slice(data)))
 }
@@ -1286,21 +1287,6 @@ struct Gas {
     limit: u64,
 }
 
-/// Names of the Aave V3 error codes a liquidation can meet (`Errors.sol`).
-fn aave_error(code: &str) -> Option<&'static str> {
-    let code = code.trim_start_matches("execution reverted: ");
-    Some(match code {
-        "27" => "RESERVE_INACTIVE",
-        "29" => "RESERVE_PAUSED",
-        "34" => "COLLATERAL_BALANCE_IS_ZERO",
-        "45" => "HEALTH_FACTOR_NOT_BELOW_THRESHOLD",
-        "46" => "COLLATERAL_CANNOT_BE_LIQUIDATED",
-        "47" => "SPECIFIED_CURRENCY_NOT_BORROWED_BY_USER",
-        "91" => "FLASHLOAN_DISABLED",
-        _ => return None,
-    })
-}
-
 /// A plan's figures for a person.
 pub fn describe(plan: &Plan, symbol: impl Fn(Address) -> (String, u8)) -> String {
     let (cs, cd) = symbol(plan.collateral);
@@ -1309,7 +1295,7 @@ pub fn describe(plan: &Plan, symbol: impl Fn(Address) -> (String, u8)) -> String
     let usd = |b: i128| format!("{:.2}", b as f64 / 1e8);
     [
         format!("borrower           {}", plan.borrower),
-        format!("rules              {:?}", plan.rules),
+        format!("rules              Aave {}", plan.release),
         format!(
             "repay              {} {ds}",
             tok(plan.amounts.debt_repaid, dd)

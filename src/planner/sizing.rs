@@ -1,21 +1,17 @@
 //! How much of a position may be liquidated and what the liquidator receives, by the rules of the Aave
-//! version in front of us (`LiquidationLogic.sol` of V3.0 to V3.2, and of V3.3 and later), and the repay
-//! amount that maximises net profit once the sale of the collateral and the costs are counted.
+//! release in front of us (`LiquidationLogic.sol` of V3.0 to V3.7: close factor, bonus, protocol fee,
+//! the dust rule and deficits, each with its release's rounding), and the repay amount that
+//! maximises net profit once the sale of the collateral and the costs are counted.
 
-use super::venues::Rate;
-use crate::protocol::aave_v3::math::{percent_div, percent_mul};
+use crate::protocol::aave_v3::{
+    math::{
+        self, mul_div_ceil, percent_div, percent_div_ceil, percent_div_floor, percent_mul,
+        percent_mul_ceil, percent_mul_floor, ray_div_ceil,
+    },
+    release::Release,
+};
+use super::venues::{Rate, Sale};
 use alloy::primitives::U256;
-
-/// Which liquidation rules apply.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum Rules {
-    /// V3.0 to V3.2: 50% of the reserve's debt while HF > 0.95, 100% below; no dust rule.
-    V3_0,
-    /// V3.3 and later: 100% by default; 50% of the *total* debt only when HF > 0.95 and both the
-    /// reserve's collateral and debt are worth at least $2,000; leftovers under $1,000 revert; a
-    /// position left without collateral has its remaining debt burned as a deficit.
-    V3_3,
-}
 
 /// HF above which the close factor is 50% (0.95, WAD).
 pub const CLOSE_FACTOR_HF_THRESHOLD: U256 = U256::from_limbs([950_000_000_000_000_000, 0, 0, 0]);
@@ -27,7 +23,8 @@ pub const MIN_LEFTOVER_BASE: U256 = U256::from_limbs([100_000_000_000, 0, 0, 0])
 /// One side of a liquidation: a reserve of the borrower.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Side {
-    /// The borrower's balance in this reserve (current, with interest), raw token units.
+    /// The borrower's balance in this reserve (current, with interest, rounded as the release's
+    /// tokens round it), raw token units.
     pub balance: U256,
     /// Oracle price (base units).
     pub price: U256,
@@ -37,19 +34,29 @@ pub struct Side {
 
 impl Side {
     fn unit(&self) -> U256 {
-        U256::from(10u64).pow(U256::from(self.decimals))
+        math::pow10(self.decimals)
     }
 
+    /// Value in base currency, rounded down.
     fn value(&self, amount: U256) -> U256 {
         amount * self.price / self.unit()
     }
 }
 
+/// What V3.7 tells a deficit from: the collateral's scaled balance and supply index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ScaledCollateral {
+    /// The borrower's scaled aToken balance.
+    pub scaled: U256,
+    /// The collateral reserve's normalized income at the time planned for.
+    pub index: U256,
+}
+
 /// Everything the protocol looks at to size one liquidation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LiquidationCase {
-    /// The rules.
-    pub rules: Rules,
+    /// The release whose rules apply.
+    pub release: Release,
     /// The borrower's health factor (WAD).
     pub health_factor: U256,
     /// The borrower's total debt across reserves (base units).
@@ -58,6 +65,11 @@ pub struct LiquidationCase {
     pub total_collateral_base: U256,
     /// The collateral reserve being seized.
     pub collateral: Side,
+    /// Its scaled balance and index (for V3.7's deficit test).
+    pub scaled_collateral: ScaledCollateral,
+    /// V3.1+: the most of the collateral the reserve can pay out (its virtual balance); `None` for no
+    /// limit.
+    pub collateral_available: Option<U256>,
     /// The debt reserve being repaid.
     pub debt: Side,
     /// Liquidation bonus of the collateral (bps, including 100%; the eMode bonus where it applies).
@@ -72,7 +84,9 @@ pub struct LiquidationAmounts {
     /// The `debtToCover` to send: the request, capped at the most the protocol repays. When the
     /// collateral runs out first it is more than is repaid, and must be: sent as the repay instead,
     /// rounded down, it would buy a hair less than all the collateral (leaving dust, which V3.3
-    /// refuses, and seizing less than planned).
+    /// refuses, and seizing less than planned). When the whole debt is repaid it is more than the
+    /// debt, by [`full_close_headroom`]: the debt grows until the block the liquidation lands in,
+    /// and the Pool takes it all, as it is then.
     pub debt_to_cover: U256,
     /// Debt repaid (raw debt-token units).
     pub debt_repaid: U256,
@@ -99,47 +113,123 @@ pub enum SizingError {
     /// V3.3+ `MustNotLeaveDust`: the leftover debt or collateral would be under $1,000.
     #[error("would leave less than $1,000 of debt or collateral (MustNotLeaveDust)")]
     LeavesDust,
+    /// V3.1+: the collateral reserve's virtual balance cannot pay out this much.
+    #[error("the collateral reserve cannot pay out this much (virtual balance)")]
+    ReserveShort,
 }
 
 /// The bonus a liquidation of this collateral pays (bps, including 100%): the eMode category's when
-/// the borrower is in an eMode and the collateral belongs to that category (Aave V3.0–3.1: the
-/// reserve's configured category), the reserve's own otherwise.
+/// the borrower is in one whose collateral includes this reserve, the reserve's own otherwise.
 pub fn liquidation_bonus(
     reserve_bonus_bps: u64,
-    reserve_category: u8,
+    reserve_id: u16,
     user_emode: Option<&crate::protocol::aave_v3::math::EModeCategory>,
 ) -> u64 {
     match user_emode {
-        Some(e) if e.id != 0 && e.id == reserve_category => e.liquidation_bonus,
+        Some(e) if e.has_collateral(reserve_id) => e.liquidation_bonus,
         _ => reserve_bonus_bps,
     }
 }
 
 /// The most debt a `liquidationCall` will repay in this pair.
 pub fn max_repay(case: &LiquidationCase) -> U256 {
-    match case.rules {
-        Rules::V3_0 => {
-            let factor = if case.health_factor > CLOSE_FACTOR_HF_THRESHOLD {
-                5_000
-            } else {
-                10_000
-            };
-            percent_mul(case.debt.balance, factor)
+    if !case.release.total_debt_close_factor() {
+        let factor = if case.health_factor > CLOSE_FACTOR_HF_THRESHOLD {
+            5_000
+        } else {
+            10_000
+        };
+        return percent_mul(case.debt.balance, factor);
+    }
+    let collateral_value = case.collateral.value(case.collateral.balance);
+    let debt_value = case.release.debt_value(
+        case.debt.balance,
+        case.debt.price,
+        case.debt.decimals,
+    );
+    if collateral_value >= MIN_BASE_MAX_CLOSE_FACTOR_THRESHOLD
+        && debt_value >= MIN_BASE_MAX_CLOSE_FACTOR_THRESHOLD
+        && case.health_factor > CLOSE_FACTOR_HF_THRESHOLD
+    {
+        let half_total = percent_mul(case.total_debt_base, 5_000);
+        if debt_value > half_total {
+            return half_total * case.debt.unit() / case.debt.price;
         }
-        Rules::V3_3 => {
-            let collateral_value = case.collateral.value(case.collateral.balance);
-            let debt_value = case.debt.value(case.debt.balance);
-            if collateral_value >= MIN_BASE_MAX_CLOSE_FACTOR_THRESHOLD
-                && debt_value >= MIN_BASE_MAX_CLOSE_FACTOR_THRESHOLD
-                && case.health_factor > CLOSE_FACTOR_HF_THRESHOLD
-            {
-                let half_total = percent_mul(case.total_debt_base, 5_000);
-                if debt_value > half_total {
-                    return half_total * case.debt.unit() / case.debt.price;
-                }
-            }
-            case.debt.balance
-        }
+    }
+    case.debt.balance
+}
+
+/// How much more than the debt a liquidation that repays all of it asks to cover: the interest of
+/// the blocks until it lands (and those a fee bump waits), which the plan's own figure lacks. The
+/// Pool repays the debt as it is then and no more, so the excess is never paid; a request short of
+/// the debt would leave a few wei, which V3.3+ refuses as dust. A tenth of a percent is hours of
+/// interest at 300% a year.
+pub fn full_close_headroom(debt: U256) -> U256 {
+    debt / U256::from(1_000u64) + U256::from(1u8)
+}
+
+/// What a liquidation repaying `debt_to_cover` (already capped by the close factor) seizes: the
+/// liquidator's collateral, the debt actually repaid (less when the collateral runs out), and the
+/// protocol's fee.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seizure {
+    /// Collateral to the liquidator.
+    pub collateral_to_liquidator: U256,
+    /// Debt repaid.
+    pub debt_repaid: U256,
+    /// Collateral to the treasury.
+    pub protocol_fee: U256,
+    /// The collateral ran out first: all of it is seized.
+    pub collateral_bound: bool,
+}
+
+/// `LiquidationLogic._calculateAvailableCollateralToLiquidate` of `release`: the collateral worth the
+/// repay plus the bonus (all of it, and the repay it pays for, when that is more than the borrower
+/// has), less the protocol's share of the bonus. Half-up rounding until V3.4; V3.5 rounds the repay
+/// of a collateral-bound liquidation up; V3.7 rounds the seized collateral and the bonus part down
+/// and the fee up.
+pub fn seizure(
+    release: Release,
+    collateral: &Side,
+    debt: &Side,
+    debt_to_cover: U256,
+    bonus_bps: u64,
+    protocol_fee_bps: u64,
+) -> Seizure {
+    let newest = release.protocol_favouring_bonus();
+    let (c, d) = (collateral, debt);
+    let base_collateral = d.price * debt_to_cover * c.unit() / (c.price * d.unit());
+    let max_collateral = if newest {
+        percent_mul_floor(base_collateral, bonus_bps)
+    } else {
+        percent_mul(base_collateral, bonus_bps)
+    };
+    let collateral_bound = max_collateral > c.balance;
+    let (collateral_total, debt_repaid) = if collateral_bound {
+        let worth = c.price * c.balance * d.unit() / (d.price * c.unit());
+        let needed = if release.rounds_against_user() {
+            percent_div_ceil(worth, bonus_bps)
+        } else {
+            percent_div(worth, bonus_bps)
+        };
+        (c.balance, needed)
+    } else {
+        (max_collateral, debt_to_cover)
+    };
+    let protocol_fee = if protocol_fee_bps == 0 {
+        U256::ZERO
+    } else if newest {
+        let bonus_part = collateral_total - percent_div_floor(collateral_total, bonus_bps);
+        percent_mul_ceil(bonus_part, protocol_fee_bps)
+    } else {
+        let bonus_part = collateral_total - percent_div(collateral_total, bonus_bps);
+        percent_mul(bonus_part, protocol_fee_bps)
+    };
+    Seizure {
+        collateral_to_liquidator: collateral_total - protocol_fee,
+        debt_repaid,
+        protocol_fee,
+        collateral_bound,
     }
 }
 
@@ -154,45 +244,64 @@ pub fn liquidation_amounts(
     if case.debt.balance.is_zero() || case.collateral.balance.is_zero() || requested.is_zero() {
         return Err(SizingError::Empty);
     }
-    let debt_to_cover = requested.min(max_repay(case));
+    let release = case.release;
+    let max = max_repay(case);
+    let mut debt_to_cover = requested.min(max);
     let (c, d) = (&case.collateral, &case.debt);
-    let base_collateral = d.price * debt_to_cover * c.unit() / (c.price * d.unit());
-    let max_collateral = percent_mul(base_collateral, case.bonus_bps);
-    let (collateral_total, debt_repaid, collateral_bound) = if max_collateral > c.balance {
-        let needed = percent_div(
-            c.price * c.balance * d.unit() / (d.price * c.unit()),
-            case.bonus_bps,
-        );
-        (c.balance, needed, true)
-    } else {
-        (max_collateral, debt_to_cover, false)
-    };
-    let protocol_fee = if case.protocol_fee_bps == 0 {
-        U256::ZERO
-    } else {
-        let bonus_part = collateral_total - percent_div(collateral_total, case.bonus_bps);
-        percent_mul(bonus_part, case.protocol_fee_bps)
-    };
+    let Seizure {
+        collateral_to_liquidator,
+        debt_repaid,
+        protocol_fee,
+        collateral_bound,
+    } = seizure(
+        release,
+        c,
+        d,
+        debt_to_cover,
+        case.bonus_bps,
+        case.protocol_fee_bps,
+    );
+    let collateral_total = collateral_to_liquidator + protocol_fee;
+    if case
+        .collateral_available
+        .is_some_and(|available| collateral_to_liquidator > available)
+    {
+        return Err(SizingError::ReserveShort);
+    }
     let mut creates_deficit = false;
-    if case.rules == Rules::V3_3 {
+    if release.total_debt_close_factor() {
         let debt_left = d.balance - debt_repaid.min(d.balance);
         let collateral_left = c.balance - collateral_total;
-        let leaves_both = debt_left > U256::ZERO && collateral_left > U256::ZERO;
-        if leaves_both
-            && (d.value(debt_left) < MIN_LEFTOVER_BASE
-                || c.value(collateral_left) < MIN_LEFTOVER_BASE)
-        {
-            return Err(SizingError::LeavesDust);
+        if debt_left > U256::ZERO && collateral_left > U256::ZERO {
+            let debt_left_value = if release.rounds_against_user() {
+                mul_div_ceil(debt_left, d.price, d.unit())
+            } else {
+                d.value(debt_left)
+            };
+            if debt_left_value < MIN_LEFTOVER_BASE || c.value(collateral_left) < MIN_LEFTOVER_BASE {
+                return Err(SizingError::LeavesDust);
+            }
         }
-        // All of this collateral gone and it was the borrower's only collateral: the rest is burned.
-        let this_collateral_value = c.value(c.balance);
-        creates_deficit =
-            collateral_left.is_zero() && this_collateral_value >= case.total_collateral_base;
+        creates_deficit = if release.protocol_favouring_bonus() {
+            // V3.7: the scaled collateral the burn and the fee transfer consume (each rounded up),
+            // at most the balance, valued at the index.
+            let ScaledCollateral { scaled, index } = case.scaled_collateral;
+            let consumed = (ray_div_ceil(collateral_to_liquidator, index)
+                + ray_div_ceil(protocol_fee, index))
+            .min(scaled);
+            c.value(math::ray_mul_floor(consumed, index)) == case.total_collateral_base
+        } else {
+            c.value(collateral_total) == case.total_collateral_base
+        };
+    }
+    // Repaying the whole debt: ask for more than it, so the Pool takes it as it will be then.
+    if !collateral_bound && debt_repaid == d.balance && max == d.balance {
+        debt_to_cover = d.balance + full_close_headroom(d.balance);
     }
     Ok(LiquidationAmounts {
         debt_to_cover,
         debt_repaid,
-        collateral_to_liquidator: collateral_total - protocol_fee,
+        collateral_to_liquidator,
         protocol_fee,
         collateral_bound,
         creates_deficit,
@@ -259,15 +368,6 @@ pub fn best_repay<E>(
         }
     }
     Ok((best_profit > 0).then_some((best_amounts, best_profit)))
-}
-
-/// A place to sell the seized collateral, as sizing sees it (a Uniswap pool or pair, for one token).
-pub trait Sale {
-    /// What selling exactly `amount` returns; `None` when it cannot take all of it.
-    fn sell(&self, amount: U256) -> Option<U256>;
-    /// Sells at most `max_in` while one more unit sold still returns at least `floor`:
-    /// (sold, returned).
-    fn sell_down_to(&self, max_in: U256, floor: Rate) -> Option<(U256, U256)>;
 }
 
 /// The best liquidation selling on one venue: the repay that makes the most of sale − repay − `costs`,
@@ -341,9 +441,9 @@ mod tests {
     }
 
     /// The devnet-notes worked example: 10 WETH at 1,800, 15,000 USDC debt, HF 0.99, bonus 5%, fee 10%.
-    fn weth_usdc(rules: Rules) -> LiquidationCase {
+    fn weth_usdc(release: Release) -> LiquidationCase {
         LiquidationCase {
-            rules,
+            release,
             health_factor: wad_milli(990),
             total_debt_base: usd(15_000),
             total_collateral_base: usd(18_000),
@@ -352,6 +452,11 @@ mod tests {
                 price: usd(1_800),
                 decimals: 18,
             },
+            scaled_collateral: ScaledCollateral {
+                scaled: tokens(10, 18),
+                index: crate::units::RAY,
+            },
+            collateral_available: None,
             debt: Side {
                 balance: tokens(15_000, 6),
                 price: usd(1),
@@ -364,7 +469,7 @@ mod tests {
 
     #[test]
     fn v3_0_half_above_095() {
-        let case = weth_usdc(Rules::V3_0);
+        let case = weth_usdc(Release::V3_0);
         assert_eq!(max_repay(&case), tokens(7_500, 6));
         let a = liquidation_amounts(&case, U256::MAX).unwrap();
         assert_eq!(a.debt_repaid, tokens(7_500, 6));
@@ -382,7 +487,7 @@ mod tests {
     fn v3_0_all_below_095() {
         let case = LiquidationCase {
             health_factor: wad_milli(940),
-            ..weth_usdc(Rules::V3_0)
+            ..weth_usdc(Release::V3_0)
         };
         assert_eq!(max_repay(&case), tokens(15_000, 6));
         // 15,000 USDC would need 8.75 WETH: within the 10 WETH, so the whole debt goes.
@@ -396,7 +501,7 @@ mod tests {
         // Only 5 WETH of collateral: at most 5 × 1,800 / 1.05 = 8,571.43 USDC can be repaid.
         let mut case = LiquidationCase {
             health_factor: wad_milli(600),
-            ..weth_usdc(Rules::V3_0)
+            ..weth_usdc(Release::V3_0)
         };
         case.collateral.balance = tokens(5, 18);
         let a = liquidation_amounts(&case, U256::MAX).unwrap();
@@ -414,7 +519,7 @@ mod tests {
     #[test]
     fn v3_3_full_by_default_half_of_total_for_large_healthy_ish_positions() {
         // HF 0.99 > 0.95, both sides ≥ $2,000, and this reserve's debt is all of the total: 50% of total.
-        let case = weth_usdc(Rules::V3_3);
+        let case = weth_usdc(Release::V3_3);
         assert_eq!(max_repay(&case), tokens(7_500, 6));
         // Below 0.95: 100%.
         let deep = LiquidationCase {
@@ -423,13 +528,13 @@ mod tests {
         };
         assert_eq!(max_repay(&deep), tokens(15_000, 6));
         // A small position (under $2,000 of debt): 100% even above 0.95.
-        let mut small = weth_usdc(Rules::V3_3);
+        let mut small = weth_usdc(Release::V3_3);
         small.debt.balance = tokens(1_500, 6);
         small.total_debt_base = usd(1_500);
         assert_eq!(max_repay(&small), tokens(1_500, 6));
         // The 50% is of the total debt: with $40,000 total debt, this $15,000 reserve is under half of it
         // and can be repaid in full.
-        let mut spread = weth_usdc(Rules::V3_3);
+        let mut spread = weth_usdc(Release::V3_3);
         spread.total_debt_base = usd(40_000);
         assert_eq!(max_repay(&spread), tokens(15_000, 6));
     }
@@ -438,7 +543,7 @@ mod tests {
     fn v3_3_dust_rule() {
         let case = LiquidationCase {
             health_factor: wad_milli(940),
-            ..weth_usdc(Rules::V3_3)
+            ..weth_usdc(Release::V3_3)
         };
         // Repaying 14,500 leaves $500 of debt while collateral remains: reverts with MustNotLeaveDust.
         assert_eq!(
@@ -449,7 +554,7 @@ mod tests {
         assert!(liquidation_amounts(&case, tokens(13_000, 6)).is_ok());
         // V3.0 has no such rule.
         let v30 = LiquidationCase {
-            rules: Rules::V3_0,
+            release: Release::V3_0,
             ..case
         };
         assert!(liquidation_amounts(&v30, tokens(14_500, 6)).is_ok());
@@ -459,7 +564,7 @@ mod tests {
     fn v3_3_deficit_when_the_only_collateral_is_gone() {
         let mut case = LiquidationCase {
             health_factor: wad_milli(500),
-            ..weth_usdc(Rules::V3_3)
+            ..weth_usdc(Release::V3_3)
         };
         case.collateral.balance = tokens(5, 18);
         case.total_collateral_base = usd(9_000);
@@ -480,11 +585,13 @@ mod tests {
     #[test]
     fn emode_sizing_uses_the_category_bonus() {
         use crate::protocol::aave_v3::math::EModeCategory;
+        // Reserve 1 (DAI) is among the category's collateral.
         let stables = EModeCategory {
             id: 1,
             ltv: 9_500,
             liquidation_threshold: 9_700,
             liquidation_bonus: 10_100,
+            collateral_bitmap: 0b10,
             price: U256::ZERO,
         };
         assert_eq!(liquidation_bonus(10_500, 1, Some(&stables)), 10_100);
@@ -493,7 +600,7 @@ mod tests {
         assert_eq!(liquidation_bonus(10_500, 1, None), 10_500);
 
         let case = LiquidationCase {
-            rules: Rules::V3_0,
+            release: Release::V3_0,
             health_factor: wad_milli(990),
             total_debt_base: usd(9_800),
             total_collateral_base: usd(10_000),
@@ -502,6 +609,11 @@ mod tests {
                 price: usd(1),
                 decimals: 18,
             },
+            scaled_collateral: ScaledCollateral {
+                scaled: tokens(10_000, 18),
+                index: crate::units::RAY,
+            },
+            collateral_available: None,
             debt: Side {
                 balance: tokens(9_800, 6),
                 price: usd(1),
@@ -531,11 +643,187 @@ mod tests {
         );
     }
 
+    /// `_calculateAvailableCollateralToLiquidate` as the contracts compute it: every row's figures
+    /// (collateral to the liquidator, debt repaid, protocol fee) were returned by the function of
+    /// V3.4 (V3.3 alike), V3.5 (V3.6 alike) and V3.7, compiled from `aave-v3-origin` at those tags and
+    /// called on anvil. The inputs: collateral price and decimals, debt price and decimals, debt to
+    /// cover, collateral balance, bonus, protocol fee.
+    #[test]
+    fn seizure_equals_each_release_s_contract() {
+        type Row = (u64, u8, u64, u8, &'static str, &'static str, u64, u64, [&'static str; 3], [&'static str; 3], [&'static str; 3]);
+        let rows: [Row; 12] = [
+            (200000000000, 18, 100000000, 6, "7500000000", "10000000000000000000", 10500, 1000, ["3918750000000000000", "7500000000", "18750000000000000"], ["3918750000000000000", "7500000000", "18750000000000000"], ["3918750000000000000", "7500000000", "18750000000000000"]),
+            (179912345678, 18, 99980000, 6, "12345678901", "10000000000000000000", 10500, 1000, ["7169410279236863543", "12345678901", "34303398465248151"], ["7169410279236863543", "12345678901", "34303398465248151"], ["7169410279236863543", "12345678901", "34303398465248151"]),
+            (6000000000000, 8, 200000000000, 18, "3000000000000012345", "10000000", 11000, 1500, ["9863636", "2727272727272727273", "136364"], ["9863636", "2727272727272727273", "136364"], ["9863636", "2727272727272727273", "136364"]),
+            (179912345678, 18, 99980000, 6, "1000000000000", "5000000000000000007", 10500, 1000, ["4976190476190476197", "8568968350", "23809523809523810"], ["4976190476190476197", "8568968350", "23809523809523810"], ["4976190476190476197", "8568968350", "23809523809523810"]),
+            (50000000, 18, 100000000, 6, "333333333", "1000000000000000000001", 11000, 2000, ["719999999280000000000", "333333333", "13333333320000000000"], ["719999999280000000000", "333333333", "13333333320000000000"], ["719999999280000000000", "333333333", "13333333320000000000"]),
+            (200000000000, 18, 100000000, 6, "9300000001", "5000000000000000000", 10200, 1000, ["4733700000509000000", "9300000001", "9300000001000000"], ["4733700000509000000", "9300000001", "9300000001000000"], ["4733700000509000000", "9300000001", "9300000001000000"]),
+            (4230843813327, 6, 466224197902, 6, "8365346218", "9548838649", 11334, 3000, ["1007912573", "8365346218", "36891713"], ["1007912573", "8365346218", "36891713"], ["1007912571", "8365346218", "36891714"]),
+            (873583090772, 6, 610086427120, 6, "77815325121", "5538929718", 10345, 3000, ["5483513650", "7666695516", "55416068"], ["5483513650", "7666695516", "55416068"], ["5483513649", "7666695516", "55416069"]),
+            (9853980896376, 18, 112446363595, 18, "9494762578936874990378", "3553660735405458486121", 10812, 0, ["117145024045059328503", "9494762578936874990378", "0"], ["117145024045059328503", "9494762578936874990378", "0"], ["117145024045059328502", "9494762578936874990378", "0"]),
+            (4957521747717, 6, 460188176014, 18, "98978174530841835855995", "6727484337", 10307, 3000, ["6667369725", "70315260736893956052305", "60114612"], ["6667369725", "70315260736893956052306", "60114612"], ["6667369724", "70315260736893956052306", "60114613"]),
+            (3350342843240, 6, 231863381837, 8, "1799817107550", "697186885", 10746, 3000, ["682667024", "937474487584", "14519861"], ["682667024", "937474487585", "14519861"], ["682667023", "937474487585", "14519862"]),
+            (739924724688, 6, 496102854034, 18, "91597410135135042282298", "4567234389", 10716, 3000, ["4475685122", "6356768698111267025947", "91549267"], ["4475685122", "6356768698111267025948", "91549267"], ["4475685121", "6356768698111267025948", "91549268"]),
+        ];
+        let u = |s: &str| s.parse::<U256>().unwrap();
+        for (cp, cd, dp, dd, cover, balance, bonus, fee, v34, v35, v37) in rows {
+            let collateral = Side {
+                balance: u(balance),
+                price: U256::from(cp),
+                decimals: cd,
+            };
+            let debt = Side {
+                balance: U256::MAX,
+                price: U256::from(dp),
+                decimals: dd,
+            };
+            for (releases, expected) in [
+                ([Release::V3_3, Release::V3_4], v34),
+                ([Release::V3_5, Release::V3_6], v35),
+                ([Release::V3_7, Release::V3_7], v37),
+            ] {
+                for release in releases {
+                    let got = seizure(release, &collateral, &debt, u(cover), bonus, fee);
+                    assert_eq!(
+                        [got.collateral_to_liquidator, got.debt_repaid, got.protocol_fee],
+                        expected.map(u),
+                        "{release}: {cover} of debt against {balance}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_full_close_asks_for_more_than_the_debt_it_sees() {
+        // V3.3+ below HF 0.95: the whole debt; the request carries the interest until it lands.
+        for release in [Release::V3_3, Release::V3_6, Release::V3_7] {
+            let case = LiquidationCase {
+                health_factor: wad_milli(940),
+                ..weth_usdc(release)
+            };
+            let a = liquidation_amounts(&case, U256::MAX).unwrap();
+            assert_eq!(a.debt_repaid, tokens(15_000, 6), "{release}");
+            assert_eq!(
+                a.debt_to_cover,
+                tokens(15_000, 6) + full_close_headroom(tokens(15_000, 6))
+            );
+            assert!(a.debt_to_cover > a.debt_repaid);
+            // Asking for it again gives the same liquidation.
+            assert_eq!(liquidation_amounts(&case, a.debt_to_cover), Ok(a));
+        }
+        // A partial liquidation asks for exactly what it repays.
+        let partial = liquidation_amounts(&weth_usdc(Release::V3_6), U256::MAX).unwrap();
+        assert_eq!(partial.debt_to_cover, partial.debt_repaid);
+        assert_eq!(partial.debt_repaid, tokens(7_500, 6));
+    }
+
+    #[test]
+    fn a_reserve_short_of_underlying_caps_the_seizure() {
+        let mut case = LiquidationCase {
+            health_factor: wad_milli(940),
+            ..weth_usdc(Release::V3_6)
+        };
+        // 15,000 USDC seizes 8.75 WETH less the fee; the reserve holds 3.
+        case.collateral_available = Some(tokens(3, 18));
+        assert_eq!(
+            liquidation_amounts(&case, U256::MAX),
+            Err(SizingError::ReserveShort)
+        );
+        let small = liquidation_amounts(&case, tokens(2_000, 6)).unwrap();
+        assert!(small.collateral_to_liquidator <= tokens(3, 18));
+    }
+
+    /// V3.5 values leftover debt rounded up: 999.99999 USDC at $1.00000001 is worth
+    /// $999.99999999999990, 1000e8 base units rounded up, one less rounded down.
+    #[test]
+    fn the_dust_rule_rounds_leftover_debt_as_the_release_does() {
+        let case = |release| LiquidationCase {
+            health_factor: wad_milli(900),
+            total_debt_base: usd(3_000),
+            total_collateral_base: usd(20_000),
+            collateral: Side {
+                balance: tokens(10, 18),
+                price: usd(2_000),
+                decimals: 18,
+            },
+            debt: Side {
+                balance: tokens(3_000, 6),
+                price: U256::from(100_000_001u64),
+                decimals: 6,
+            },
+            ..weth_usdc(release)
+        };
+        let repay = tokens(3_000, 6) - U256::from(999_999_990u64);
+        assert_eq!(
+            liquidation_amounts(&case(Release::V3_4), repay),
+            Err(SizingError::LeavesDust)
+        );
+        assert!(liquidation_amounts(&case(Release::V3_5), repay).is_ok());
+    }
+
+    /// V3.3–3.6 call it a deficit when the collateral taken is worth all the borrower's collateral;
+    /// V3.7 when the scaled collateral consumed (each part rounded up) is worth all of it.
+    #[test]
+    fn deficits_by_release() {
+        let ray = crate::units::RAY;
+        // All 5 WETH of a position with no other collateral, at HF 0.5: collateral-bound.
+        let mut case = LiquidationCase {
+            health_factor: wad_milli(500),
+            total_collateral_base: usd(9_000),
+            ..weth_usdc(Release::V3_6)
+        };
+        case.collateral.balance = tokens(5, 18);
+        case.collateral.price = usd(1_800);
+        case.scaled_collateral = ScaledCollateral {
+            scaled: tokens(5, 18),
+            index: ray,
+        };
+        for release in [Release::V3_3, Release::V3_6, Release::V3_7] {
+            let a = liquidation_amounts(&LiquidationCase { release, ..case }, U256::MAX).unwrap();
+            assert!(a.collateral_bound && a.creates_deficit, "{release}");
+        }
+        // Before V3.3 there are no deficits.
+        let a = liquidation_amounts(
+            &LiquidationCase {
+                release: Release::V3_2,
+                ..case
+            },
+            U256::MAX,
+        )
+        .unwrap();
+        assert!(!a.creates_deficit);
+        // Other collateral elsewhere: none.
+        let elsewhere = LiquidationCase {
+            total_collateral_base: usd(20_000),
+            ..case
+        };
+        for release in [Release::V3_6, Release::V3_7] {
+            let a =
+                liquidation_amounts(&LiquidationCase { release, ..elsewhere }, U256::MAX).unwrap();
+            assert!(!a.creates_deficit, "{release}");
+        }
+        // The scaled balance at an index of 1.5 is 3.333… WETH: seizing all of the (floored)
+        // 5 WETH less one wei of balance, V3.7's ceilings consume every scaled unit, a deficit, as
+        // the older test (value taken equal to the total) also finds.
+        let scaled = tokens(5, 18) * U256::from(2u8) / U256::from(3u8) + U256::from(1u8);
+        let index = ray * U256::from(3u8) / U256::from(2u8);
+        let balance = crate::protocol::aave_v3::math::ray_mul_floor(scaled, index);
+        let mut odd = case;
+        odd.collateral.balance = balance;
+        odd.total_collateral_base = odd.collateral.value(balance);
+        odd.scaled_collateral = ScaledCollateral { scaled, index };
+        for release in [Release::V3_6, Release::V3_7] {
+            let a = liquidation_amounts(&LiquidationCase { release, ..odd }, U256::MAX).unwrap();
+            assert!(a.creates_deficit, "{release}");
+        }
+    }
+
     #[test]
     fn healthy_positions_are_refused() {
         let case = LiquidationCase {
             health_factor: WAD,
-            ..weth_usdc(Rules::V3_0)
+            ..weth_usdc(Release::V3_0)
         };
         assert_eq!(
             liquidation_amounts(&case, U256::MAX),
@@ -549,7 +837,7 @@ mod tests {
         // value·(1 − k·value). With a 5% bonus, profit peaks before the close-factor maximum.
         let case = LiquidationCase {
             health_factor: wad_milli(940),
-            ..weth_usdc(Rules::V3_0)
+            ..weth_usdc(Release::V3_0)
         };
         let usdc_out = |weth: U256| -> i128 {
             let value = weth * U256::from(1_800_000_000u64) / WAD; // USDC raw units
@@ -593,9 +881,9 @@ mod tests {
 
     /// 1,000 of an 18-decimal token at $1 against 900 of another, HF 0.9: the close factor is 100%,
     /// and both sides trade at price 1 on the test venues.
-    fn dollar_pair(rules: Rules) -> LiquidationCase {
+    fn dollar_pair(release: Release) -> LiquidationCase {
         LiquidationCase {
-            rules,
+            release,
             health_factor: wad_milli(900),
             total_debt_base: usd(900),
             total_collateral_base: usd(1_000),
@@ -604,6 +892,11 @@ mod tests {
                 price: usd(1),
                 decimals: 18,
             },
+            scaled_collateral: ScaledCollateral {
+                scaled: tokens(1_000, 18),
+                index: crate::units::RAY,
+            },
+            collateral_available: None,
             debt: Side {
                 balance: tokens(900, 18),
                 price: usd(1),
@@ -636,7 +929,7 @@ mod tests {
 
     #[test]
     fn the_best_repay_on_a_venue_is_where_its_price_meets_the_protocols() {
-        let case = dollar_pair(Rules::V3_0);
+        let case = dollar_pair(Release::V3_0);
         let costs = tokens(1, 18) / U256::from(10u8);
         let largest = liquidation_amounts(&case, max_repay(&case)).unwrap();
         for (name, venue) in venues() {
@@ -704,13 +997,13 @@ mod tests {
             total_collateral_base: usd(1_500),
             collateral: Side {
                 balance: tokens(1_500, 18),
-                ..dollar_pair(Rules::V3_3).collateral
+                ..dollar_pair(Release::V3_3).collateral
             },
             debt: Side {
                 balance: tokens(1_400, 18),
-                ..dollar_pair(Rules::V3_3).debt
+                ..dollar_pair(Release::V3_3).debt
             },
-            ..dollar_pair(Rules::V3_3)
+            ..dollar_pair(Release::V3_3)
         };
         let pool = Venue::V3(crate::planner::venues::uniswap_v3::flat_pool(
             3 * 10u128.pow(22),

@@ -24,6 +24,15 @@ pub struct Rate {
     pub paid: U256,
 }
 
+/// A place to sell the seized collateral, as sizing sees it (a Uniswap pool or pair, for one token).
+pub trait Sale {
+    /// What selling exactly `amount` returns; `None` when it cannot take all of it.
+    fn sell(&self, amount: U256) -> Option<U256>;
+    /// Sells at most `max_in` while one more unit sold still returns at least `floor`:
+    /// (sold, returned).
+    fn sell_down_to(&self, max_in: U256, floor: Rate) -> Option<(U256, U256)>;
+}
+
 /// A venue selling one of its tokens, as sizing asks for it.
 pub struct VenueSale<'a> {
     /// The pool or pair.
@@ -32,7 +41,7 @@ pub struct VenueSale<'a> {
     pub token_in: Address,
 }
 
-impl crate::planner::sizing::Sale for VenueSale<'_> {
+impl Sale for VenueSale<'_> {
     fn sell(&self, amount: U256) -> Option<U256> {
         self.venue.sell(self.token_in, amount)
     }

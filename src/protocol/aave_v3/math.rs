@@ -1,7 +1,10 @@
 //! Aave V3's fixed-point math and health computation, reproduced from the protocol's own libraries
-//! (`WadRayMath`, `PercentageMath`, `MathUtils`, `ReserveLogic`, `GenericLogic` in `@aave/core-v3`
-//! 1.19.3), so a health factor computed here equals `getUserAccountData` at the same block.
+//! (`WadRayMath`, `PercentageMath`, `MathUtils`, `TokenMath`, `ReserveLogic`, `GenericLogic` of V3.0
+//! in `@aave/core-v3` 1.19.3 and of V3.1 to V3.7 in `aave-dao/aave-v3-origin`), each rule as the
+//! market's [`Release`] has it, so a health factor computed here equals `getUserAccountData` at the
+//! same block.
 
+use super::release::{Compounding, Release};
 use crate::units::{RAY, WAD};
 use alloy::primitives::U256;
 
@@ -14,6 +17,26 @@ const PERCENTAGE_FACTOR: u64 = 10_000;
 /// `a·b / RAY`, rounded half up. Re-pricing every position after a price move is mostly this.
 pub fn ray_mul(a: U256, b: U256) -> U256 {
     div_pow10(a * b + HALF_RAY, 27)
+}
+
+/// `a·b / RAY`, rounded down (`rayMulFloor`, V3.5+).
+pub fn ray_mul_floor(a: U256, b: U256) -> U256 {
+    div_pow10(a * b, 27)
+}
+
+/// `a·b / RAY`, rounded up (`rayMulCeil`, V3.5+).
+pub fn ray_mul_ceil(a: U256, b: U256) -> U256 {
+    div_pow10_ceil(a * b, 27)
+}
+
+/// `a·RAY / b`, rounded up (`rayDivCeil`, V3.5+: aTokens burnt or moved for an amount).
+pub fn ray_div_ceil(a: U256, b: U256) -> U256 {
+    (a * RAY).div_ceil(b)
+}
+
+/// `a·RAY / b`, rounded down (`rayDivFloor`, V3.5+: debt tokens burnt for a repay).
+pub fn ray_div_floor(a: U256, b: U256) -> U256 {
+    a * RAY / b
 }
 
 /// `a·RAY / b`, rounded half up.
@@ -34,12 +57,42 @@ pub fn percent_mul(value: U256, bps: u64) -> U256 {
     )
 }
 
+/// `value·bps / 10_000`, rounded down (`percentMulFloor`, V3.5+).
+pub fn percent_mul_floor(value: U256, bps: u64) -> U256 {
+    div_pow10(value * U256::from(bps), 4)
+}
+
+/// `value·bps / 10_000`, rounded up (`percentMulCeil`, V3.5+).
+pub fn percent_mul_ceil(value: U256, bps: u64) -> U256 {
+    div_pow10_ceil(value * U256::from(bps), 4)
+}
+
 /// `value·10_000 / bps`, rounded half up.
 pub fn percent_div(value: U256, bps: u64) -> U256 {
     div_by(
         value * U256::from(PERCENTAGE_FACTOR) + U256::from(bps / 2),
         U256::from(bps),
     )
+}
+
+/// `value·10_000 / bps`, rounded down (`percentDivFloor`, V3.7).
+pub fn percent_div_floor(value: U256, bps: u64) -> U256 {
+    div_by(value * U256::from(PERCENTAGE_FACTOR), U256::from(bps))
+}
+
+/// `value·10_000 / bps`, rounded up (`percentDivCeil`, V3.5+).
+pub fn percent_div_ceil(value: U256, bps: u64) -> U256 {
+    (value * U256::from(PERCENTAGE_FACTOR)).div_ceil(U256::from(bps))
+}
+
+/// `a·b / c` rounded up (`MathUtils.mulDivCeil`, V3.5+).
+pub fn mul_div_ceil(a: U256, b: U256, c: U256) -> U256 {
+    (a * b).div_ceil(c)
+}
+
+/// 10^k.
+pub fn pow10(k: u8) -> U256 {
+    U256::from(10u64).pow(U256::from(k))
 }
 
 /// ⌊x / d⌋. The divisors of health math (a position's debt and collateral in base currency, a
@@ -49,7 +102,7 @@ pub fn percent_div(value: U256, bps: u64) -> U256 {
 /// this machine's EPYC: its 128-by-64 divide is quick, the reciprocal's chain of multiplies is not.)
 pub fn div_by(x: U256, d: U256) -> U256 {
     match u64::try_from(d) {
-        Ok(d) if d != 0 => div_limb(x, d),
+        Ok(d) if d != 0 => div_limb(x, d).0,
         _ => x / d,
     }
 }
@@ -58,8 +111,21 @@ pub fn div_by(x: U256, d: U256) -> U256 {
 /// by 5^k, which fits in a limb up to k = 27 (a ray, and every token unit in practice).
 pub fn div_pow10(x: U256, k: u8) -> U256 {
     match POW5.get(usize::from(k)) {
-        Some(&five_k) => div_limb(x >> usize::from(k), five_k),
-        None => x / U256::from(10u64).pow(U256::from(k)),
+        Some(&five_k) => div_limb(x >> usize::from(k), five_k).0,
+        None => x / pow10(k),
+    }
+}
+
+/// ⌈x / 10^k⌉, by the same short division: the quotient rises by one when the shift dropped a bit
+/// or the division by 5^k left a remainder.
+pub fn div_pow10_ceil(x: U256, k: u8) -> U256 {
+    match POW5.get(usize::from(k)) {
+        Some(&five_k) => {
+            let (q, rem) = div_limb(x >> usize::from(k), five_k);
+            let dropped = k != 0 && x.trailing_zeros() < usize::from(k);
+            if rem != 0 || dropped { q + U256::from(1u8) } else { q }
+        }
+        None => x.div_ceil(pow10(k)),
     }
 }
 
@@ -74,9 +140,9 @@ const POW5: [u64; 28] = {
     p
 };
 
-/// ⌊x / d⌋ for a one-limb `d`: schoolbook short division, top limb first; limbs below `d` at the top
-/// are carried without a divide.
-fn div_limb(x: U256, d: u64) -> U256 {
+/// ⌊x / d⌋ and the remainder for a one-limb `d`: schoolbook short division, top limb first; limbs
+/// below `d` at the top are carried without a divide.
+fn div_limb(x: U256, d: u64) -> (U256, u64) {
     let mut limbs = x.into_limbs();
     let mut rem = 0u64;
     for limb in limbs.iter_mut().rev() {
@@ -86,7 +152,7 @@ fn div_limb(x: U256, d: u64) -> U256 {
         }
         (*limb, rem) = div_2by1(rem, *limb, d);
     }
-    U256::from_limbs(limbs)
+    (U256::from_limbs(limbs), rem)
 }
 
 /// `(hi·2^64 + lo) / d` and its remainder, for `hi < d` (the quotient then fits in a limb), which
@@ -125,8 +191,28 @@ pub fn linear_interest(rate: U256, last_update: u64, now: u64) -> U256 {
     RAY + rate * U256::from(now.saturating_sub(last_update)) / U256::from(SECONDS_PER_YEAR)
 }
 
-/// The three-term binomial approximation of `(1 + rate/year)^Δt` that Aave compounds debt with.
-pub fn compounded_interest(rate: U256, last_update: u64, now: u64) -> U256 {
+/// `(1 + rate/year)^Δt` as the release's `MathUtils.calculateCompoundedInterest` approximates it.
+pub fn compounded_interest(compounding: Compounding, rate: U256, last_update: u64, now: u64) -> U256 {
+    match compounding {
+        Compounding::Binomial => compounded_binomial(rate, last_update, now),
+        Compounding::Taylor => compounded_taylor(rate, last_update, now),
+    }
+}
+
+/// V3.4+: with `x = rate·Δt / year` (rounded down), `1 + x + x·(x/2 + x·x/6)`, the products half up:
+/// the series of e^x to its cubic term.
+pub fn compounded_taylor(rate: U256, last_update: u64, now: u64) -> U256 {
+    let exp = now.saturating_sub(last_update);
+    if exp == 0 {
+        return RAY;
+    }
+    let x = rate * U256::from(exp) / U256::from(SECONDS_PER_YEAR);
+    RAY + x + ray_mul(x, x / U256::from(2u8) + ray_mul(x, x / U256::from(6u8)))
+}
+
+/// V3.0–3.3: the three-term binomial approximation of `(1 + rate/year)^Δt`, each power per second
+/// rounded down.
+pub fn compounded_binomial(rate: U256, last_update: u64, now: u64) -> U256 {
     let exp = now.saturating_sub(last_update);
     if exp == 0 {
         return RAY;
@@ -169,13 +255,18 @@ impl ReserveIndexes {
         )
     }
 
-    /// `getNormalizedDebt` at `now`.
-    pub fn normalized_debt(&self, now: u64) -> U256 {
+    /// `getNormalizedDebt` at `now`, compounded as the release does.
+    pub fn normalized_debt(&self, compounding: Compounding, now: u64) -> U256 {
         if self.last_update_timestamp == now {
             return self.variable_borrow_index;
         }
         ray_mul(
-            compounded_interest(self.variable_borrow_rate, self.last_update_timestamp, now),
+            compounded_interest(
+                compounding,
+                self.variable_borrow_rate,
+                self.last_update_timestamp,
+                now,
+            ),
             self.variable_borrow_index,
         )
     }
@@ -202,7 +293,8 @@ pub struct ReserveConfig {
     pub paused: bool,
     /// Share of the bonus to the treasury, bps.
     pub liquidation_protocol_fee: u64,
-    /// eMode category, 0 for none.
+    /// eMode category, 0 for none (V3.0–3.1: V3.2 deprecated these bits, and whatever they hold
+    /// since is stale).
     pub emode_category: u8,
 }
 
@@ -266,11 +358,17 @@ pub struct ReserveView<'a> {
 impl<'a> ReserveView<'a> {
     /// The view at `now`, computing the normalized indexes (callers pricing many positions compute
     /// them once per block instead).
-    pub fn at(config: &'a ReserveConfig, indexes: &ReserveIndexes, price: U256, now: u64) -> Self {
+    pub fn at(
+        config: &'a ReserveConfig,
+        indexes: &ReserveIndexes,
+        price: U256,
+        now: u64,
+        compounding: Compounding,
+    ) -> Self {
         Self {
             config,
             income: indexes.normalized_income(now),
-            debt_index: indexes.normalized_debt(now),
+            debt_index: indexes.normalized_debt(compounding, now),
             price,
         }
     }
@@ -287,8 +385,21 @@ pub struct EModeCategory {
     pub liquidation_threshold: u64,
     /// Liquidation bonus inside the category, bps.
     pub liquidation_bonus: u64,
-    /// The category's own price, when it has a price source (0 otherwise).
+    /// The reserves (bit `id`) whose collateral takes the category's threshold and bonus: V3.2+ reads
+    /// it from the Pool (`getEModeCategoryCollateralBitmap`); before, it is the reserves whose
+    /// configuration names the category.
+    pub collateral_bitmap: u128,
+    /// The category's own price, when it has a price source (V3.0–3.1; 0 otherwise): it prices every
+    /// member reserve, collateral and debt.
     pub price: U256,
+}
+
+impl EModeCategory {
+    /// Whether reserve `id`'s collateral takes the category's threshold and bonus.
+    #[inline]
+    pub fn has_collateral(&self, id: u16) -> bool {
+        self.id != 0 && id < 128 && (self.collateral_bitmap >> id) & 1 == 1
+    }
 }
 
 /// `getUserAccountData`'s figures.
@@ -304,8 +415,21 @@ pub struct AccountData {
     pub health_factor: U256,
 }
 
-/// `GenericLogic.calculateUserAccountData` at timestamp `now`: `reserve(id)` gives each reserve's view.
+/// A V3.0–3.1 stable debt's balance at `now` (`StableDebtToken.balanceOf`).
+pub fn stable_debt(h: &UserReserve, now: u64) -> U256 {
+    if h.stable_principal.is_zero() {
+        return U256::ZERO;
+    }
+    ray_mul(
+        h.stable_principal,
+        compounded_binomial(h.stable_rate, h.stable_last_update, now),
+    )
+}
+
+/// `GenericLogic.calculateUserAccountData` of `release` at timestamp `now`: `reserve(id)` gives each
+/// reserve's view.
 pub fn account_data<'a>(
+    release: Release,
     holdings: &[UserReserve],
     emode: Option<&EModeCategory>,
     now: u64,
@@ -314,6 +438,8 @@ pub fn account_data<'a>(
     let mut collateral = U256::ZERO;
     let mut debt = U256::ZERO;
     let mut weighted_lt = U256::ZERO;
+    let zero_threshold_counts = release.zero_threshold_collateral();
+    let emode_price = !release.emode_bitmaps();
     for h in holdings
         .iter()
         .filter(|h| h.collateral_enabled || h.borrowing)
@@ -321,13 +447,13 @@ pub fn account_data<'a>(
         let Some(r) = reserve(h.reserve_id) else {
             continue;
         };
-        let in_emode = emode.filter(|e| e.id != 0 && e.id == r.config.emode_category);
+        let in_emode = emode.filter(|e| e.has_collateral(h.reserve_id));
         let price = match in_emode {
-            Some(e) if !e.price.is_zero() => e.price,
+            Some(e) if emode_price && !e.price.is_zero() => e.price,
             _ => r.price,
         };
-        if r.config.liquidation_threshold != 0 && h.collateral_enabled {
-            let balance = ray_mul(h.scaled_a_token, r.income);
+        if h.collateral_enabled && (zero_threshold_counts || r.config.liquidation_threshold != 0) {
+            let balance = release.a_token_balance(h.scaled_a_token, r.income);
             let value = div_pow10(balance * price, r.config.decimals);
             collateral += value;
             let lt = in_emode.map_or(r.config.liquidation_threshold, |e| e.liquidation_threshold);
@@ -336,15 +462,10 @@ pub fn account_data<'a>(
         if h.borrowing {
             let mut owed = U256::ZERO;
             if !h.scaled_variable_debt.is_zero() {
-                owed = ray_mul(h.scaled_variable_debt, r.debt_index);
+                owed = release.debt_balance(h.scaled_variable_debt, r.debt_index);
             }
-            if !h.stable_principal.is_zero() {
-                owed += ray_mul(
-                    h.stable_principal,
-                    compounded_interest(h.stable_rate, h.stable_last_update, now),
-                );
-            }
-            debt += div_pow10(price * owed, r.config.decimals);
+            owed += stable_debt(h, now);
+            debt += release.debt_value(owed, price, r.config.decimals);
         }
     }
     let avg_lt = if collateral.is_zero() {
@@ -354,6 +475,8 @@ pub fn account_data<'a>(
     };
     let health_factor = if debt.is_zero() {
         U256::MAX
+    } else if release.rounds_against_user() {
+        div_pow10(wad_div(weighted_lt, debt), 4)
     } else {
         wad_div(percent_mul(collateral, avg_lt.to::<u64>()), debt)
     };
@@ -448,21 +571,160 @@ mod tests {
         );
     }
 
+    /// `MathUtils.calculateCompoundedInterest` as the contracts compute it: each row's last two
+    /// figures were returned by V3.3's (binomial) and V3.6's (Taylor; V3.4 to V3.7 alike) own
+    /// library, compiled from `aave-v3-origin` at those tags and called on anvil.
     #[test]
-    fn interest_over_a_year() {
-        // 10% for a year: linear gives exactly 1.1. The 3-term expansion of e^0.1 is 1.1051667, but
-        // Aave truncates the per-second powers (the cubic term's to 31 ray units instead of 31.9), so
-        // the contract returns 1.1051620: close to, and below, the exact series.
+    fn compounding_equals_each_release_s_contract() {
+        let cases: [(u128, u64, &str, &str); 15] = [
+            (50000000000000000000000000, 1, "1000000001585489599188229325", "1000000001585489600445117960"),
+            (50000000000000000000000000, 12, "1000000019025875356168052316", "1000000019025875371250716427"),
+            (50000000000000000000000000, 3600, "1000005707778841852838170176", "1000005707778846385321333984"),
+            (50000000000000000000000000, 86400, "1000136995684207123907444230", "1000136995684421674802557900"),
+            (50000000000000000000000000, 31536000, "1051265681539063650421944000", "1051270833333333333333333333"),
+            (3000000000000000000000000000, 1, "1000000095129375951293759512", "1000000095129380476092987434"),
+            (3000000000000000000000000000, 12, "1000001141553108689193654407", "1000001141553162986841207898"),
+            (3000000000000000000000000000, 3600, "1000342524385220156135317375", "1000342524401515015196422435"),
+            (3000000000000000000000000000, 86400, "1008253047673084932527617008", "1008253048067308112498939635"),
+            (3000000000000000000000000000, 31536000, "12999996154827375138660208000", "13000000000000000000000000000"),
+            (123456789012345678901234567, 1, "1000000003914789098564994891", "1000000003914789106227781744"),
+            (123456789012345678901234567, 12, "1000000046977470194267814955", "1000000046977470286221261387"),
+            (123456789012345678901234567, 3600, "1000014093340037423836005729", "1000014093340065018000385756"),
+            (123456789012345678901234567, 86400, "1000338294986193232098057519", "1000338294986962625240232351"),
+            (123456789012345678901234567, 31536000, "1131385982529618920936594567", "1131391191117690706905240029"),
+        ];
+        for (rate, dt, binomial, taylor) in cases {
+            let rate = U256::from(rate);
+            let got = |c| compounded_interest(c, rate, 1_000_000, 1_000_000 + dt).to_string();
+            assert_eq!(got(Compounding::Binomial), binomial, "{rate} over {dt} s");
+            assert_eq!(got(Compounding::Taylor), taylor, "{rate} over {dt} s");
+            assert_eq!(Release::V3_3.compounding(), Compounding::Binomial);
+            assert_eq!(Release::V3_4.compounding(), Compounding::Taylor);
+        }
+        // 10% for a year: linear gives exactly 1.1.
         let rate = RAY / U256::from(10u8);
         assert_eq!(linear_interest(rate, 0, SECONDS_PER_YEAR), RAY + rate);
-        let compounded = compounded_interest(rate, 0, SECONDS_PER_YEAR);
-        let expected_min = RAY + U256::from(105_162_000u64) * (RAY / U256::from(1_000_000_000u64));
-        let expected_max = RAY + U256::from(105_163_000u64) * (RAY / U256::from(1_000_000_000u64));
-        assert!(
-            compounded > expected_min && compounded < expected_max,
-            "{compounded}"
-        );
-        assert_eq!(compounded_interest(rate, 5, 5), RAY);
+        assert_eq!(compounded_interest(Compounding::Taylor, rate, 5, 5), RAY);
+        assert_eq!(compounded_interest(Compounding::Binomial, rate, 5, 5), RAY);
+    }
+
+    #[test]
+    fn directed_rounding() {
+        let mut next = numbers();
+        for _ in 0..5_000 {
+            let a = U256::from_limbs([next(), next() >> 1, 0, 0]);
+            let b = U256::from_limbs([next(), next() >> 30, 0, 0]) + U256::from(1u8);
+            let product = a * b;
+            assert_eq!(ray_mul_floor(a, b), product / RAY);
+            assert_eq!(ray_mul_ceil(a, b), product.div_ceil(RAY));
+            let k = (next() % 30) as u8;
+            assert_eq!(div_pow10_ceil(product, k), product.div_ceil(pow10(k)), "10^{k}");
+        }
+        assert_eq!(percent_mul_floor(U256::from(15u8), 5_000), U256::from(7u8));
+        assert_eq!(percent_mul_ceil(U256::from(15u8), 5_000), U256::from(8u8));
+        assert_eq!(percent_div_floor(U256::from(7u8), 20_000), U256::from(3u8));
+        assert_eq!(percent_div_ceil(U256::from(7u8), 20_000), U256::from(4u8));
+        assert_eq!(mul_div_ceil(U256::from(7u8), U256::from(3u8), U256::from(2u8)), U256::from(11u8));
+        assert_eq!(div_pow10_ceil(U256::from(10u8), 1), U256::from(1u8));
+        assert_eq!(div_pow10_ceil(U256::from(11u8), 1), U256::from(2u8));
+        assert_eq!(div_pow10_ceil(U256::ZERO, 27), U256::ZERO);
+    }
+
+    /// Five reserves (18, 6, 8, 18 and 18 decimals; the fourth with a liquidation threshold of 0) with
+    /// odd indexes and rates; a position holding three of them as collateral and owing the other two,
+    /// priced 30 days and 17 seconds after the indexes were written, in and out of an eMode category
+    /// whose collateral is reserve 0. The figures were worked from each release's formulas
+    /// (`GenericLogic`, `MathUtils`, `TokenMath`): V3.0–3.3 share them, V3.4 compounds debt more,
+    /// V3.5 rounds balances against the user and divides the weighted sum directly, V3.6 counts the
+    /// zero-threshold collateral (in the total, not in the health factor).
+    #[test]
+    fn health_by_release() {
+        let last = 1_700_000_000u64;
+        let now = last + 30 * 86_400 + 17;
+        let u = |s: &str| s.parse::<U256>().unwrap();
+        // decimals, price, threshold, liquidity index, liquidity rate, debt index, debt rate
+        let reserves: [(u8, u64, u64, &str, &str, &str, &str); 5] = [
+            (18, 179912345678, 8250, "1012345678901234567890123456", "31234567890123456789012345", "1051234567890123456789012345", "52345678901234567890123456"),
+            (6, 99980000, 8500, "1003456789012345678901234567", "41234567890123456789012345", "1043456789012345678901234567", "61234567890123456789012345"),
+            (8, 6012345678901, 7500, "1000456789012345678901234567", "1234567890123456789012345", "1009876543210987654321098765", "21234567890123456789012345"),
+            (18, 50000000, 0, "1000000000000000000000000000", "0", "1000000000000000000000000000", "0"),
+            (18, 100010000, 7700, "1020304050607080901020304050", "21234567890123456789012345", "1040506070809010203040506070", "333333333333333333333333333"),
+        ];
+        let configs: Vec<ReserveConfig> = reserves
+            .iter()
+            .map(|&(decimals, _, lt, ..)| ReserveConfig {
+                liquidation_threshold: lt,
+                decimals,
+                ..Default::default()
+            })
+            .collect();
+        let indexes: Vec<ReserveIndexes> = reserves
+            .iter()
+            .map(|&(_, _, _, li, lr, di, dr)| ReserveIndexes {
+                liquidity_index: u(li),
+                liquidity_rate: u(lr),
+                variable_borrow_index: u(di),
+                variable_borrow_rate: u(dr),
+                last_update_timestamp: last,
+            })
+            .collect();
+        let collateral = |id: u16, scaled: &str| UserReserve {
+            reserve_id: id,
+            scaled_a_token: u(scaled),
+            collateral_enabled: true,
+            ..Default::default()
+        };
+        let debt = |id: u16, scaled: &str| UserReserve {
+            reserve_id: id,
+            scaled_variable_debt: u(scaled),
+            borrowing: true,
+            ..Default::default()
+        };
+        let holdings = [
+            collateral(0, "3210987654321098765432"),
+            debt(1, "4321123456"),
+            collateral(2, "12345678"),
+            collateral(3, "1000000000000000000123"),
+            debt(4, "1234567890123456789012345"),
+        ];
+        let emode = EModeCategory {
+            id: 1,
+            liquidation_threshold: 9_300,
+            collateral_bitmap: 0b1,
+            ..Default::default()
+        };
+        let figures = |release: Release, emode: Option<&EModeCategory>| {
+            let d = account_data(release, &holdings, emode, now, |id| {
+                let i = usize::from(id);
+                Some(ReserveView::at(
+                    &configs[i],
+                    &indexes[i],
+                    U256::from(reserves[i].1),
+                    now,
+                    release.compounding(),
+                ))
+            });
+            [
+                d.total_collateral_base,
+                d.total_debt_base,
+                d.avg_liquidation_threshold,
+                d.health_factor,
+            ]
+            .map(|x| x.to_string())
+        };
+        // (release, collateral, debt, average threshold, health factor) outside and inside eMode.
+        let expected = [
+            (Release::V3_0, ["587072449108481", "132491875003817", "8249", "3655137820757947149"], "4119507372964801354"),
+            (Release::V3_3, ["587072449108481", "132491875003817", "8249", "3655137820757947149"], "4119507372964801354"),
+            (Release::V3_4, ["587072449108481", "132491875362356", "8249", "3655137810866703210"], "4119507361816917380"),
+            (Release::V3_5, ["587072449048358", "132491875362358", "8249", "3655160500972392466"], "4119827678977049588"),
+            (Release::V3_6, ["587122449048358", "132491875362358", "8248", "3655160500972392466"], "4119827678977049588"),
+            (Release::V3_7, ["587122449048358", "132491875362358", "8248", "3655160500972392466"], "4119827678977049588"),
+        ];
+        for (release, plain, in_emode) in expected {
+            assert_eq!(figures(release, None), plain, "{release}");
+            assert_eq!(figures(release, Some(&emode))[3], in_emode, "{release} in eMode");
+        }
     }
 
     #[test]
@@ -524,16 +786,18 @@ mod tests {
                 ..Default::default()
             },
         ];
+        let binomial = Compounding::Binomial;
         let at = |weth_price: u64| {
-            account_data(&holdings, None, 0, |id| {
+            account_data(Release::V3_0, &holdings, None, 0, |id| {
                 Some(match id {
                     0 => ReserveView::at(
                         &weth,
                         &idx,
                         U256::from(weth_price) * U256::from(100_000_000u64),
                         0,
+                        binomial,
                     ),
-                    _ => ReserveView::at(&usdc, &idx, U256::from(100_000_000u64), 0),
+                    _ => ReserveView::at(&usdc, &idx, U256::from(100_000_000u64), 0, binomial),
                 })
             })
         };
@@ -546,25 +810,24 @@ mod tests {
             U256::from(990_000_000_000_000_000u64)
         );
 
-        // In an eMode category with a 95% threshold, the same position is healthier.
-        let weth_emode = ReserveConfig {
-            emode_category: 1,
-            ..weth
-        };
+        // In an eMode category with a 95% threshold whose collateral is WETH (reserve 0), the same
+        // position is healthier.
         let emode = EModeCategory {
             id: 1,
             liquidation_threshold: 9500,
+            collateral_bitmap: 0b1,
             ..Default::default()
         };
-        let hf = account_data(&holdings, Some(&emode), 0, |id| {
+        let hf = account_data(Release::V3_0, &holdings, Some(&emode), 0, |id| {
             Some(match id {
                 0 => ReserveView::at(
-                    &weth_emode,
+                    &weth,
                     &idx,
                     U256::from(1800u64) * U256::from(100_000_000u64),
                     0,
+                    binomial,
                 ),
-                _ => ReserveView::at(&usdc, &idx, U256::from(100_000_000u64), 0),
+                _ => ReserveView::at(&usdc, &idx, U256::from(100_000_000u64), 0, binomial),
             })
         })
         .health_factor;

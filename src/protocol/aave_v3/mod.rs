@@ -1,23 +1,31 @@
-//! Aave V3 (and forks with its Pool interface) behind [`LendingProtocol`].
+//! Aave V3 (and forks with its Pool interface) behind [`LendingProtocol`], priced by the rules of the
+//! release the Pool turns out to run ([`release`]).
 
+pub mod errors;
 pub mod math;
+pub mod release;
 
 use super::{BlockRef, Health, LendingProtocol, MarketChange};
 use crate::{
     chain::{
         ChainError, Rpc,
-        bindings::{AaveOracle, Pool, PoolAddressesProvider, ScaledBalanceToken, StableDebtToken},
+        bindings::{
+            AaveOracle, Pool, PoolAddressesProvider, PriceOracleSentinel, ScaledBalanceToken,
+            ScaledBurnAToken, StableDebtToken,
+        },
         multicall::{self, CallFailure},
         view,
     },
     store::StoredPosition,
 };
 use alloy::{
+    eips::BlockId,
     primitives::{Address, B256, U256},
     rpc::types::Log,
     sol_types::{SolCall, SolEvent},
 };
 use math::{EModeCategory, ReserveConfig, ReserveIndexes, ReserveView, UserReserve};
+use release::{Marker, Release};
 use std::collections::BTreeMap;
 
 /// One listed reserve and its state at the last refreshed block.
@@ -39,6 +47,23 @@ pub struct Reserve {
     pub indexes: ReserveIndexes,
     /// Oracle price (base currency).
     pub price: U256,
+    /// V3.1+: the end of the reserve's liquidation grace period (a timestamp; 0 for none). A
+    /// liquidation of this collateral or debt reverts until a block whose time is past it.
+    pub grace_until: u64,
+    /// V3.1+: the underlying the reserve holds for withdrawals and liquidations (`None` before): a
+    /// liquidation paying out more of this collateral reverts.
+    pub virtual_balance: Option<U256>,
+    /// V3.0–3.1: some of the reserve's debt is at a stable rate, so its borrowers' stable balances are
+    /// read (with stable borrowing off, older stable loans still run).
+    pub stable_debt_outstanding: bool,
+}
+
+impl Reserve {
+    /// Whether a liquidation of this reserve (as collateral or debt) can run in a block at `time`:
+    /// active, not paused, and past any grace period.
+    pub fn liquidation_open(&self, time: u64) -> bool {
+        self.config.active && !self.config.paused && self.grace_until < time
+    }
 }
 
 /// An Aave V3 market, found through its PoolAddressesProvider.
@@ -58,6 +83,19 @@ pub struct AaveV3 {
     pub emodes: BTreeMap<u8, EModeCategory>,
     /// The block the state was read at.
     pub block: Option<BlockRef>,
+    /// The release whose rules the market follows.
+    pub release: Release,
+    /// `POOL_REVISION()`, for display (forks number their own).
+    pub revision: Option<U256>,
+    /// The PoolAddressesProvider's PriceOracleSentinel (L2 markets; `None` for none).
+    pub sentinel: Option<Address>,
+    /// What the sentinel said at `block`: liquidations above HF 0.95 allowed (true without one, and
+    /// from V3.7, which ignores it).
+    pub liquidations_allowed: bool,
+    /// The block of the last scan of every eMode category id (categories can be added at any time).
+    emode_scan_block: Option<u64>,
+    /// A user read found a category the last scan did not: scan again at the next block.
+    unknown_emode_seen: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// Each reserve as health needs it at `block` (configuration, normalized income and debt index,
     /// price), indexed by id: computed once per block, not once per position holding it, and read by
     /// re-pricing without a map lookup.
@@ -79,18 +117,22 @@ struct PricedReserve {
 /// reserves, so 300 stay within geth's 50M `eth_call` cap.
 const VERIFY_BATCH: usize = 300;
 
-/// eMode categories read each block (1..=this).
-pub const MAX_EMODE_CATEGORY: u8 = 8;
+/// Blocks between scans of every eMode category id (1 to 255): the categories in use are read every
+/// block, and one that governance adds is found within this many blocks (a user can only enter a
+/// category that exists; one seen in a user read before the next scan triggers it at once).
+const EMODE_RESCAN_BLOCKS: u64 = 1_800;
 
 /// Calls per `aggregate3` for user reads: each is a cheap balance read (a few thousand gas).
 const USER_READ_BATCH: usize = 500;
 
 impl AaveV3 {
-    /// Looks up the Pool and oracle behind `addresses_provider`.
+    /// Looks up the Pool and oracle behind `addresses_provider`, and the release the Pool runs (or
+    /// takes `release` as told: for a fork whose getters mislead the detection).
     pub async fn connect(
         rpc: &Rpc,
         addresses_provider: Address,
         multicall: Address,
+        release: Option<Release>,
     ) -> Result<Self, ChainError> {
         let pool = view(
             rpc,
@@ -106,28 +148,62 @@ impl AaveV3 {
             "getPriceOracle",
         )
         .await?;
+        let (detected, revision) = detect_release(rpc, pool, multicall).await?;
         Ok(Self {
             addresses_provider,
             pool,
             oracle,
             multicall,
             reserves: BTreeMap::new(),
-            // Categories are read every block with the reserves, in the same request. Markets define a
-            // handful; users of a category above this fall back to the reserve's own parameters.
-            emodes: (1..=MAX_EMODE_CATEGORY)
-                .map(|id| {
-                    (
-                        id,
-                        EModeCategory {
-                            id,
-                            ..Default::default()
-                        },
-                    )
-                })
-                .collect(),
+            emodes: BTreeMap::new(),
             block: None,
+            release: release.unwrap_or(detected),
+            revision,
+            sentinel: None,
+            liquidations_allowed: true,
+            emode_scan_block: None,
+            unknown_emode_seen: Default::default(),
             priced: Vec::new(),
         })
+    }
+
+    /// A market known only by its state at `block`, with no chain behind it: for what-if pricing (the
+    /// cascade map moves its prices) and tests.
+    pub fn from_state(
+        release: Release,
+        reserves: BTreeMap<u16, Reserve>,
+        emodes: BTreeMap<u8, EModeCategory>,
+        block: BlockRef,
+    ) -> Self {
+        let mut market = Self {
+            addresses_provider: Address::ZERO,
+            pool: Address::ZERO,
+            oracle: Address::ZERO,
+            multicall: Address::ZERO,
+            reserves,
+            emodes,
+            block: Some(block),
+            release,
+            revision: None,
+            sentinel: None,
+            liquidations_allowed: true,
+            emode_scan_block: None,
+            unknown_emode_seen: Default::default(),
+            priced: Vec::new(),
+        };
+        market.price_reserves();
+        market
+    }
+
+    /// Sets reserve `id`'s oracle price (what-if pricing: the health of every position at a price the
+    /// oracle has not reported).
+    pub fn set_price(&mut self, id: u16, price: U256) {
+        if let Some(r) = self.reserves.get_mut(&id) {
+            r.price = price;
+        }
+        if let Some(Some(p)) = self.priced.get_mut(usize::from(id)) {
+            p.price = price;
+        }
     }
 
     /// The reserve holding `asset`.
@@ -159,22 +235,149 @@ impl AaveV3 {
             self.priced[usize::from(*id)] = Some(PricedReserve {
                 config: r.config,
                 income: r.indexes.normalized_income(now),
-                debt_index: r.indexes.normalized_debt(now),
+                debt_index: r.indexes.normalized_debt(self.release.compounding(), now),
                 price: r.price,
                 borrow_rate: r.indexes.variable_borrow_rate,
             });
         }
     }
 
+    /// Reads every eMode category id (1 to 255) and keeps those that exist (a threshold above 0): the
+    /// ones read each block from then on.
+    async fn scan_emodes(&mut self, rpc: &Rpc, at: BlockId) -> Result<(), ChainError> {
+        let calls: Vec<(Address, Vec<u8>)> = (1..=u8::MAX)
+            .map(|id| {
+                let call = if self.release.emode_bitmaps() {
+                    Pool::getEModeCategoryCollateralConfigCall { id }.abi_encode()
+                } else {
+                    Pool::getEModeCategoryDataCall { id }.abi_encode()
+                };
+                (self.pool, call)
+            })
+            .collect();
+        let results =
+            multicall::aggregate3_raw(rpc, self.multicall, calls, at, MARKET_READ_BATCH).await?;
+        let exists = |result| {
+            if self.release.emode_bitmaps() {
+                multicall::decode::<Pool::getEModeCategoryCollateralConfigCall>(result)
+                    .is_ok_and(|c| c.liquidationThreshold != 0)
+            } else {
+                multicall::decode::<Pool::getEModeCategoryDataCall>(result)
+                    .is_ok_and(|c| c.liquidationThreshold != 0)
+            }
+        };
+        let ids: Vec<u8> = (1..=u8::MAX)
+            .zip(&results)
+            .filter(|(_, r)| exists(r))
+            .map(|(id, _)| id)
+            .collect();
+        self.emodes.retain(|id, _| ids.contains(id));
+        for id in ids {
+            self.emodes.entry(id).or_insert(EModeCategory {
+                id,
+                ..Default::default()
+            });
+        }
+        Ok(())
+    }
+
+    /// eMode category `id` from its calls' results ([`emode_calls`]), taken in order by `take`.
+    async fn decode_emode<'r>(
+        &self,
+        rpc: &Rpc,
+        at: BlockId,
+        id: u8,
+        take: &mut impl FnMut(
+            &str,
+        )
+            -> Result<&'r Result<alloy::primitives::Bytes, CallFailure>, ChainError>,
+    ) -> Result<EModeCategory, ChainError> {
+        if self.release.emode_bitmaps() {
+            let config = decode::<Pool::getEModeCategoryCollateralConfigCall>(
+                take("eMode config")?,
+                "getEModeCategoryCollateralConfig",
+            )?;
+            let bitmap = decode::<Pool::getEModeCategoryCollateralBitmapCall>(
+                take("eMode bitmap")?,
+                "getEModeCategoryCollateralBitmap",
+            )?;
+            return Ok(EModeCategory {
+                id,
+                ltv: u64::from(config.ltv),
+                liquidation_threshold: u64::from(config.liquidationThreshold),
+                liquidation_bonus: u64::from(config.liquidationBonus),
+                collateral_bitmap: bitmap,
+                price: U256::ZERO,
+            });
+        }
+        let data = decode::<Pool::getEModeCategoryDataCall>(
+            take("eMode category")?,
+            "getEModeCategoryData",
+        )?;
+        let price = if data.priceSource.is_zero() {
+            U256::ZERO
+        } else {
+            crate::chain::view_at(
+                rpc,
+                self.oracle,
+                AaveOracle::getAssetPriceCall {
+                    asset: data.priceSource,
+                },
+                at,
+                "eMode price",
+            )
+            .await?
+        };
+        // Before V3.2 a reserve names its one category in its configuration.
+        let collateral_bitmap = self
+            .reserves
+            .values()
+            .filter(|r| r.config.emode_category == id && r.id < 128)
+            .fold(0u128, |bits, r| bits | 1 << r.id);
+        Ok(EModeCategory {
+            id,
+            ltv: u64::from(data.ltv),
+            liquidation_threshold: u64::from(data.liquidationThreshold),
+            liquidation_bonus: u64::from(data.liquidationBonus),
+            collateral_bitmap,
+            price,
+        })
+    }
+
     /// Full account data (as `getUserAccountData`) of a stored position at the last refreshed block.
     pub fn account_data(&self, position: &StoredPosition) -> math::AccountData {
         let now = self.block.map(|b| b.timestamp).unwrap_or_default();
         // Most positions are in no category: no lookup for them.
-        let emode = match position.emode {
+        let emode = self.emode_of(position);
+        math::account_data(self.release, &position.holdings, emode, now, |id| {
+            self.view_of(id)
+        })
+    }
+
+    /// A holding's collateral balance at the last refreshed block, as the aToken gives it.
+    pub fn collateral_balance(&self, holding: &UserReserve) -> U256 {
+        self.view_of(holding.reserve_id).map_or(U256::ZERO, |r| {
+            self.release.a_token_balance(holding.scaled_a_token, r.income)
+        })
+    }
+
+    /// A holding's debt at the last refreshed block (variable, and stable before V3.2), as the debt
+    /// tokens give it.
+    pub fn debt_balance(&self, holding: &UserReserve) -> U256 {
+        let now = self.block.map(|b| b.timestamp).unwrap_or_default();
+        let variable = self.view_of(holding.reserve_id).map_or(U256::ZERO, |r| {
+            self.release
+                .debt_balance(holding.scaled_variable_debt, r.debt_index)
+        });
+        variable + math::stable_debt(holding, now)
+    }
+
+    /// The eMode category a position is in, when it is in one the market knows.
+    pub fn emode_of(&self, position: &StoredPosition) -> Option<&EModeCategory> {
+        match position.emode {
             0 => None,
             id => self.emodes.get(&id),
-        };
-        math::account_data(&position.holdings, emode, now, |id| self.view_of(id))
+        }
     }
 
     /// [`Health::recheck_at`] of a position with health factor `health_factor` at the last refreshed
@@ -243,6 +446,96 @@ fn horizon_secs_wide(health_factor: U256, rate: U256) -> u64 {
         * crate::units::RAY
         / (U256::from(2u8) * health_factor * rate);
     secs.saturating_to::<u64>()
+}
+
+/// Calls per `aggregate3` for the market's own read: each a few storage reads (a reserve's data, its
+/// grace period, a price), so a market of a hundred reserves is still one request.
+const MARKET_READ_BATCH: usize = 1_000;
+
+/// The calls that read eMode category `id` as `release` keeps it.
+fn emode_calls(pool: Address, release: Release, id: u8) -> Vec<(Address, Vec<u8>)> {
+    if release.emode_bitmaps() {
+        vec![
+            (
+                pool,
+                Pool::getEModeCategoryCollateralConfigCall { id }.abi_encode(),
+            ),
+            (
+                pool,
+                Pool::getEModeCategoryCollateralBitmapCall { id }.abi_encode(),
+            ),
+        ]
+    } else {
+        vec![(pool, Pool::getEModeCategoryDataCall { id }.abi_encode())]
+    }
+}
+
+/// The release `pool` runs, from the getters it answers ([`release::MARKERS`], all asked in one
+/// `aggregate3`), and its `POOL_REVISION()` where it has one.
+pub async fn detect_release(
+    rpc: &Rpc,
+    pool: Address,
+    multicall: Address,
+) -> Result<(Release, Option<U256>), ChainError> {
+    // V3.5's marker is on an aToken: the first reserve's, when the Pool lists any.
+    let listed = view(rpc, pool, Pool::getReservesListCall {}, "getReservesList").await?;
+    let a_token = match listed.first() {
+        Some(&asset) => Some(
+            view(rpc, pool, Pool::getReserveDataCall { asset }, "getReserveData")
+                .await?
+                .aTokenAddress,
+        ),
+        None => None,
+    };
+    let mut calls = vec![(pool, Pool::POOL_REVISIONCall {}.abi_encode())];
+    for marker in release::MARKERS {
+        let call = match marker {
+            Marker::GracePeriod => Pool::getLiquidationGracePeriodCall {
+                asset: Address::ZERO,
+            }
+            .abi_encode(),
+            Marker::EModeBitmap => Pool::getEModeCategoryCollateralBitmapCall { id: 0 }.abi_encode(),
+            Marker::ReserveDeficit => Pool::getReserveDeficitCall {
+                asset: Address::ZERO,
+            }
+            .abi_encode(),
+            Marker::RateStrategyImmutable => {
+                Pool::RESERVE_INTEREST_RATE_STRATEGYCall {}.abi_encode()
+            }
+            Marker::ScaledBurn => ScaledBurnAToken::burnCall {
+                from: Address::ZERO,
+                receiverOfUnderlying: Address::ZERO,
+                amount: U256::ZERO,
+                scaledAmount: U256::ZERO,
+                index: U256::ZERO,
+            }
+            .abi_encode(),
+            Marker::LtvzeroBitmap => Pool::getEModeCategoryLtvzeroBitmapCall { id: 0 }.abi_encode(),
+            Marker::IsolatedEMode => Pool::getIsEModeCategoryIsolatedCall { id: 0 }.abi_encode(),
+        };
+        let target = match marker {
+            Marker::ScaledBurn => a_token.unwrap_or(pool),
+            _ => pool,
+        };
+        calls.push((target, call));
+    }
+    let results =
+        multicall::aggregate3_raw(rpc, multicall, calls, BlockId::latest(), multicall::BATCH)
+            .await?;
+    let revision = decode::<Pool::POOL_REVISIONCall>(&results[0], "POOL_REVISION").ok();
+    let answered: Vec<bool> = release::MARKERS
+        .iter()
+        .zip(&results[1..])
+        .map(|(marker, result)| match (marker, result) {
+            // Refused by a function that exists: a revert with data. A missing one reverts empty.
+            (Marker::ScaledBurn, Err(CallFailure::Reverted(data))) => {
+                a_token.is_some() && data.len() > "0x".len()
+            }
+            (Marker::ScaledBurn, Ok(_)) => false,
+            (_, result) => result.is_ok(),
+        })
+        .collect();
+    Ok((Release::from_markers(&answered), revision))
 }
 
 /// Raw multicall results into one type, with the failure named.
@@ -345,16 +638,35 @@ impl LendingProtocol for AaveV3 {
         block: BlockRef,
     ) -> Result<MarketChange, ChainError> {
         let at = block.id();
-        // The reserves list, the oracle (governance can replace it), every reserve and every price, in
-        // one request. Only when the list changed (a reserve was listed) is a second request needed.
+        let release = self.release;
+        let unknown_seen = self
+            .unknown_emode_seen
+            .swap(false, std::sync::atomic::Ordering::Relaxed);
+        if unknown_seen
+            || self
+                .emode_scan_block
+                .is_none_or(|scanned| block.number >= scanned + EMODE_RESCAN_BLOCKS)
+        {
+            self.scan_emodes(rpc, at).await?;
+            self.emode_scan_block = Some(block.number);
+        }
+        // The reserves list, the oracle (governance can replace it), the sentinel, every reserve and
+        // every price, the eMode categories in use: one request. Only when the list changed (a
+        // reserve was listed) is a second needed.
         let mut assets: Vec<Address> = self.reserves.values().map(|r| r.asset).collect();
         let emode_ids: Vec<u8> = self.emodes.keys().copied().collect();
+        let sentinel = self.sentinel.filter(|_| release.sentinel());
+        let per_reserve = 1 + if release.grace_periods() { 2 } else { 0 };
         let results = loop {
             let mut calls: Vec<(Address, Vec<u8>)> = vec![
                 (self.pool, Pool::getReservesListCall {}.abi_encode()),
                 (
                     self.addresses_provider,
                     PoolAddressesProvider::getPriceOracleCall {}.abi_encode(),
+                ),
+                (
+                    self.addresses_provider,
+                    PoolAddressesProvider::getPriceOracleSentinelCall {}.abi_encode(),
                 ),
                 (
                     self.oracle,
@@ -364,42 +676,95 @@ impl LendingProtocol for AaveV3 {
                     .abi_encode(),
                 ),
             ];
+            for &asset in &assets {
+                calls.push((self.pool, Pool::getReserveDataCall { asset }.abi_encode()));
+                if release.grace_periods() {
+                    calls.push((
+                        self.pool,
+                        Pool::getLiquidationGracePeriodCall { asset }.abi_encode(),
+                    ));
+                    calls.push((
+                        self.pool,
+                        Pool::getVirtualUnderlyingBalanceCall { asset }.abi_encode(),
+                    ));
+                }
+            }
+            // Stable debt outstanding, for the reserves whose stable token the last read named.
+            let stable_tokens: Vec<Address> = if release.stable_debt() {
+                self.reserves
+                    .values()
+                    .map(|r| r.stable_debt_token)
+                    .filter(|t| !t.is_zero())
+                    .collect()
+            } else {
+                Vec::new()
+            };
             calls.extend(
-                assets
+                stable_tokens
                     .iter()
-                    .map(|&asset| (self.pool, Pool::getReserveDataCall { asset }.abi_encode())),
+                    .map(|&t| (t, StableDebtToken::totalSupplyCall {}.abi_encode())),
             );
-            calls.extend(emode_ids.iter().map(|&id| {
-                (
-                    self.pool,
-                    Pool::getEModeCategoryDataCall { id }.abi_encode(),
-                )
-            }));
+            calls.extend(emode_ids.iter().flat_map(|&id| emode_calls(self.pool, release, id)));
+            if let Some(sentinel) = sentinel {
+                calls.push((
+                    sentinel,
+                    PriceOracleSentinel::isLiquidationAllowedCall {}.abi_encode(),
+                ));
+            }
             let results =
-                multicall::aggregate3_raw(rpc, self.multicall, calls, at, multicall::BATCH).await?;
+                multicall::aggregate3_raw(rpc, self.multicall, calls, at, MARKET_READ_BATCH)
+                    .await?;
             let listed = decode::<Pool::getReservesListCall>(&results[0], "getReservesList")?;
             if listed == assets {
-                break results;
+                break (results, stable_tokens);
             }
             assets = listed;
         };
-        let results = &results[1..];
+        let (results, stable_tokens) = results;
+        let mut next = results[1..].iter();
+        let mut take = |what: &str| {
+            next.next().ok_or_else(|| {
+                ChainError::rpc(what.to_owned(), alloy::transports::RpcError::NullResp)
+            })
+        };
 
         let mut change = MarketChange {
             all: self.block.is_none(),
             ..Default::default()
         };
         let oracle =
-            decode::<PoolAddressesProvider::getPriceOracleCall>(&results[0], "getPriceOracle")?;
+            decode::<PoolAddressesProvider::getPriceOracleCall>(take("oracle")?, "getPriceOracle")?;
         if oracle != self.oracle {
             // Prices were read from the old oracle; read again from the new one next block.
             self.oracle = oracle;
             change.all = true;
         }
-        let prices = decode::<AaveOracle::getAssetsPricesCall>(&results[1], "getAssetsPrices")?;
+        // A provider without the getter (a fork) has no sentinel.
+        self.sentinel = decode::<PoolAddressesProvider::getPriceOracleSentinelCall>(
+            take("sentinel")?,
+            "getPriceOracleSentinel",
+        )
+        .ok()
+        .filter(|a| !a.is_zero());
+        let prices =
+            decode::<AaveOracle::getAssetsPricesCall>(take("prices")?, "getAssetsPrices")?;
         let mut reserves = BTreeMap::new();
         for (i, &asset) in assets.iter().enumerate() {
-            let data = decode::<Pool::getReserveDataCall>(&results[2 + i], "getReserveData")?;
+            let data = decode::<Pool::getReserveDataCall>(take("reserve")?, "getReserveData")?;
+            let (grace_until, virtual_balance) = if per_reserve > 1 {
+                let grace = decode::<Pool::getLiquidationGracePeriodCall>(
+                    take("grace")?,
+                    "getLiquidationGracePeriod",
+                )?;
+                let balance = decode::<Pool::getVirtualUnderlyingBalanceCall>(
+                    take("virtual balance")?,
+                    "getVirtualUnderlyingBalance",
+                )?;
+                (grace.to::<u64>(), Some(U256::from(balance)))
+            } else {
+                (0, None)
+            };
+            let old = self.reserves.get(&data.id);
             let reserve = Reserve {
                 asset,
                 id: data.id,
@@ -415,8 +780,14 @@ impl LendingProtocol for AaveV3 {
                     last_update_timestamp: data.lastUpdateTimestamp.to::<u64>(),
                 },
                 price: prices.get(i).copied().unwrap_or_default(),
+                grace_until,
+                virtual_balance,
+                // Until its stable token's supply is read: assume some, so none is missed.
+                stable_debt_outstanding: release.stable_debt()
+                    && !data.stableDebtTokenAddress.is_zero()
+                    && old.is_none_or(|o| o.stable_debt_outstanding),
             };
-            match self.reserves.get(&reserve.id) {
+            match old {
                 None => change.all = true,
                 Some(old) => {
                     if old.price != reserve.price || old.config != reserve.config {
@@ -429,39 +800,30 @@ impl LendingProtocol for AaveV3 {
             }
             reserves.insert(reserve.id, reserve);
         }
+        for token in stable_tokens {
+            let supply =
+                decode::<StableDebtToken::totalSupplyCall>(take("stable supply")?, "totalSupply")
+                    .unwrap_or(U256::MAX);
+            for r in reserves.values_mut().filter(|r| r.stable_debt_token == token) {
+                r.stable_debt_outstanding = r.config.stable_borrowing || !supply.is_zero();
+            }
+        }
         self.reserves = reserves;
-        let emode_start = 2 + assets.len();
-        for (i, id) in emode_ids.into_iter().enumerate() {
-            let data = decode::<Pool::getEModeCategoryDataCall>(
-                &results[emode_start + i],
-                "getEModeCategoryData",
-            )?;
-            let price = if data.priceSource.is_zero() {
-                U256::ZERO
-            } else {
-                crate::chain::view_at(
-                    rpc,
-                    self.oracle,
-                    AaveOracle::getAssetPriceCall {
-                        asset: data.priceSource,
-                    },
-                    at,
-                    "eMode price",
-                )
-                .await?
-            };
-            let category = EModeCategory {
-                id,
-                ltv: u64::from(data.ltv),
-                liquidation_threshold: u64::from(data.liquidationThreshold),
-                liquidation_bonus: u64::from(data.liquidationBonus),
-                price,
-            };
+        for id in emode_ids {
+            let category = self.decode_emode(rpc, at, id, &mut take).await?;
             if self.emodes.get(&id) != Some(&category) {
                 change.all = true;
             }
             self.emodes.insert(id, category);
         }
+        self.liquidations_allowed = match sentinel {
+            Some(_) => decode::<PriceOracleSentinel::isLiquidationAllowedCall>(
+                take("sentinel answer")?,
+                "isLiquidationAllowed",
+            )
+            .unwrap_or(false),
+            None => true,
+        };
         self.block = Some(block);
         self.price_reserves();
         Ok(change)
@@ -491,7 +853,7 @@ impl LendingProtocol for AaveV3 {
                     r.variable_debt_token,
                     ScaledBalanceToken::scaledBalanceOfCall { user }.abi_encode(),
                 ));
-                if r.config.stable_borrowing {
+                if r.stable_debt_outstanding {
                     calls.push((
                         r.stable_debt_token,
                         StableDebtToken::principalBalanceOfCall { user }.abi_encode(),
@@ -533,7 +895,7 @@ impl LendingProtocol for AaveV3 {
                 )?;
                 let (mut stable_principal, mut stable_rate, mut stable_last_update) =
                     (U256::ZERO, U256::ZERO, 0);
-                if r.config.stable_borrowing {
+                if r.stable_debt_outstanding {
                     stable_principal = decode::<StableDebtToken::principalBalanceOfCall>(
                         next("s")?,
                         "stable principal",
@@ -577,6 +939,10 @@ impl LendingProtocol for AaveV3 {
                 continue;
             }
             let emode = u8::try_from(emode).unwrap_or(0);
+            if emode != 0 && !self.emodes.contains_key(&emode) {
+                self.unknown_emode_seen
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+            }
             out.push(Some(StoredPosition {
                 holdings,
                 emode,
@@ -663,28 +1029,25 @@ mod tests {
                 last_update_timestamp: 1_000,
             },
             price: U256::from(price) * U256::from(100_000_000u64),
+            grace_until: 0,
+            virtual_balance: None,
+            stable_debt_outstanding: false,
         };
-        let mut m = AaveV3 {
-            addresses_provider: Address::ZERO,
-            pool: Address::ZERO,
-            oracle: Address::ZERO,
-            multicall: Address::ZERO,
-            reserves: BTreeMap::from([
+        AaveV3::from_state(
+            Release::V3_0,
+            BTreeMap::from([
                 (0, reserve(0, 2_000, 18, 8_250, U256::ZERO)),
                 (1, reserve(1, 1, 6, 0, borrow_rate)),
             ]),
-            emodes: BTreeMap::new(),
-            block: Some(BlockRef {
+            BTreeMap::new(),
+            BlockRef {
                 number: 1,
                 hash: B256::ZERO,
                 timestamp: now,
                 gas: None,
                 pending: false,
-            }),
-            priced: Vec::new(),
-        };
-        m.price_reserves();
-        m
+            },
+        )
     }
 
     /// 1 of the collateral against `debt` of the debt asset, variable.
