@@ -15,7 +15,8 @@ use cascade::{
     chain::{self, bindings::*},
     devnet::{
         Devnet, DevnetOptions,
-        market::ASSETS,
+        aave::DevnetAave,
+        market::{ASSETS, EMODE},
         report,
         seed::{self, plan},
         shock::{self, PriceMoveBps},
@@ -23,9 +24,10 @@ use cascade::{
     units::{BaseAmount, HealthFactor},
 };
 
-async fn devnet(borrowers: u64) -> Devnet {
+async fn devnet(borrowers: u64, aave: DevnetAave) -> Devnet {
     Devnet::start(&DevnetOptions {
         borrowers,
+        aave,
         ..Default::default()
     })
     .await
@@ -64,7 +66,7 @@ async fn send_from<C: SolCall>(
 
 #[tokio::test]
 async fn seeded_borrowers_match_their_plans() {
-    let net = devnet(12).await;
+    let net = devnet(12, DevnetAave::V3_6).await;
     let d = &net.deployment;
     assert_eq!(d.borrowers.len(), 12);
     let health = report::account_health(
@@ -78,7 +80,7 @@ async fn seeded_borrowers_match_their_plans() {
     .expect("getUserAccountData through aggregate3");
     assert_eq!(health.len(), 12);
     for (i, account) in health.iter().enumerate() {
-        let p = plan(i as u64, 12);
+        let p = plan(i as u64, 12, Some(&EMODE));
         assert_eq!(account.borrower, seed::borrower_address(i as u64));
         // Token amounts are rounded down from USD values: collateral matches to a millionth.
         let collateral = sum(p.collateral.iter().map(|c| c.1));
@@ -118,13 +120,14 @@ fn percent_div(x: U256, bps: u64) -> U256 {
 
 #[tokio::test]
 async fn shock_then_liquidation_moves_what_the_formula_says() {
-    let net = devnet(20).await;
+    // V3.0's close factor and rounding, as `@aave/core-v3` ships them.
+    let net = devnet(20, DevnetAave::V3_0).await;
     let d = &net.deployment;
     let weth = d.asset("WETH").unwrap().clone();
 
     // The riskiest borrower with WETH as its main collateral.
     let (index, p) = (0..20)
-        .map(|i| (i, plan(i, 20)))
+        .map(|i| (i, plan(i, 20, None)))
         .find(|(_, p)| ASSETS[p.collateral[0].0].symbol == "WETH")
         .expect("a WETH borrower");
     let borrower = seed::borrower_address(index);
@@ -319,7 +322,7 @@ async fn shock_then_liquidation_moves_what_the_formula_says() {
 
 #[tokio::test]
 async fn swap_returns_what_quoter_v2_quoted() {
-    let net = devnet(0).await;
+    let net = devnet(0, DevnetAave::V3_6).await;
     let d = &net.deployment;
     let (weth, usdc) = (
         d.asset("WETH").unwrap().address,
@@ -408,7 +411,7 @@ async fn swap_returns_what_quoter_v2_quoted() {
 #[tokio::test]
 async fn a_market_shock_brings_the_pools_to_the_new_price() {
     use cascade::{devnet::uniswap::sqrt_price_x96, planner::venues::uniswap_v2::UniswapV2Pair};
-    let net = devnet(0).await;
+    let net = devnet(0, DevnetAave::V3_6).await;
     let d = &net.deployment;
     let config = d
         .config(&net.rpc_url, None, std::path::PathBuf::new())

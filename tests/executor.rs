@@ -65,9 +65,7 @@ async fn sized() -> (
     w.sync().await.unwrap();
     let settings =
         PlannerSettings::from_config(&d.config(&net.rpc_url, None, dir.path().join("s"))).unwrap();
-    let planner = Planner::new(net.rpc.clone(), settings)
-        .await
-        .unwrap();
+    let planner = Planner::new(net.rpc.clone(), settings).await.unwrap();
     let mut plans = Vec::new();
     for user in w.liquidatable() {
         let position = w.position(user).cloned().unwrap();

@@ -118,10 +118,11 @@ fn symbols(net: &Devnet) -> impl Fn(Address) -> (String, u8) + '_ {
 }
 
 /// The repay is the planned one; when all the collateral is seized, it is what that collateral covers
-/// at execution, a second of interest later than planned (within 0.001%).
+/// at execution, and when all the debt is repaid, the debt at execution: a second of interest later
+/// than planned (within 0.001%).
 fn assert_repaid_as_planned(plan: &cascade::planner::Plan, repaid: U256) {
     let planned = plan.amounts.debt_repaid;
-    if plan.amounts.collateral_bound {
+    if plan.amounts.collateral_bound || full_close(plan) {
         assert!(
             repaid.abs_diff(planned) * U256::from(100_000u64) <= planned,
             "repaid {repaid}, planned {planned}"
@@ -129,6 +130,11 @@ fn assert_repaid_as_planned(plan: &cascade::planner::Plan, repaid: U256) {
     } else {
         assert_eq!(repaid, planned);
     }
+}
+
+/// A plan repaying the whole debt: it asks for more, and the Pool takes the debt as it is then.
+fn full_close(plan: &cascade::planner::Plan) -> bool {
+    plan.amounts.debt_to_cover > plan.amounts.debt_repaid
 }
 
 /// Every liquidatable position of the shocked devnet that sizes profitably, sized (its transaction
@@ -239,10 +245,11 @@ async fn predicted_profit_is_realised() {
                 // The planned collateral is sold, exactly.
                 assert_eq!(event.collateralSold, plan.amounts.collateral_to_liquidator);
                 assert_repaid_as_planned(&plan, event.debtRepaid);
-                if plan.amounts.collateral_bound {
+                if plan.amounts.collateral_bound || full_close(&plan) {
                     // All the collateral is seized, and it earns a second of supply interest between the
                     // plan (latest block) and execution (the next): the repay needed for it moves by
-                    // that much (the extra collateral stays with the Liquidator).
+                    // that much (the extra collateral stays with the Liquidator). All the debt is
+                    // repaid as it is a second later.
                     assert!(
                         event.profit.abs_diff(predicted) * U256::from(100_000u64) <= predicted,
                         "within 0.001%"
@@ -411,9 +418,7 @@ async fn v2_venue_plans_are_realised_too() {
         simulations_in_flight: 2,
     };
     let rpc = chain::connect_http(&s.net.rpc_url).unwrap();
-    let planner = Planner::new(rpc, settings)
-        .await
-        .unwrap();
+    let planner = Planner::new(rpc, settings).await.unwrap();
     let mut executed = 0;
     for user in s.watcher.liquidatable() {
         s.watcher.sync().await.unwrap();
@@ -460,10 +465,16 @@ async fn the_pair_chosen_is_the_most_profitable_not_the_largest() {
             .await
             .unwrap();
         let sized: Vec<_> = outcomes.iter().filter_map(|o| o.plan.as_ref()).collect();
+        let collaterals = position
+            .holdings
+            .iter()
+            .filter(|h| h.collateral_enabled)
+            .count();
+        let debts = position.holdings.iter().filter(|h| h.borrowing).count();
         assert_eq!(
             outcomes.len(),
-            4,
-            "two collaterals × two debts considered for {user}"
+            collaterals * debts,
+            "every collateral × every debt considered for {user}"
         );
         if sized.len() < 2 {
             continue;
@@ -676,10 +687,9 @@ async fn a_node_without_block_overrides_is_still_planned_on() {
         .disable_recommended_fillers()
         .connect_client(client)
         .erased();
-    let planner = Planner::new(rpc, settings(d, s.liquidator, d.admin),
-    )
-    .await
-    .unwrap();
+    let planner = Planner::new(rpc, settings(d, s.liquidator, d.admin))
+        .await
+        .unwrap();
     let mut planned = 0;
     for user in s.watcher.liquidatable().into_iter().take(3) {
         let position = s.watcher.position(user).cloned().unwrap();
@@ -880,7 +890,9 @@ async fn a_plan_whose_transaction_would_revert_is_refused_with_the_decoded_reaso
     let s = setup(false).await;
     let d = &s.net.deployment;
     // Planned for an account the Liquidator does not know: the simulation reverts with NotOperator.
-    let planner = Planner::new(s.net.rpc.clone(), settings(d, s.liquidator, Address::repeat_byte(0x66)),
+    let planner = Planner::new(
+        s.net.rpc.clone(),
+        settings(d, s.liquidator, Address::repeat_byte(0x66)),
     )
     .await
     .unwrap();

@@ -381,6 +381,55 @@ sol! {
     }
 }
 
+sol! {
+    /// Aave V3.6's constructors and configuration calls that differ from V3.0's
+    /// (`@aave-dao/aave-v3-origin` 3.6.0), for the devnet's deployment.
+    #[sol(rpc)]
+    contract PoolConfiguratorV3_6 {
+        struct InitReserveInput {
+            address aTokenImpl;
+            address variableDebtTokenImpl;
+            address underlyingAsset;
+            string aTokenName;
+            string aTokenSymbol;
+            string variableDebtTokenName;
+            string variableDebtTokenSymbol;
+            bytes params;
+            bytes interestRateData;
+        }
+
+        function initReserves(InitReserveInput[] input) external;
+        function updateFlashloanPremium(uint128 newFlashloanPremium) external;
+        function setEModeCategory(uint8 categoryId, uint16 ltv, uint16 liquidationThreshold, uint16 liquidationBonus, string label) external;
+        function setAssetCollateralInEMode(address asset, uint8 categoryId, bool allowed) external;
+        function setAssetBorrowableInEMode(address asset, uint8 categoryId, bool borrowable) external;
+    }
+
+    /// `IDefaultInterestRateStrategyV2.InterestRateData`, ABI-encoded into a reserve's listing.
+    struct InterestRateData {
+        uint16 optimalUsageRatio;
+        uint32 baseVariableBorrowRate;
+        uint32 variableRateSlope1;
+        uint32 variableRateSlope2;
+    }
+
+    contract PoolInstance {
+        constructor(address provider, address interestRateStrategy);
+    }
+
+    contract ATokenInstance {
+        constructor(address pool, address rewardsController, address treasury);
+    }
+
+    contract VariableDebtTokenInstance {
+        constructor(address pool, address rewardsController);
+    }
+
+    contract DefaultReserveInterestRateStrategyV2 {
+        constructor(address provider);
+    }
+}
+
 /// The `VERSION` of contracts/Liquidator.sol these bindings speak.
 pub const LIQUIDATOR_VERSION: u16 = 4;
 

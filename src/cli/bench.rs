@@ -47,6 +47,9 @@ pub struct Args {
     /// Borrowers to seed.
     #[arg(long, default_value_t = 10_000)]
     pub borrowers: u64,
+    /// The Aave the devnet deploys: 3.6 (from its sources) or 3.0 (from its artifacts).
+    #[arg(long, value_name = "VERSION", default_value = "3.6")]
+    pub aave: crate::devnet::aave::DevnetAave,
     /// Price shocks for the detection-to-submission figures.
     #[arg(long, default_value_t = 5)]
     pub shocks: u32,
@@ -68,6 +71,8 @@ pub struct Args {
 pub struct BenchReport {
     /// Borrowers seeded.
     pub borrowers: u64,
+    /// The Aave release of the market.
+    pub aave: String,
     /// Positions the watcher found (with debt).
     pub positions: usize,
     /// Empty store to every borrower known.
@@ -179,12 +184,14 @@ pub async fn bench(args: &Args) -> eyre::Result<BenchReport> {
     eprintln!("seeding {} borrowers (not timed)…", args.borrowers);
     let devnet = Devnet::start(&DevnetOptions {
         borrowers: args.borrowers,
+        aave: args.aave,
         ..Default::default()
     })
     .await?;
     eprintln!("seeded in {:.1} s", devnet.setup_secs);
     let mut out = BenchReport {
         borrowers: args.borrowers,
+        aave: args.aave.release().to_string(),
         ..Default::default()
     };
     if !reset_peak_rss() {

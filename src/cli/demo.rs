@@ -32,6 +32,9 @@ pub struct Args {
     /// Borrowers to open.
     #[arg(long, default_value_t = 50)]
     pub borrowers: u64,
+    /// The Aave the devnet deploys: 3.6 (from its sources) or 3.0 (from its artifacts).
+    #[arg(long, value_name = "VERSION", default_value = "3.6")]
+    pub aave: crate::devnet::aave::DevnetAave,
     /// The asset whose price crashes.
     #[arg(long, default_value = "WETH")]
     pub asset: String,
@@ -54,6 +57,7 @@ pub async fn run(args: Args) -> eyre::Result<()> {
     let opts = DevnetOptions {
         borrowers: args.borrowers,
         block_time_secs: Some(1),
+        aave: args.aave,
         ..Default::default()
     };
     let devnet = start_and_describe(&opts, &args.write_config).await?;

@@ -2,7 +2,7 @@
 
 use crate::{
     chain::bindings::AaveOracle,
-    devnet::{Devnet, DevnetOptions, report},
+    devnet::{Devnet, DevnetOptions, aave::DevnetAave, report},
     units::BaseAmount,
 };
 use alloy::eips::BlockId;
@@ -31,6 +31,10 @@ pub struct Args {
     /// Where to write the keeper config for this devnet.
     #[arg(long, value_name = "PATH", default_value = "config/devnet.toml")]
     pub write_config: PathBuf,
+    /// The Aave to deploy: 3.6, compiled from its sources (as markets run it today), or 3.0, from
+    /// its published artifacts.
+    #[arg(long, value_name = "VERSION", default_value = "3.6")]
+    pub aave: DevnetAave,
 }
 
 /// Runs `cascade devnet`.
@@ -41,6 +45,7 @@ pub async fn run(args: Args) -> eyre::Result<()> {
         borrowers: args.borrowers,
         block_time_secs: args.block_time,
         op_stack: args.op_stack,
+        aave: args.aave,
     };
     let devnet = start_and_describe(&opts, &args.write_config).await?;
     println!("\ndevnet running at {}; Ctrl-C to stop.", devnet.rpc_url);
@@ -57,7 +62,8 @@ pub async fn start_and_describe(
     config_path: &std::path::Path,
 ) -> eyre::Result<Devnet> {
     println!(
-        "deploying Aave V3, Uniswap V3 and Multicall3, opening {} borrowers…",
+        "deploying Aave {}, Uniswap V3 and Multicall3, opening {} borrowers…",
+        opts.aave.release(),
         opts.borrowers
     );
     let devnet = Devnet::start(opts).await?;

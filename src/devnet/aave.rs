@@ -1,15 +1,20 @@
-//! Deploys the real Aave V3.0 market from `@aave/core-v3` 1.19.3's artifacts, in the order recorded in
-//! shared/reference/devnet-notes.md (the traps are noted where the order matters).
+//! Deploys a real Aave V3 market: V3.6 compiled from `@aave-dao/aave-v3-origin` 3.6.0's sources
+//! ([`origin`], as deployed today), or V3.0 from `@aave/core-v3` 1.19.3's artifacts, in the order
+//! recorded in shared/reference/devnet-notes.md (the traps are noted where the order matters). Both
+//! list the same tokens and price feeds with the same risk parameters; V3.6 adds an eMode category.
+
+pub mod origin;
 
 use super::{
     Deployer,
-    market::{ASSETS, RateCurve},
+    market::{ASSETS, EMODE, RateCurve},
 };
 use crate::chain::bindings::{
     ACLManager, AaveOracle, AaveProtocolDataProvider, AaveTokenImpl,
     DefaultReserveInterestRateStrategy, MintableERC20, MockAggregator, Pool, PoolAddressesProvider,
     PoolConfigurator, PriceOracle,
 };
+use crate::protocol::aave_v3::release::Release;
 use alloy::primitives::{Address, Bytes, U256};
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +40,45 @@ pub struct AaveDeployment {
     pub data_provider: Address,
     /// Receives the protocol's share of liquidation bonuses.
     pub treasury: Address,
+    /// The release deployed.
+    pub release: Release,
+    /// The eMode category some seeded borrowers are in (V3.6 only).
+    #[serde(default)]
+    pub emode_category: Option<u8>,
+}
+
+/// Which Aave the devnet deploys (`cascade devnet --aave`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DevnetAave {
+    /// V3.6 compiled from `@aave-dao/aave-v3-origin` 3.6.0's sources: the release markets run today.
+    #[default]
+    V3_6,
+    /// V3.0 from `@aave/core-v3` 1.19.3's artifacts.
+    V3_0,
+}
+
+impl std::str::FromStr for DevnetAave {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.parse::<Release>()? {
+            Release::V3_6 => Ok(Self::V3_6),
+            Release::V3_0 => Ok(Self::V3_0),
+            other => Err(format!(
+                "the devnet deploys Aave 3.6 (from its sources) or 3.0 (from its artifacts), not {other}"
+            )),
+        }
+    }
+}
+
+impl DevnetAave {
+    /// The release it is.
+    pub fn release(self) -> Release {
+        match self {
+            Self::V3_6 => Release::V3_6,
+            Self::V3_0 => Release::V3_0,
+        }
+    }
 }
 
 /// A token of the market with its feed and Aave tokens.
@@ -71,14 +115,27 @@ fn ray_bps(bps: u64) -> U256 {
     U256::from(bps) * U256::from(10u64).pow(U256::from(23))
 }
 
-/// Deploys tokens, feeds and the whole Aave market; lists and configures every asset in [`ASSETS`].
+/// Deploys tokens, feeds and the whole Aave market of `version`; lists and configures every asset in
+/// [`ASSETS`] (and, on V3.6, the eMode category [`EMODE`]).
 pub async fn deploy(
     d: &mut Deployer,
     treasury: Address,
+    version: DevnetAave,
 ) -> eyre::Result<(AaveDeployment, Vec<DeployedAsset>)> {
-    let admin = d.from;
+    let (tokens, feeds) = deploy_tokens_and_feeds(d).await?;
+    let market = match version {
+        DevnetAave::V3_0 => deploy_v3_0(d, treasury, &tokens, &feeds).await?,
+        DevnetAave::V3_6 => origin::deploy(d, treasury, &tokens, &feeds).await?,
+    };
+    let assets = configure_reserves(d, &market, &tokens, &feeds).await?;
+    if market.emode_category.is_some() {
+        origin::configure_emode(d, &market, &assets, EMODE.ltv).await?;
+    }
+    Ok((market, assets))
+}
 
-    // 1-2. Tokens and price feeds.
+/// The tokens and their price feeds: Aave's own `MintableERC20` and `MockAggregator` (8 decimals).
+async fn deploy_tokens_and_feeds(d: &mut Deployer) -> eyre::Result<(Vec<Address>, Vec<Address>)> {
     let mut tokens = Vec::new();
     let mut feeds = Vec::new();
     for spec in &ASSETS {
@@ -107,6 +164,41 @@ pub async fn deploy(
         tokens.push(token);
         feeds.push(feed);
     }
+    Ok((tokens, feeds))
+}
+
+/// Aave's settable mock oracle, seeded with every price: the AaveOracle's fallback, so that an asset
+/// whose source is cleared is priced there, one transaction per update (see `devnet::shock`).
+async fn deploy_fallback_oracle(d: &mut Deployer, tokens: &[Address]) -> eyre::Result<Address> {
+    let fallback = d
+        .deploy(
+            "PriceOracle (fallback)",
+            &format!("{CORE}/mocks/oracle/PriceOracle.sol/PriceOracle.json"),
+            Vec::new(),
+        )
+        .await?;
+    for (spec, &asset) in ASSETS.iter().zip(tokens) {
+        d.send(
+            fallback,
+            PriceOracle::setAssetPriceCall {
+                asset,
+                price: U256::from(spec.price_base),
+            },
+            "seed the fallback oracle",
+        )
+        .await?;
+    }
+    Ok(fallback)
+}
+
+/// The V3.0 market from `@aave/core-v3`'s artifacts, its reserves listed (not yet configured).
+async fn deploy_v3_0(
+    d: &mut Deployer,
+    treasury: Address,
+    tokens: &[Address],
+    feeds: &[Address],
+) -> eyre::Result<AaveDeployment> {
+    let admin = d.from;
 
     // 3-4. Addresses provider and ACL. The ACL admin must be set before ACLManager is constructed.
     let provider = d
@@ -218,35 +310,17 @@ pub async fn deploy(
     d.deployed.push(("Pool".into(), pool));
     d.deployed.push(("PoolConfigurator".into(), configurator));
 
-    // 9. Oracle: USD base currency with 8 decimals, as on every V3 market. Its fallback is Aave's
-    // settable mock, holding the same prices: an asset whose source is cleared is priced there, one
-    // transaction per update (see `devnet::shock`).
-    let fallback = d
-        .deploy(
-            "PriceOracle (fallback)",
-            &format!("{CORE}/mocks/oracle/PriceOracle.sol/PriceOracle.json"),
-            Vec::new(),
-        )
-        .await?;
-    for (spec, &asset) in ASSETS.iter().zip(&tokens) {
-        d.send(
-            fallback,
-            PriceOracle::setAssetPriceCall {
-                asset,
-                price: U256::from(spec.price_base),
-            },
-            "seed the fallback oracle",
-        )
-        .await?;
-    }
+    // 9. Oracle: USD base currency with 8 decimals, as on every V3 market, falling back to the
+    // settable mock.
+    let fallback = deploy_fallback_oracle(d, tokens).await?;
     let oracle = d
         .deploy_with(
             "AaveOracle",
             &format!("{CORE}/misc/AaveOracle.sol/AaveOracle.json"),
             AaveOracle::constructorCall {
                 provider,
-                assets: tokens.clone(),
-                sources: feeds.clone(),
+                assets: tokens.to_vec(),
+                sources: feeds.to_vec(),
                 fallbackOracle: fallback,
                 baseCurrency: Address::ZERO,
                 baseCurrencyUnit: U256::from(100_000_000u64),
@@ -338,7 +412,7 @@ pub async fn deploy(
     // 13. List the reserves.
     let inputs = ASSETS
         .iter()
-        .zip(&tokens)
+        .zip(tokens)
         .map(|(spec, token)| PoolConfigurator::InitReserveInput {
             aTokenImpl: a_token_impl,
             stableDebtTokenImpl: stable_impl,
@@ -367,9 +441,29 @@ pub async fn deploy(
     )
     .await?;
 
-    // 14. Risk parameters.
+    Ok(AaveDeployment {
+        addresses_provider: provider,
+        pool,
+        configurator,
+        oracle,
+        acl_manager: acl,
+        data_provider,
+        treasury,
+        release: Release::V3_0,
+        emode_category: None,
+    })
+}
+
+/// Each listed reserve's risk parameters (the same calls on V3.0 and V3.6), and its tokens.
+async fn configure_reserves(
+    d: &Deployer,
+    market: &AaveDeployment,
+    tokens: &[Address],
+    feeds: &[Address],
+) -> eyre::Result<Vec<DeployedAsset>> {
+    let configurator = market.configurator;
     let mut assets = Vec::new();
-    for ((spec, token), feed) in ASSETS.iter().zip(&tokens).zip(&feeds) {
+    for ((spec, token), feed) in ASSETS.iter().zip(tokens).zip(feeds) {
         let asset = *token;
         d.send(
             configurator,
@@ -420,7 +514,7 @@ pub async fn deploy(
         .await?;
         let reserve = crate::chain::view(
             &d.rpc,
-            pool,
+            market.pool,
             Pool::getReserveDataCall { asset },
             "getReserveData",
         )
@@ -434,19 +528,7 @@ pub async fn deploy(
             variable_debt_token: reserve.variableDebtTokenAddress,
         });
     }
-
-    Ok((
-        AaveDeployment {
-            addresses_provider: provider,
-            pool,
-            configurator,
-            oracle,
-            acl_manager: acl,
-            data_provider,
-            treasury,
-        },
-        assets,
-    ))
+    Ok(assets)
 }
 
 /// Sets each reserve's LTV: to its liquidation threshold while seeding (`seeding = true`), so borrowers
@@ -475,6 +557,14 @@ pub async fn set_seeding_ltvs(
             &format!("set LTV of {}", spec.symbol),
         )
         .await?;
+    }
+    if market.emode_category.is_some() {
+        let ltv = if seeding {
+            EMODE.liquidation_threshold
+        } else {
+            EMODE.ltv
+        };
+        origin::configure_emode(d, market, assets, ltv).await?;
     }
     Ok(())
 }

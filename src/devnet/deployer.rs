@@ -1,7 +1,7 @@
 //! Deploying npm artifacts on anvil from an unlocked account, linking their libraries on the way.
 
-use super::artifacts::NpmArtifact;
 use crate::chain::{self, Rpc};
+use crate::contracts::artifacts::NpmArtifact;
 use alloy::{
     primitives::{Address, Bytes},
     sol_types::{SolCall, SolConstructor},
@@ -57,6 +57,32 @@ impl Deployer {
         let address = chain::deploy_unlocked(&self.rpc, self.from, Bytes::from(code), name).await?;
         self.deployed.push((name.to_owned(), address));
         Ok(address)
+    }
+
+    /// Deploys creation code compiled here (foundry-compilers), linking the libraries known so far
+    /// ([`Self::add_library`]), with ABI-encoded constructor arguments.
+    pub async fn deploy_linked(
+        &mut self,
+        name: &str,
+        artifact: &NpmArtifact,
+        args: Vec<u8>,
+    ) -> eyre::Result<Address> {
+        let mut code: Vec<u8> = artifact.link(&self.libraries)?.into();
+        code.extend_from_slice(&args);
+        let address = chain::deploy_unlocked(&self.rpc, self.from, Bytes::from(code), name).await?;
+        self.deployed.push((name.to_owned(), address));
+        Ok(address)
+    }
+
+    /// Records library `key` (`"<source path>:<Name>"`) at `address`, deployed elsewhere, for linking.
+    pub fn add_library(&mut self, key: String, name: &str, address: Address) {
+        self.libraries.insert(key, address);
+        self.deployed.push((name.to_owned(), address));
+    }
+
+    /// The libraries known so far, for linking creation code by hand.
+    pub fn libraries(&self) -> &BTreeMap<String, Address> {
+        &self.libraries
     }
 
     /// Deploys with constructor arguments from a `sol!` constructor type.

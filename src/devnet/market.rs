@@ -102,6 +102,39 @@ pub const ASSETS: [AssetSpec; 4] = [
     },
 ];
 
+/// An eMode category of the devnet's V3.6 market (V3.2+ eModes: the collateral that takes its
+/// threshold and bonus, and the assets its users may borrow, are separate sets).
+#[derive(Debug, Clone, Copy)]
+pub struct EModeSpec {
+    /// Category id.
+    pub id: u8,
+    /// Label.
+    pub label: &'static str,
+    /// LTV inside the category.
+    pub ltv: Bps,
+    /// Liquidation threshold inside the category.
+    pub liquidation_threshold: Bps,
+    /// Liquidation bonus inside the category, including the 100%.
+    pub liquidation_bonus: Bps,
+    /// Indexes into [`ASSETS`] of the collateral that takes the category's threshold and bonus.
+    pub collateral: &'static [usize],
+    /// Indexes into [`ASSETS`] of the assets its users may borrow.
+    pub borrowable: &'static [usize],
+}
+
+/// WETH and WBTC against USDC at 93% (102% bonus), as markets list their majors against stablecoins:
+/// the threshold and bonus differ from the reserves' own, so a keeper that misreads membership
+/// misprices every borrower in it.
+pub const EMODE: EModeSpec = EModeSpec {
+    id: 1,
+    label: "majors against stables",
+    ltv: Bps(9000),
+    liquidation_threshold: Bps(9300),
+    liquidation_bonus: Bps(10200),
+    collateral: &[WETH, WBTC],
+    borrowable: &[USDC],
+};
+
 /// Index of an asset in [`ASSETS`] by symbol.
 pub fn asset_index(symbol: &str) -> Option<usize> {
     ASSETS
@@ -181,6 +214,11 @@ mod tests {
 
     #[test]
     fn risk_parameters_pass_the_configurator_checks() {
+        let e = EMODE;
+        assert!(e.ltv <= e.liquidation_threshold && e.liquidation_bonus > Bps::ONE);
+        assert!(
+            u64::from(e.liquidation_threshold.0) * u64::from(e.liquidation_bonus.0) <= 100_000_000
+        );
         for a in ASSETS {
             assert!(a.ltv <= a.liquidation_threshold, "{}", a.symbol);
             assert!(a.liquidation_bonus > Bps::ONE, "{}", a.symbol);

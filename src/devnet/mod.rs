@@ -2,7 +2,6 @@
 //! its canonical address, and seeded borrowers. Used by `cascade devnet`, the demo and the tests.
 
 pub mod aave;
-pub mod artifacts;
 pub mod deployer;
 pub mod market;
 pub mod op_stack;
@@ -46,6 +45,8 @@ pub struct DevnetOptions {
     pub block_time_secs: Option<u64>,
     /// Make the chain an OP-stack chain for fees: GasPriceOracle and L1Block at their predeploys.
     pub op_stack: bool,
+    /// Which Aave to deploy.
+    pub aave: aave::DevnetAave,
 }
 
 /// Simulations the keeper asks of a devnet's anvil at once: it shares the keeper's machine (two cores
@@ -60,6 +61,7 @@ impl Default for DevnetOptions {
             borrowers: 50,
             block_time_secs: None,
             op_stack: false,
+            aave: aave::DevnetAave::default(),
         }
     }
 }
@@ -211,7 +213,7 @@ impl Devnet {
         };
         let rpc = chain::connect_http(&rpc_url)?;
         let started = Instant::now();
-        let deployment = deploy(&rpc, opts.borrowers).await?;
+        let deployment = deploy(&rpc, opts.borrowers, opts.aave).await?;
         if opts.op_stack {
             op_stack::install(&rpc, &op_stack::typical_l1_values())
                 .await
@@ -241,8 +243,9 @@ impl Devnet {
     }
 }
 
-/// Deploys the whole devnet on an anvil node at `rpc` and opens `borrowers` positions.
-pub async fn deploy(rpc: &Rpc, borrowers: u64) -> eyre::Result<Deployment> {
+/// Deploys the whole devnet (with the Aave of `aave`) on an anvil node at `rpc` and opens
+/// `borrowers` positions.
+pub async fn deploy(rpc: &Rpc, borrowers: u64, aave: aave::DevnetAave) -> eyre::Result<Deployment> {
     let chain_id = rpc
         .get_chain_id()
         .await
@@ -262,9 +265,9 @@ pub async fn deploy(rpc: &Rpc, borrowers: u64) -> eyre::Result<Deployment> {
     let deployment_block = rpc.get_block_number().await? + 1;
     let treasury =
         Address::from_slice(&alloy::primitives::keccak256("cascade devnet treasury")[12..]);
-    let (aave, assets) = aave::deploy(&mut d, treasury)
+    let (aave, assets) = aave::deploy(&mut d, treasury, aave)
         .await
-        .wrap_err("deploying Aave V3")?;
+        .wrap_err_with(|| format!("deploying Aave {}", aave.release()))?;
     let uniswap = uniswap::deploy(&mut d, &assets)
         .await
         .wrap_err("deploying Uniswap V3")?;

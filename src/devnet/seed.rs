@@ -8,7 +8,7 @@
 use super::{
     Deployer,
     aave::{AaveDeployment, DeployedAsset},
-    market::ASSETS,
+    market::{ASSETS, EMODE, EModeSpec},
 };
 use crate::{
     chain::{
@@ -48,6 +48,8 @@ pub struct BorrowerPlan {
     pub debt: Vec<(usize, BaseAmount)>,
     /// The health factor the plan is sized for, in thousandths.
     pub target_hf_milli: u64,
+    /// The eMode category the borrower enters (0 for none).
+    pub emode: u8,
 }
 
 /// splitmix64: a small, well-mixed deterministic sequence for the plans.
@@ -58,13 +60,15 @@ fn mix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-/// The plan for borrower `index` of `count`.
+/// The plan for borrower `index` of `count`, on a market with eMode category `emode` (or none).
 ///
 /// Health factors follow a square-law spread over [`HF_RANGE_MILLI`]: denser near 1, as on a real
 /// market where the riskiest quarter sits within a few percent of liquidation. Collateral is two
 /// reserves (mostly WETH and WBTC, some ALT and USDC); debt is the next two reserves in the order
-/// USDC, WETH, WBTC, ALT that the borrower does not use as collateral.
-pub fn plan(index: u64, count: u64) -> BorrowerPlan {
+/// USDC, WETH, WBTC, ALT that the borrower does not use as collateral. Where the market has an eMode
+/// category, a quarter of the borrowers enter it instead: the category's two collaterals against its
+/// borrowable asset, at its threshold.
+pub fn plan(index: u64, count: u64, emode: Option<&EModeSpec>) -> BorrowerPlan {
     let (lo, hi) = HF_RANGE_MILLI;
     let span = hi - lo;
     let target_hf_milli = if count <= 1 {
@@ -90,6 +94,9 @@ pub fn plan(index: u64, count: u64) -> BorrowerPlan {
         .unwrap_or(0);
     let sizes_usd = [2_000u64, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000];
     let total = BaseAmount::from_usd(sizes_usd[((r >> 16) % sizes_usd.len() as u64) as usize]);
+    if let Some(e) = emode.filter(|_| (r >> 24).is_multiple_of(4)) {
+        return emode_plan(e, total, target_hf_milli);
+    }
     let primary_value = BaseAmount(Bps(6500).apply(total.0));
     let collateral = vec![
         (primary, primary_value),
@@ -116,6 +123,28 @@ pub fn plan(index: u64, count: u64) -> BorrowerPlan {
         collateral,
         debt,
         target_hf_milli,
+        emode: 0,
+    }
+}
+
+/// A borrower in eMode category `e`: its first two collaterals (65% and 35%) against its first
+/// borrowable asset, sized at the category's threshold.
+fn emode_plan(e: &EModeSpec, total: BaseAmount, target_hf_milli: u64) -> BorrowerPlan {
+    let first = BaseAmount(Bps(6500).apply(total.0));
+    let collateral = vec![
+        (e.collateral[0], first),
+        (
+            e.collateral[1 % e.collateral.len()],
+            BaseAmount(total.0 - first.0),
+        ),
+    ];
+    let weighted = e.liquidation_threshold.apply(total.0);
+    let debt = weighted * U256::from(1_000u64) / U256::from(target_hf_milli);
+    BorrowerPlan {
+        collateral,
+        debt: vec![(e.borrowable[0], BaseAmount(debt))],
+        target_hf_milli,
+        emode: e.id,
     }
 }
 
@@ -133,6 +162,7 @@ const MINT_GAS: u64 = 120_000;
 const APPROVE_GAS: u64 = 80_000;
 const SUPPLY_GAS: u64 = 450_000;
 const BORROW_GAS: u64 = 600_000;
+const EMODE_GAS: u64 = 300_000;
 
 impl<'a> BlockBatch<'a> {
     fn new(d: &'a Deployer) -> Self {
@@ -298,11 +328,12 @@ pub async fn open_borrowers(
     count: u64,
 ) -> eyre::Result<Vec<Address>> {
     let mut opened = Vec::new();
+    let emode = market.emode_category.map(|_| &EMODE);
     without_automine(d, async {
         let mut batch = BlockBatch::new(d);
         for index in range {
             let borrower = borrower_address(index);
-            let p = plan(index, count);
+            let p = plan(index, count, emode);
             d.rpc
                 .anvil_set_balance(borrower, U256::from(10u64).pow(U256::from(18)))
                 .await?;
@@ -310,6 +341,19 @@ pub async fn open_borrowers(
                 let amount = value.to_tokens(ASSETS[a].price(), ASSETS[a].decimals);
                 batch
                     .supply(borrower, market.pool, assets[a].address, amount)
+                    .await?;
+            }
+            if p.emode != 0 {
+                batch
+                    .send(
+                        borrower,
+                        market.pool,
+                        Pool::setUserEModeCall {
+                            categoryId: p.emode,
+                        },
+                        EMODE_GAS,
+                        format!("eMode for {borrower}"),
+                    )
                     .await?;
             }
             for &(a, value) in &p.debt {
@@ -349,7 +393,7 @@ mod tests {
     #[test]
     fn spread_covers_the_range_and_is_dense_near_one() {
         let n = 50;
-        let hfs: Vec<u64> = (0..n).map(|i| plan(i, n).target_hf_milli).collect();
+        let hfs: Vec<u64> = (0..n).map(|i| plan(i, n, None).target_hf_milli).collect();
         assert_eq!(hfs[0], 1_020);
         assert_eq!(hfs[n as usize - 1], 3_000);
         assert!(hfs.windows(2).all(|w| w[0] <= w[1]));
@@ -360,7 +404,7 @@ mod tests {
     #[test]
     fn plans_hold_two_collaterals_and_two_distinct_debts() {
         for i in 0..200 {
-            let p = plan(i, 200);
+            let p = plan(i, 200, None);
             assert_eq!(p.collateral.len(), 2);
             assert_ne!(p.collateral[0].0, p.collateral[1].0);
             assert_eq!(p.debt.len(), 2);
@@ -377,7 +421,7 @@ mod tests {
     #[test]
     fn sized_for_the_target_health_factor() {
         for i in [0, 7, 33, 49] {
-            let p = plan(i, 50);
+            let p = plan(i, 50, None);
             let weighted: U256 = p
                 .collateral
                 .iter()
@@ -395,6 +439,38 @@ mod tests {
                 "borrower {i}: {hf_milli} vs {target}"
             );
         }
+    }
+
+    #[test]
+    fn a_quarter_of_the_borrowers_enter_the_emode_at_its_threshold() {
+        let n = 400;
+        let plans: Vec<BorrowerPlan> = (0..n).map(|i| plan(i, n, Some(&EMODE))).collect();
+        let in_emode: Vec<&BorrowerPlan> = plans.iter().filter(|p| p.emode == EMODE.id).collect();
+        assert!(
+            (60..140).contains(&in_emode.len()),
+            "{} of {n}",
+            in_emode.len()
+        );
+        for p in in_emode {
+            assert!(
+                p.collateral
+                    .iter()
+                    .all(|(c, _)| EMODE.collateral.contains(c))
+            );
+            assert!(p.debt.iter().all(|(d, _)| EMODE.borrowable.contains(d)));
+            let collateral = sum(p.collateral.iter().map(|(_, v)| v.0));
+            let debt = sum(p.debt.iter().map(|(_, v)| v.0));
+            let hf_milli =
+                EMODE.liquidation_threshold.apply(collateral) * U256::from(1_000u64) / debt;
+            assert!(hf_milli >= U256::from(p.target_hf_milli));
+            assert!(hf_milli <= U256::from(p.target_hf_milli + 1));
+        }
+        // Without a category, nobody.
+        assert!((0..n).all(|i| plan(i, n, None).emode == 0));
+    }
+
+    fn sum(values: impl Iterator<Item = U256>) -> U256 {
+        values.fold(U256::ZERO, |acc, x| acc + x)
     }
 
     #[test]

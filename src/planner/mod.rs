@@ -18,15 +18,10 @@ pub mod fees;
 pub mod sizing;
 pub mod venues;
 
+use crate::protocol::aave_v3::release::Release;
 use crate::{
-    chain::{
-        ChainError, Rpc,
-        bindings::Liquidator,
-    },
-    protocol::aave_v3::{
-        AaveV3, Reserve,
-        math::UserReserve,
-    },
+    chain::{ChainError, Rpc, bindings::Liquidator},
+    protocol::aave_v3::{AaveV3, Reserve, math::UserReserve},
     store::StoredPosition,
     units::BaseAmount,
 };
@@ -39,7 +34,6 @@ use alloy::{
     sol_types::{SolCall, SolInterface},
 };
 use fees::op_stack::L1FeeParams;
-use crate::protocol::aave_v3::release::Release;
 use sizing::{LiquidationAmounts, LiquidationCase, ScaledCollateral, Side, signed};
 use venues::{
     Venue, VenueKind, VenueSale,
@@ -474,7 +468,8 @@ impl Planner {
             )
             .into());
         }
-        if !market.liquidations_allowed && account.health_factor >= sizing::CLOSE_FACTOR_HF_THRESHOLD
+        if !market.liquidations_allowed
+            && account.health_factor >= sizing::CLOSE_FACTOR_HF_THRESHOLD
         {
             return Err(Refusal::Closed(
                 "the market's PriceOracleSentinel allows liquidations only below HF 0.95".into(),
@@ -519,8 +514,7 @@ impl Planner {
 
         let mut outcomes = Vec::new();
         for (&(c, cr, d, dr), candidates) in pairs.iter().zip(&venues) {
-            let bonus_bps =
-                sizing::liquidation_bonus(cr.config.liquidation_bonus, cr.id, emode);
+            let bonus_bps = sizing::liquidation_bonus(cr.config.liquidation_bonus, cr.id, emode);
             if candidates.is_empty() || bonus_bps <= 10_000 {
                 // No pool sells this collateral for this debt (or, without a bonus, the Pool
                 // cannot price its seizure).

@@ -265,8 +265,14 @@ mod tests {
             Some("45 (HEALTH_FACTOR_NOT_BELOW_THRESHOLD)")
         );
         let dust = alloy::sol_types::Revert::from("103").abi_encode();
-        assert_eq!(describe(&dust).as_deref(), Some("103 (MUST_NOT_LEAVE_DUST)"));
-        assert_eq!(code_name("execution reverted: 27"), Some("RESERVE_INACTIVE"));
+        assert_eq!(
+            describe(&dust).as_deref(),
+            Some("103 (MUST_NOT_LEAVE_DUST)")
+        );
+        assert_eq!(
+            code_name("execution reverted: 27"),
+            Some("RESERVE_INACTIVE")
+        );
         assert_eq!(code_name("999"), None);
         // Neither kind: not Aave's.
         assert_eq!(describe(&("x".to_string()).abi_encode()), None);

@@ -357,7 +357,8 @@ impl AaveV3 {
     /// A holding's collateral balance at the last refreshed block, as the aToken gives it.
     pub fn collateral_balance(&self, holding: &UserReserve) -> U256 {
         self.view_of(holding.reserve_id).map_or(U256::ZERO, |r| {
-            self.release.a_token_balance(holding.scaled_a_token, r.income)
+            self.release
+                .a_token_balance(holding.scaled_a_token, r.income)
         })
     }
 
@@ -481,9 +482,14 @@ pub async fn detect_release(
     let listed = view(rpc, pool, Pool::getReservesListCall {}, "getReservesList").await?;
     let a_token = match listed.first() {
         Some(&asset) => Some(
-            view(rpc, pool, Pool::getReserveDataCall { asset }, "getReserveData")
-                .await?
-                .aTokenAddress,
+            view(
+                rpc,
+                pool,
+                Pool::getReserveDataCall { asset },
+                "getReserveData",
+            )
+            .await?
+            .aTokenAddress,
         ),
         None => None,
     };
@@ -494,7 +500,9 @@ pub async fn detect_release(
                 asset: Address::ZERO,
             }
             .abi_encode(),
-            Marker::EModeBitmap => Pool::getEModeCategoryCollateralBitmapCall { id: 0 }.abi_encode(),
+            Marker::EModeBitmap => {
+                Pool::getEModeCategoryCollateralBitmapCall { id: 0 }.abi_encode()
+            }
             Marker::ReserveDeficit => Pool::getReserveDeficitCall {
                 asset: Address::ZERO,
             }
@@ -704,7 +712,11 @@ impl LendingProtocol for AaveV3 {
                     .iter()
                     .map(|&t| (t, StableDebtToken::totalSupplyCall {}.abi_encode())),
             );
-            calls.extend(emode_ids.iter().flat_map(|&id| emode_calls(self.pool, release, id)));
+            calls.extend(
+                emode_ids
+                    .iter()
+                    .flat_map(|&id| emode_calls(self.pool, release, id)),
+            );
             if let Some(sentinel) = sentinel {
                 calls.push((
                     sentinel,
@@ -746,8 +758,7 @@ impl LendingProtocol for AaveV3 {
         )
         .ok()
         .filter(|a| !a.is_zero());
-        let prices =
-            decode::<AaveOracle::getAssetsPricesCall>(take("prices")?, "getAssetsPrices")?;
+        let prices = decode::<AaveOracle::getAssetsPricesCall>(take("prices")?, "getAssetsPrices")?;
         let mut reserves = BTreeMap::new();
         for (i, &asset) in assets.iter().enumerate() {
             let data = decode::<Pool::getReserveDataCall>(take("reserve")?, "getReserveData")?;
@@ -804,7 +815,10 @@ impl LendingProtocol for AaveV3 {
             let supply =
                 decode::<StableDebtToken::totalSupplyCall>(take("stable supply")?, "totalSupply")
                     .unwrap_or(U256::MAX);
-            for r in reserves.values_mut().filter(|r| r.stable_debt_token == token) {
+            for r in reserves
+                .values_mut()
+                .filter(|r| r.stable_debt_token == token)
+            {
                 r.stable_debt_outstanding = r.config.stable_borrowing || !supply.is_zero();
             }
         }

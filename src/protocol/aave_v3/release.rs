@@ -155,9 +155,8 @@ impl Release {
         answered
             .iter()
             .zip(&RELEASES[1..])
-            .filter(|(yes, _)| **yes)
+            .rfind(|(yes, _)| **yes)
             .map(|(_, r)| *r)
-            .last()
             .unwrap_or(Self::V3_0)
     }
 
@@ -276,8 +275,14 @@ mod tests {
         let ray = crate::units::RAY;
         // 3 scaled units at an index of 1.5: 4.5.
         let (scaled, index) = (U256::from(3u8), ray * U256::from(3u8) / U256::from(2u8));
-        assert_eq!(Release::V3_4.a_token_balance(scaled, index), U256::from(5u8));
-        assert_eq!(Release::V3_5.a_token_balance(scaled, index), U256::from(4u8));
+        assert_eq!(
+            Release::V3_4.a_token_balance(scaled, index),
+            U256::from(5u8)
+        );
+        assert_eq!(
+            Release::V3_5.a_token_balance(scaled, index),
+            U256::from(4u8)
+        );
         assert_eq!(Release::V3_4.debt_balance(scaled, index), U256::from(5u8));
         assert_eq!(Release::V3_5.debt_balance(scaled, index), U256::from(5u8));
         // 1.4 rounds half up to 1 before V3.5, up to 2 from it.
@@ -286,8 +291,14 @@ mod tests {
         assert_eq!(Release::V3_5.debt_balance(scaled, index), U256::from(2u8));
         // Debt of 1 wei of an 18-decimal token at $2,000: 0.0000002 base units, 0 or 1.
         let price = U256::from(2_000u64) * U256::from(100_000_000u64);
-        assert_eq!(Release::V3_4.debt_value(U256::from(1u8), price, 18), U256::ZERO);
-        assert_eq!(Release::V3_5.debt_value(U256::from(1u8), price, 18), U256::from(1u8));
+        assert_eq!(
+            Release::V3_4.debt_value(U256::from(1u8), price, 18),
+            U256::ZERO
+        );
+        assert_eq!(
+            Release::V3_5.debt_value(U256::from(1u8), price, 18),
+            U256::from(1u8)
+        );
         assert_eq!(
             Release::V3_5.debt_value(U256::from(10u64).pow(U256::from(18u8)), price, 18),
             price

@@ -1,5 +1,6 @@
-//! Contract artifacts shipped in the protocols' npm packages (Hardhat's format: `abi`, `bytecode`,
-//! `linkReferences`), and library linking.
+//! Creation bytecode with library call sites: the artifacts shipped in the protocols' npm packages
+//! (Hardhat's format: `abi`, `bytecode`, `linkReferences`) and what foundry-compilers leaves unlinked
+//! when it compiles a package's sources, and library linking.
 //!
 //! A Hardhat artifact's `bytecode` holds a 40-hex-digit placeholder for every library call site:
 //! `__$` + the first 34 hex digits of keccak256("<source path>:<Library>") + `$__`. `linkReferences`
