@@ -13,7 +13,9 @@ use cascade::{
     chain::bindings::{Liquidator, MintableERC20, Pool},
     config::{Config, DevnetAsset, DevnetConfig, MetricsConfig},
     devnet::{
-        Devnet, DevnetOptions, report,
+        Devnet, DevnetOptions,
+        aave::DevnetAave,
+        report,
         shock::{
             Landing, PriceMoveBps, route_through_fallback, shock_market, shock_market_landing,
         },
@@ -73,9 +75,14 @@ async fn make_operator(devnet: &Devnet, account: Address) {
 }
 
 async fn net(borrowers: u64, block_time: Option<u64>) -> Net {
+    net_on(borrowers, block_time, DevnetAave::V3_6).await
+}
+
+async fn net_on(borrowers: u64, block_time: Option<u64>, aave: DevnetAave) -> Net {
     let devnet = Devnet::start(&DevnetOptions {
         borrowers,
         block_time_secs: block_time,
+        aave,
         ..Default::default()
     })
     .await
@@ -287,7 +294,19 @@ fn assert_no_key(output: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_crash_is_liquidated_within_two_blocks_and_the_store_metrics_and_chain_agree() {
-    let net = net(50, Some(1)).await;
+    a_crash_is_liquidated_within_two_blocks(DevnetAave::V3_6).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_is_liquidated_within_two_blocks_on_aave_v3_0_too() {
+    a_crash_is_liquidated_within_two_blocks(DevnetAave::V3_0).await;
+}
+
+/// On the Aave of `aave`: every position a 20% WETH crash takes below 1 is liquidated within two
+/// blocks or has no profitable liquidation; no transaction of ours reverts; the journal, the metrics
+/// and the chain agree.
+async fn a_crash_is_liquidated_within_two_blocks(aave: DevnetAave) {
+    let net = net_on(50, Some(1), aave).await;
     let daemon = Daemon::start(&net.config_path, &[], &net.dir.path().join("run"));
     healthy(&net).await;
 
@@ -383,6 +402,11 @@ async fn a_crash_is_liquidated_within_two_blocks_and_the_store_metrics_and_chain
         .filter(|e| matches!(e.state, TxState::Included { success: true, .. }))
         .collect();
     assert_eq!(won.len(), events.len(), "journal vs LiquidationCall events");
+    let reverted: Vec<&JournalEntry> = entries
+        .iter()
+        .filter(|e| matches!(e.state, TxState::Included { success: false, .. }))
+        .collect();
+    assert!(reverted.is_empty(), "mined and reverted: {reverted:?}");
     let prices = |asset| {
         let r = watcher.protocol().reserve_of(asset).unwrap();
         (r.price, r.config.decimals)
@@ -563,8 +587,14 @@ async fn a_dry_run_liquidates_on_a_fork_and_never_touches_the_chain() {
             after.borrower
         );
     }
-    // The fork's outcomes are journaled apart, as successes with a profit.
+    // The fork's outcomes are journaled apart, as successes with a profit; none reverted there.
     let entries = journal(&net.config.store.path, true);
+    assert!(
+        entries
+            .iter()
+            .all(|e| !matches!(e.state, TxState::Included { success: false, .. })),
+        "mined and reverted on the fork: {entries:?}"
+    );
     assert!(entries.iter().any(|e| matches!(
         e.state,
         TxState::Included { success: true, profit: Some(p), .. } if p > U256::ZERO
