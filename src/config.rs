@@ -58,6 +58,36 @@ pub struct ChainConfig {
     /// The expected block time, for polling.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub block_time_secs: Option<u64>,
+    /// How long one request may take before the next endpoint is asked (default: two block times,
+    /// between 2 and 10 seconds). A node that answers in 6 s has cost the keeper a block already.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_timeout_ms: Option<u64>,
+    /// How long start-up retries what fails transiently (an endpoint down or rate-limiting) before it
+    /// gives up and names what failed (default 120).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup_retry_secs: Option<u64>,
+}
+
+impl ChainConfig {
+    /// The block time (12 s when not set).
+    pub fn block_time(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.block_time_secs.unwrap_or(12))
+    }
+
+    /// [`Self::request_timeout_ms`], or its default.
+    pub fn request_timeout(&self) -> std::time::Duration {
+        use std::time::Duration;
+        self.request_timeout_ms
+            .map(Duration::from_millis)
+            .unwrap_or_else(|| {
+                (self.block_time() * 2).clamp(Duration::from_secs(2), Duration::from_secs(10))
+            })
+    }
+
+    /// [`Self::startup_retry_secs`], or its default.
+    pub fn startup_retry(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.startup_retry_secs.unwrap_or(120))
+    }
 }
 
 /// `[aave]`.

@@ -411,6 +411,7 @@ async fn follows_new_heads_over_websocket() {
             follow(
                 &mut w,
                 Heads::Subscribe { ws_url },
+                std::time::Duration::from_secs(1),
                 cancel,
                 &mut |_: &_, r: cascade::watcher::SyncReport| {
                     let _ = tx.send((r.block.map(|b| b.number), r.liquidatable.len()));

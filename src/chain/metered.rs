@@ -12,6 +12,17 @@ use std::{
 };
 use tower::{Layer, Service};
 
+use super::trouble::Trouble;
+
+/// The trouble of an answer that carries a JSON-RPC error (the first, in a batch).
+pub(crate) fn response_trouble(response: &ResponsePacket) -> Option<Trouble> {
+    let payload = match response {
+        ResponsePacket::Single(r) => r.payload.as_error(),
+        ResponsePacket::Batch(rs) => rs.iter().find_map(|r| r.payload.as_error()),
+    }?;
+    Some(Trouble::of_message(payload.code, &payload.message))
+}
+
 /// Shared request counts. Cloning shares the counts.
 #[derive(Debug, Clone, Default)]
 pub struct RpcMeter {
@@ -27,6 +38,8 @@ pub struct MeterCounts {
     pub by_method: BTreeMap<String, u64>,
     /// Calls that failed, by method.
     pub errors_by_method: BTreeMap<String, u64>,
+    /// Calls that failed, by method and kind of trouble ([`Trouble::label`]).
+    pub errors: BTreeMap<(String, &'static str), u64>,
 }
 
 impl MeterCounts {
@@ -52,6 +65,12 @@ impl MeterCounts {
             requests: self.requests - earlier.requests,
             by_method: diff(&self.by_method, &earlier.by_method),
             errors_by_method: diff(&self.errors_by_method, &earlier.errors_by_method),
+            errors: self
+                .errors
+                .iter()
+                .map(|(k, n)| (k.clone(), n - earlier.errors.get(k).copied().unwrap_or(0)))
+                .filter(|(_, n)| *n > 0)
+                .collect(),
         }
     }
 }
@@ -114,14 +133,19 @@ where
                 ms = started.elapsed().as_secs_f64() * 1e3,
                 "rpc request answered"
             );
-            let failed = match &result {
-                Err(_) => true,
-                Ok(ResponsePacket::Single(r)) => r.is_error(),
-                Ok(ResponsePacket::Batch(rs)) => rs.iter().any(|r| r.is_error()),
+            let trouble = match &result {
+                Err(e) => Some(Trouble::of(e)),
+                Ok(response) => response_trouble(response),
             };
-            if failed && let Ok(mut counts) = meter.inner.lock() {
+            if let Some(trouble) = trouble
+                && let Ok(mut counts) = meter.inner.lock()
+            {
                 for m in &methods {
                     *counts.errors_by_method.entry(m.clone()).or_default() += 1;
+                    *counts
+                        .errors
+                        .entry((m.clone(), trouble.label()))
+                        .or_default() += 1;
                 }
             }
             result

@@ -4,6 +4,7 @@ pub mod bindings;
 pub mod failover;
 pub mod metered;
 pub mod multicall;
+pub mod trouble;
 
 use alloy::{
     network::TransactionBuilder,
@@ -76,8 +77,13 @@ pub fn connect_http_metered(url: &str, meter: &metered::RpcMeter) -> Result<Rpc,
 }
 
 /// Connects over HTTP to every URL in `urls` with failover between them in order ([`failover`]), every
-/// request counted by `meter`. `ws://` URLs are skipped here: they serve the newHeads subscription.
-pub fn connect_failover(urls: &[String], meter: &metered::RpcMeter) -> Result<Rpc, ChainError> {
+/// request counted by `meter` and given `timeout` at each endpoint. `ws://` URLs are skipped here:
+/// they serve the newHeads subscription.
+pub fn connect_failover(
+    urls: &[String],
+    meter: &metered::RpcMeter,
+    timeout: Duration,
+) -> Result<Rpc, ChainError> {
     use alloy::transports::{IntoBoxTransport, http::Http};
     let endpoints = urls
         .iter()
@@ -100,7 +106,10 @@ pub fn connect_failover(urls: &[String], meter: &metered::RpcMeter) -> Result<Rp
     }
     let client = alloy::rpc::client::ClientBuilder::default()
         .layer(meter.clone())
-        .transport(failover::Failover::new(endpoints), false);
+        .transport(
+            failover::Failover::new(endpoints).with_timeout(timeout),
+            false,
+        );
     Ok(ProviderBuilder::new()
         .disable_recommended_fillers()
         .connect_client(client)
@@ -153,28 +162,20 @@ impl ChainError {
         }
     }
 
-    /// Whether trying again may succeed: transport trouble, an empty or garbled answer, rate limits and
-    /// server overload; not a revert, bad input, or a missing receipt's underlying cause.
+    /// What kind of RPC trouble this is ([`trouble::Trouble`]); `None` for what is not an RPC failure
+    /// (a mined revert, a missing receipt, a bad URL).
+    pub fn trouble(&self) -> Option<trouble::Trouble> {
+        match self {
+            Self::Rpc { source, .. } => Some(trouble::Trouble::of(source)),
+            _ => None,
+        }
+    }
+
+    /// Whether trying again may succeed ([`trouble::Trouble::is_transient`]); a receipt that did not
+    /// come yet may come.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Rpc { source, .. } => match source {
-                RpcError::Transport(_) | RpcError::NullResp | RpcError::DeserError { .. } => true,
-                RpcError::ErrorResp(payload) => {
-                    let msg = payload.message.to_lowercase();
-                    matches!(payload.code, 429 | -32005 | -32603)
-                        || [
-                            "timeout",
-                            "timed out",
-                            "rate",
-                            "busy",
-                            "overload",
-                            "try again",
-                        ]
-                        .iter()
-                        .any(|w| msg.contains(w))
-                }
-                _ => false,
-            },
+            Self::Rpc { source, .. } => trouble::Trouble::of(source).is_transient(),
             Self::NoReceipt { .. } => true,
             Self::BadUrl(_) | Self::Reverted { .. } => false,
         }

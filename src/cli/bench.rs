@@ -521,6 +521,7 @@ fn table(r: &BenchReport) -> String {
     t.load_preset(UTF8_FULL_CONDENSED)
         .set_header(vec!["figure", "value"]);
     let rows: Vec<(&str, String)> = vec![
+        ("Aave", r.aave.clone()),
         (
             "borrowers (positions found)",
             format!("{} ({})", r.borrowers, r.positions),

@@ -78,6 +78,7 @@ pub async fn run_keeper(
     let result = follow(
         &mut running.watcher,
         running.heads.clone(),
+        running.block_time,
         cancel,
         &mut running.keeper,
     )

@@ -36,7 +36,7 @@ pub async fn run(args: Args) -> eyre::Result<()> {
         on_signal.cancel();
     });
     let mut known = BTreeSet::new();
-    follow(&mut watcher, heads, cancel, &mut |_: &_, report: crate::watcher::SyncReport| {
+    follow(&mut watcher, heads, block_time, cancel, &mut |_: &_, report: crate::watcher::SyncReport| {
         let Some(block) = report.block else {
             return Ok::<_, eyre::Report>(());
         };

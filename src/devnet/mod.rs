@@ -3,6 +3,7 @@
 
 pub mod aave;
 pub mod deployer;
+pub mod fault_proxy;
 pub mod market;
 pub mod op_stack;
 pub mod report;
@@ -107,6 +108,8 @@ impl Deployment {
                 chain_id: self.chain_id,
                 rpc_urls: vec![rpc_url.to_owned()],
                 block_time_secs,
+                request_timeout_ms: None,
+                startup_retry_secs: None,
             },
             aave: AaveConfig {
                 addresses_provider: self.aave.addresses_provider,

@@ -99,6 +99,10 @@ pub struct JournalEntry {
     /// Debt the plan repays (debt asset units).
     #[serde(default)]
     pub debt_repaid: U256,
+    /// The sale it makes: after a restart, what it will do to its pool is counted into the pools of
+    /// later plans until it is mined, as before the restart.
+    #[serde(default)]
+    pub sale: Option<crate::planner::SaleInFlight>,
 }
 
 /// Errors of the journal.
@@ -346,6 +350,7 @@ mod tests {
             planned_block: 7,
             expected_profit_base: 1,
             debt_repaid: U256::from(2u8),
+            sale: None,
         }
     }
 

@@ -8,7 +8,7 @@
 
 use super::journal::{Attempt, Journal, JournalEntry, JournalError, TxState};
 use crate::{
-    chain::{ChainError, Rpc, bindings::Liquidator},
+    chain::{ChainError, Rpc, bindings::Liquidator, trouble::Trouble},
     planner::{Batch, Plan},
 };
 use alloy::{
@@ -17,6 +17,7 @@ use alloy::{
     network::TxSignerSync,
     primitives::{Address, Bytes, TxKind, U256},
     providers::Provider,
+    rpc::types::TransactionRequest,
     signers::local::PrivateKeySigner,
     sol_types::SolEvent,
 };
@@ -156,7 +157,7 @@ impl Executor {
         signer: PrivateKeySigner,
         journal: Journal,
         opts: ExecutorOptions,
-    ) -> Result<Self, ExecError> {
+    ) -> Result<Self, ChainError> {
         let chain_id = rpc
             .get_chain_id()
             .await
@@ -190,6 +191,11 @@ impl Executor {
     /// The sending account.
     pub fn address(&self) -> Address {
         self.signer.address()
+    }
+
+    /// The chain id transactions are signed for.
+    pub fn chain_id(&self) -> u64 {
+        self.chain_id
     }
 
     /// The journal.
@@ -380,6 +386,7 @@ impl Executor {
                     planned_block: plan.block,
                     expected_profit_base: plan.net_profit_base,
                     debt_repaid: plan.amounts.debt_repaid,
+                    sale: Some(plan.sale()),
                 };
                 self.journal.note(&entry)?;
                 entries.push(entry);
@@ -441,6 +448,7 @@ impl Executor {
                 .map_err(|e| ExecError::from(ChainError::rpc("the head block", e)))
         };
         let (outcomes, mined_nonce, head) = tokio::try_join!(outcomes, mined_nonce, head)?;
+        let head_number = head.as_ref().map(|b| b.header.number);
         // The next of ours in nonce order, sent before the head block and not in it although the block
         // had room for its gas limit, was skipped: not seen by the block's builder, or held back by a
         // node's pool (anvil does, now and then). It and those queued behind it are replaced now rather
@@ -490,8 +498,21 @@ impl Executor {
                 .last()
                 .cloned()
                 .expect("an entry has an attempt");
+            // A plan made before the latest block may no longer hold (the pools moved, the position
+            // was repaid): before it is sent again or bumped, it runs again on the latest state, and
+            // one that would revert gives its nonce to a cancellation instead, so nothing queues
+            // behind a nonce never sent.
+            let stale = !last.cancel && head_number.is_some_and(|h| tx[0].planned_block < h);
             if tx[0].state == TxState::Prepared {
-                // Journaled but perhaps never sent (a crash in between): send exactly that transaction.
+                // Journaled but perhaps never sent (a failed send, or a crash in between).
+                if stale && !self.still_runs(&last).await? {
+                    self.cancel_transaction(
+                        &mut tx,
+                        "its plan no longer holds on the latest state",
+                    )
+                    .await?;
+                    continue;
+                }
                 self.sender.broadcast(&last).await?;
                 self.record(&mut tx, None, TxState::Sent)?;
                 continue;
@@ -507,6 +528,11 @@ impl Executor {
                     // A bundle is for one block: offer it again for the next.
                     self.sender.broadcast(&last).await?;
                 }
+                continue;
+            }
+            if stale && !self.still_runs(&last).await? {
+                self.cancel_transaction(&mut tx, "its plan no longer holds on the latest state")
+                    .await?;
                 continue;
             }
             let (max_fee, priority) = self.bumped(&last);
@@ -610,15 +636,26 @@ impl Executor {
             .into_iter()
             .filter(|e| e.nonce == entry.nonce)
             .collect();
-        let Some(last) = entry.attempts.last().cloned() else {
+        self.cancel_transaction(&mut tx, reason).await
+    }
+
+    /// Replaces the open transaction `tx` (its entries) with a cancellation at its nonce; `false`
+    /// when it is one already.
+    async fn cancel_transaction(
+        &mut self,
+        tx: &mut [JournalEntry],
+        reason: &str,
+    ) -> Result<bool, ExecError> {
+        let Some(last) = tx.first().and_then(|e| e.attempts.last()).cloned() else {
             return Ok(false);
         };
         if last.cancel {
             return Ok(false);
         }
+        let nonce = tx[0].nonce;
         let (max_fee, priority) = self.bumped(&last);
         let attempt = self.sign(
-            entry.nonce,
+            nonce,
             CANCEL_GAS,
             self.address(),
             Bytes::new(),
@@ -626,22 +663,63 @@ impl Executor {
             priority,
             true,
         )?;
-        self.record(&mut tx, Some(&attempt), TxState::Sent)?;
+        self.record(tx, Some(&attempt), TxState::Sent)?;
         self.sender.broadcast(&attempt).await?;
-        tracing::info!(%borrower, liquidations = tx.len(), nonce = entry.nonce, hash = %attempt.hash, reason, "cancelled a pending liquidation");
+        tracing::info!(borrower = %tx[0].borrower, liquidations = tx.len(), nonce, hash = %attempt.hash, reason, "cancelled a pending liquidation");
         Ok(true)
     }
 
-    /// After a restart: brings every open entry up to date (rebroadcasting, never re-signing a new
-    /// liquidation) and returns those that became final.
-    pub async fn reconcile(&mut self) -> Result<Vec<JournalEntry>, ExecError> {
-        for mut tx in by_transaction(self.journal.open()?) {
-            if self.outcome(&tx).await?.is_none()
-                && let Some(last) = tx[0].attempts.last().cloned()
-            {
-                self.sender.broadcast(&last).await?;
-                self.record(&mut tx, None, TxState::Sent)?;
+    /// Whether the transaction of `attempt` still runs on the latest state, from our account: `false`
+    /// when it reverts there; an error when the node could not say.
+    async fn still_runs(&self, attempt: &Attempt) -> Result<bool, ExecError> {
+        use alloy::consensus::Transaction;
+        let Some(envelope) = self
+            .journal
+            .signed(attempt)?
+            .and_then(|raw| decode_envelope(&raw))
+        else {
+            return Ok(true);
+        };
+        let call = TransactionRequest::default()
+            .from(self.address())
+            .to(envelope.to().unwrap_or_default())
+            .input(envelope.input().clone().into())
+            .gas_limit(envelope.gas_limit());
+        match self.rpc.call(call).await {
+            Ok(_) => Ok(true),
+            Err(e) if Trouble::of(&e) == Trouble::Revert => {
+                tracing::debug!(hash = %attempt.hash, reason = %crate::planner::decode_revert(&e), "a liquidation in flight no longer runs");
+                Ok(false)
             }
+            Err(e) => Err(ChainError::rpc("simulating a liquidation in flight again", e).into()),
+        }
+    }
+
+    /// After a restart: brings every open entry up to date (rebroadcasting exactly what was signed,
+    /// never re-signing a new liquidation; cancelling at its nonce one that no longer runs) and
+    /// returns those that became final.
+    pub async fn reconcile(&mut self) -> Result<Vec<JournalEntry>, ExecError> {
+        let head = self
+            .rpc
+            .get_block_number()
+            .await
+            .map_err(|e| ChainError::rpc("eth_blockNumber", e))?;
+        for mut tx in by_transaction(self.journal.open()?) {
+            if self.outcome(&tx).await?.is_some() {
+                continue;
+            }
+            let Some(last) = tx[0].attempts.last().cloned() else {
+                continue;
+            };
+            // Planned before the restart on a chain that has moved since: sent again only if it
+            // still runs, its nonce cancelled otherwise (a restart must not mine a revert).
+            if !last.cancel && tx[0].planned_block < head && !self.still_runs(&last).await? {
+                self.cancel_transaction(&mut tx, "planned before the restart, it no longer holds")
+                    .await?;
+                continue;
+            }
+            self.sender.broadcast(&last).await?;
+            self.record(&mut tx, None, TxState::Sent)?;
         }
         self.poll().await
     }

@@ -52,7 +52,21 @@ pub enum KeeperError {
     /// The journal failed: sending on could send a liquidation twice.
     #[error(transparent)]
     Journal(#[from] JournalError),
+    /// The endpoint now serves another chain (a fallback URL misconfigured, a node repointed):
+    /// liquidations signed for one chain must not be sent on another.
+    #[error(
+        "the RPC now serves chain {found}, not chain {expected}: check chain.rpc_urls (every URL must serve chain.chain_id)"
+    )]
+    ChainChanged {
+        /// What the keeper signs for.
+        expected: u64,
+        /// What the endpoint said.
+        found: u64,
+    },
 }
+
+/// Blocks between checks that the endpoint still serves the chain the keeper signs for.
+const CHAIN_ID_CHECK_BLOCKS: u64 = 64;
 
 /// A borrower we have seen liquidatable.
 #[derive(Debug, Clone)]
@@ -63,9 +77,6 @@ struct Pursuit {
     refusal: Option<String>,
     /// When the block we last sent for it arrived, to time inclusion.
     sent_from: Option<Instant>,
-    /// The sale of the liquidation last sent for it, with its nonce: counted into the pools of later
-    /// blocks until it is mined.
-    sale: Option<(u64, SaleInFlight)>,
 }
 
 /// A round of sends, signed and journaled on the keeper's loop and sent from a task of its own.
@@ -199,6 +210,9 @@ impl Keeper {
             self.recovered = true;
         }
         self.liveness.block(block.number);
+        if block.number.is_multiple_of(CHAIN_ID_CHECK_BLOCKS) && self.dry_run.is_none() {
+            self.check_chain_id(watcher).await?;
+        }
         if report.reorg_depth.is_some() {
             self.planner.reorged();
         } else if let Some(tapped) = &report.tapped {
@@ -236,6 +250,21 @@ impl Keeper {
         // Gauges over every position: after the block's liquidations are sent, not before.
         record_positions(watcher);
         Ok(())
+    }
+
+    /// Stops the keeper when the endpoint serves another chain than the one it signs for (a read that
+    /// fails is left for the next check).
+    async fn check_chain_id(&self, watcher: &Watcher<AaveV3>) -> Result<(), KeeperError> {
+        use alloy::providers::Provider;
+        let expected = self.executor.chain_id();
+        match watcher.rpc().get_chain_id().await {
+            Ok(found) if found != expected => Err(KeeperError::ChainChanged { expected, found }),
+            Ok(_) => Ok(()),
+            Err(e) => {
+                tracing::debug!(error = %e, "reading the chain id failed");
+                Ok(())
+            }
+        }
     }
 
     /// Reads ahead, in the background, the venues of positions close to liquidation that the planner
@@ -326,7 +355,6 @@ impl Keeper {
                 crossed_block: block,
                 refusal: None,
                 sent_from: None,
-                sale: None,
             });
             if in_flight.contains(&user) {
                 continue;
@@ -362,11 +390,14 @@ impl Keeper {
                 since_block_ms = arrived.elapsed().as_secs_f64() * 1e3,
                 "venues and nonce read"
             );
+            // From the journal, not from memory: after a restart the previous run's are counted too.
             let mut in_flight_sales: Vec<(u64, SaleInFlight)> = self
-                .pursuits
-                .iter()
-                .filter(|(borrower, _)| in_flight.contains(*borrower))
-                .filter_map(|(_, p)| p.sale)
+                .executor
+                .journal()
+                .open()?
+                .into_iter()
+                .filter(|e| !e.attempts.last().is_some_and(|a| a.cancel))
+                .filter_map(|e| e.sale.map(|s| (e.nonce, s)))
                 .collect();
             in_flight_sales.sort_by_key(|(nonce, _)| *nonce);
             let sales: Vec<SaleInFlight> = in_flight_sales.into_iter().map(|(_, s)| s).collect();
@@ -668,9 +699,10 @@ impl Keeper {
                     self.send_latencies.push(took);
                 }
                 Err(ExecError::Journal(e)) => return Err(e.into()),
-                // Journaled as prepared: the next poll sends exactly this transaction again.
+                // Journaled as prepared: the next block's poll sends exactly this transaction again
+                // if it still runs then, and cancels it at its nonce otherwise.
                 Err(e) => {
-                    tracing::warn!(%borrower, error = %e, "sending failed; it is journaled and will be re-sent")
+                    tracing::warn!(%borrower, error = %e, "sending failed; it is journaled and will be re-sent or cancelled")
                 }
             }
             tracing::info!(
@@ -686,7 +718,6 @@ impl Keeper {
             );
             if let Some(p) = self.pursuits.get_mut(&borrower) {
                 p.sent_from = Some(arrived);
-                p.sale = Some((nonce, plan.sale()));
                 p.refusal = None;
             }
         }
@@ -846,6 +877,7 @@ impl OnBlock<AaveV3> for Keeper {
         head: &crate::watcher::Head,
         received: Instant,
     ) -> impl Future<Output = Result<(), KeeperError>> + Send {
+        self.liveness.head(head.block.number);
         self.send_ahead(*head, received)
     }
 

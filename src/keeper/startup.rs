@@ -1,12 +1,17 @@
 //! Building a keeper from a config, after checking everything a live run depends on: the config itself
-//! (unknown and missing keys are rejected when it loads), the RPC and its chain id, the signing key and
-//! the account it is for, the Liquidator (code, owner or operator, the market it serves) and the
-//! account's balance for gas. Each failure names what is wrong and what to do.
+//! (unknown and missing keys are rejected when it loads), the RPC and its chain id (every URL's), the
+//! signing key and the account it is for, the Liquidator (code, owner or operator, the market it
+//! serves) and the account's balance for gas. Each failure names what is wrong and what to do.
+//!
+//! A read that fails transiently (an endpoint down, rate-limiting, timing out) is retried for
+//! `chain.startup_retry_secs` (two minutes by default) before start-up gives up and names it: a
+//! keeper restarted in the middle of an outage comes up when the endpoint does, and an endpoint's
+//! trouble is never taken for a wrong contract.
 
 use super::{Keeper, dry_run::DryRun};
 use crate::{
     chain::{
-        self, Rpc,
+        self, ChainError, Rpc,
         bindings::{LIQUIDATOR_VERSION, Liquidator},
         metered::RpcMeter,
         view,
@@ -159,17 +164,71 @@ pub struct Running {
     pub meter: RpcMeter,
     /// For `/health`.
     pub liveness: Liveness,
+    /// The chain's block time: the longest wait between retries of a failed sync.
+    pub block_time: Duration,
 }
 
 /// Gas assumed for one liquidation when checking the balance.
 const LIQUIDATION_GAS: u64 = 700_000;
 
+/// Start-up's patience with transient RPC trouble: reads are retried until a deadline.
+#[derive(Debug, Clone, Copy)]
+pub struct Patience {
+    deadline: std::time::Instant,
+    window: Duration,
+}
+
+impl Patience {
+    /// Retrying for `window` from now.
+    pub fn new(window: Duration) -> Self {
+        Self {
+            deadline: std::time::Instant::now() + window,
+            window,
+        }
+    }
+
+    /// Runs `read` until it succeeds, fails for good (not [`ChainError::is_retryable`]), or the
+    /// deadline passes; logs each retry with `what`.
+    pub async fn read<T, F, Fut>(&self, what: &str, mut read: F) -> Result<T, ChainError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, ChainError>>,
+    {
+        let mut backoff =
+            chain::trouble::Backoff::new(Duration::from_millis(250), Duration::from_secs(2));
+        loop {
+            match read().await {
+                Err(e) if e.is_retryable() && std::time::Instant::now() < self.deadline => {
+                    let wait = backoff.next_wait();
+                    tracing::warn!(%what, error = %e, retry_in_ms = wait.as_millis() as u64, "start-up read failed, retrying");
+                    tokio::time::sleep(wait).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// An error for `e`, which failed `what`: transient trouble that outlasted the window is named as
+    /// such, with what to do.
+    fn gave_up(&self, what: &str, e: ChainError) -> eyre::Report {
+        if e.is_retryable() {
+            eyre!(
+                "{what}: the RPC kept failing for {} s ({e}). Is the endpoint up? Start-up retries for chain.startup_retry_secs",
+                self.window.as_secs()
+            )
+        } else {
+            eyre::Report::new(e).wrap_err(what.to_owned())
+        }
+    }
+}
+
 /// Checks the config against the chain and builds the keeper.
 pub async fn start(config: &Config, path: &Path, opts: &RunOptions) -> eyre::Result<Running> {
     let urls = config.rpc_urls(path)?;
     let meter = RpcMeter::default();
-    let rpc = chain::connect_failover(&urls, &meter)?;
-    check_chain(&rpc, &urls, config.chain.chain_id).await?;
+    let patience = Patience::new(config.chain.startup_retry());
+    let rpc = chain::connect_failover(&urls, &meter, config.chain.request_timeout())?;
+    check_chain(&urls, config.chain.chain_id, &patience).await?;
 
     let settings = PlannerSettings::from_config(config)
         .map_err(|e| eyre!("config {}: {e}", path.display()))?;
@@ -189,7 +248,8 @@ pub async fn start(config: &Config, path: &Path, opts: &RunOptions) -> eyre::Res
         .into());
     }
 
-    let (store, mut watcher) = open_watcher(config, rpc.clone(), opts.rebuild_store).await?;
+    let (store, mut watcher) =
+        open_watcher_patiently(config, rpc.clone(), opts.rebuild_store, &patience).await?;
     // The simulation of each liquidation checks health on-chain; no separate read first.
     watcher.set_verify_below_one(false);
     check_liquidator(
@@ -197,9 +257,16 @@ pub async fn start(config: &Config, path: &Path, opts: &RunOptions) -> eyre::Res
         executor_cfg.liquidator,
         executor_cfg.account,
         watcher.protocol().pool,
+        &patience,
     )
     .await?;
-    check_balance(&rpc, executor_cfg.account, config.planner.priority_fee_wei).await?;
+    check_balance(
+        &rpc,
+        executor_cfg.account,
+        config.planner.priority_fee_wei,
+        &patience,
+    )
+    .await?;
 
     let block_time = Duration::from_secs(config.chain.block_time_secs.unwrap_or(12));
     let route = match &executor_cfg.relay {
@@ -224,7 +291,14 @@ pub async fn start(config: &Config, path: &Path, opts: &RunOptions) -> eyre::Res
             .iter()
             .find(|u| u.starts_with("http"))
             .ok_or_else(|| eyre!("a dry run forks an http(s) URL; chain.rpc_urls has none"))?;
-        let head = rpc.get_block_number().await.wrap_err("reading the head")?;
+        let head = patience
+            .read("reading the head", || async {
+                rpc.get_block_number()
+                    .await
+                    .map_err(|e| ChainError::rpc("eth_blockNumber", e))
+            })
+            .await
+            .map_err(|e| patience.gave_up("reading the head", e))?;
         let fork = DryRun::start(upstream, head)?;
         let fork_rpc = fork.rpc.clone();
         (
@@ -240,21 +314,32 @@ pub async fn start(config: &Config, path: &Path, opts: &RunOptions) -> eyre::Res
         )
     };
 
-    let planner = Planner::new(act_rpc.clone(), settings.clone())
+    let planner = patience
+        .read("reading the chain's L1 fee parameters", || {
+            Planner::new(act_rpc.clone(), settings.clone())
+        })
         .await
-        .wrap_err("starting the planner")?;
+        .map_err(|e| patience.gave_up("starting the planner", e))?;
     // The pools' events come with the market's, in the watcher's one request per block.
     watcher.tap_logs(planner.log_tap());
-    let executor = Executor::new(act_rpc, key, journal, exec_opts)
+    let executor = patience
+        .read("starting the executor", || {
+            Executor::new(
+                act_rpc.clone(),
+                key.clone(),
+                journal.clone(),
+                exec_opts.clone(),
+            )
+        })
         .await
-        .wrap_err("starting the executor")?;
+        .map_err(|e| patience.gave_up("starting the executor", e))?;
 
     let stale_after = config
         .metrics
         .as_ref()
         .and_then(|m| m.stale_after_secs)
         .map(Duration::from_secs)
-        .unwrap_or((block_time * 5).max(Duration::from_secs(30)));
+        .unwrap_or_else(|| crate::telemetry::metrics::default_stale_after(block_time));
     let liveness = Liveness::new(stale_after);
     let watch_mempool = dry_run.is_none();
     let mut keeper = Keeper::new(
@@ -292,6 +377,7 @@ pub async fn start(config: &Config, path: &Path, opts: &RunOptions) -> eyre::Res
         heads: Heads::for_url(heads_url, block_time),
         meter,
         liveness,
+        block_time,
     })
 }
 
@@ -302,16 +388,30 @@ pub async fn open_watcher(
     rpc: Rpc,
     rebuild_store: bool,
 ) -> eyre::Result<(Store, Watcher<AaveV3>)> {
+    open_watcher_patiently(config, rpc, rebuild_store, &Patience::new(Duration::ZERO)).await
+}
+
+/// [`open_watcher`], reading the market with `patience`.
+pub async fn open_watcher_patiently(
+    config: &Config,
+    rpc: Rpc,
+    rebuild_store: bool,
+    patience: &Patience,
+) -> eyre::Result<(Store, Watcher<AaveV3>)> {
     let store = Store::open(&config.store.path, rebuild_store)
         .wrap_err_with(|| format!("opening the store at {}", config.store.path.display()))?;
-    let aave = AaveV3::connect(
-        &rpc,
-        config.aave.addresses_provider,
-        config.multicall.address,
-        config.aave.release,
-    )
-    .await
-    .wrap_err("reading the Aave market behind aave.addresses_provider")?;
+    let what = "reading the Aave market behind aave.addresses_provider";
+    let aave = patience
+        .read(what, || {
+            AaveV3::connect(
+                &rpc,
+                config.aave.addresses_provider,
+                config.multicall.address,
+                config.aave.release,
+            )
+        })
+        .await
+        .map_err(|e| patience.gave_up(what, e))?;
     let watcher = Watcher::open(
         aave,
         rpc,
@@ -325,24 +425,52 @@ pub async fn open_watcher(
     Ok((store, watcher))
 }
 
-async fn check_chain(rpc: &Rpc, urls: &[String], expected: u64) -> Result<(), StartupError> {
-    let shown = urls
-        .iter()
-        .map(|u| chain::redact_url(u))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let found = rpc
-        .get_chain_id()
-        .await
-        .map_err(|e| StartupError::Unreachable {
-            urls: shown.clone(),
+/// Every http(s) URL of `urls` that answers must serve chain `expected` (a fallback on another chain
+/// would send liquidations there); at least one must answer within the patience's window.
+async fn check_chain(
+    urls: &[String],
+    expected: u64,
+    patience: &Patience,
+) -> Result<(), StartupError> {
+    let http: Vec<&String> = urls.iter().filter(|u| u.starts_with("http")).collect();
+    let shown = |u: &str| chain::redact_url(u);
+    let mut answered = 0;
+    let mut last_error = String::new();
+    for (i, url) in http.iter().enumerate() {
+        let rpc = chain::connect_http(url).map_err(|e| StartupError::Unreachable {
+            urls: shown(url),
             reason: e.to_string(),
         })?;
-    if found != expected {
-        return Err(StartupError::ChainId {
-            url: shown,
-            found,
-            expected,
+        let ask = || async {
+            rpc.get_chain_id()
+                .await
+                .map_err(|e| ChainError::rpc("eth_chainId", e))
+        };
+        // The last URL is waited for; earlier ones (with fallbacks behind them) are asked once.
+        let found = if i + 1 == http.len() && answered == 0 {
+            patience.read("eth_chainId", ask).await
+        } else {
+            ask().await
+        };
+        match found {
+            Ok(found) if found != expected => {
+                return Err(StartupError::ChainId {
+                    url: shown(url),
+                    found,
+                    expected,
+                });
+            }
+            Ok(_) => answered += 1,
+            Err(e) => {
+                tracing::warn!(url = %shown(url), error = %e, "an RPC URL does not answer at start-up");
+                last_error = e.to_string();
+            }
+        }
+    }
+    if answered == 0 {
+        return Err(StartupError::Unreachable {
+            urls: http.iter().map(|u| shown(u)).collect::<Vec<_>>().join(", "),
+            reason: last_error,
         });
     }
     Ok(())
@@ -353,18 +481,43 @@ async fn check_liquidator(
     liquidator: Address,
     account: Address,
     market_pool: Address,
+    patience: &Patience,
 ) -> eyre::Result<()> {
-    let code = rpc
-        .get_code_at(liquidator)
+    let code = patience
+        .read("reading the Liquidator's code", || async {
+            rpc.get_code_at(liquidator)
+                .await
+                .map_err(|e| ChainError::rpc("eth_getCode", e))
+        })
         .await
-        .wrap_err("reading the Liquidator's code")?;
+        .map_err(|e| patience.gave_up("reading the Liquidator's code", e))?;
     if code.is_empty() {
         return Err(StartupError::NoLiquidatorCode(liquidator).into());
     }
-    let owner = view(rpc, liquidator, Liquidator::ownerCall {}, "owner")
+    // What the contract answers decides; trouble reaching it is retried, and named as trouble.
+    let owner = match patience
+        .read("owner()", || {
+            view(rpc, liquidator, Liquidator::ownerCall {}, "owner")
+        })
         .await
-        .map_err(|e| StartupError::NotLiquidator(liquidator, e.to_string()))?;
-    let version = view(rpc, liquidator, Liquidator::VERSIONCall {}, "VERSION").await;
+    {
+        Ok(owner) => owner,
+        Err(e) if e.is_retryable() => {
+            return Err(patience.gave_up("reading the Liquidator's owner()", e));
+        }
+        Err(e) => return Err(StartupError::NotLiquidator(liquidator, e.to_string()).into()),
+    };
+    let version = match patience
+        .read("VERSION()", || {
+            view(rpc, liquidator, Liquidator::VERSIONCall {}, "VERSION")
+        })
+        .await
+    {
+        Err(e) if e.is_retryable() => {
+            return Err(patience.gave_up("reading the Liquidator's VERSION()", e));
+        }
+        other => other,
+    };
     if version.as_ref().ok() != Some(&LIQUIDATOR_VERSION) {
         return Err(StartupError::WrongVersion {
             liquidator,
@@ -374,14 +527,23 @@ async fn check_liquidator(
         .into());
     }
     if owner != account {
-        let operator = view(
-            rpc,
-            liquidator,
-            Liquidator::operatorsCall { account },
-            "operators",
-        )
-        .await
-        .unwrap_or(false);
+        let operator = match patience
+            .read("operators()", || {
+                view(
+                    rpc,
+                    liquidator,
+                    Liquidator::operatorsCall { account },
+                    "operators",
+                )
+            })
+            .await
+        {
+            Ok(operator) => operator,
+            Err(e) if e.is_retryable() => {
+                return Err(patience.gave_up("reading the Liquidator's operators()", e));
+            }
+            Err(_) => false,
+        };
         if !operator {
             return Err(StartupError::NotAuthorised {
                 liquidator,
@@ -391,7 +553,12 @@ async fn check_liquidator(
             .into());
         }
     }
-    let its_pool = view(rpc, liquidator, Liquidator::aavePoolCall {}, "aavePool").await?;
+    let its_pool = patience
+        .read("aavePool()", || {
+            view(rpc, liquidator, Liquidator::aavePoolCall {}, "aavePool")
+        })
+        .await
+        .map_err(|e| patience.gave_up("reading the Liquidator's aavePool()", e))?;
     if its_pool != market_pool {
         return Err(StartupError::WrongPool {
             liquidator,
@@ -403,15 +570,30 @@ async fn check_liquidator(
     Ok(())
 }
 
-async fn check_balance(rpc: &Rpc, account: Address, priority_fee: u64) -> eyre::Result<()> {
-    let balance = rpc
-        .get_balance(account)
+async fn check_balance(
+    rpc: &Rpc,
+    account: Address,
+    priority_fee: u64,
+    patience: &Patience,
+) -> eyre::Result<()> {
+    let what = "reading executor.account's balance";
+    let balance = patience
+        .read(what, || async {
+            rpc.get_balance(account)
+                .await
+                .map_err(|e| ChainError::rpc("eth_getBalance", e))
+        })
         .await
-        .wrap_err("reading executor.account's balance")?;
-    let base_fee = rpc
-        .get_block_by_number(BlockNumberOrTag::Latest)
+        .map_err(|e| patience.gave_up(what, e))?;
+    let what = "reading the latest block";
+    let base_fee = patience
+        .read(what, || async {
+            rpc.get_block_by_number(BlockNumberOrTag::Latest)
+                .await
+                .map_err(|e| ChainError::rpc("eth_getBlockByNumber", e))
+        })
         .await
-        .wrap_err("reading the latest block")?
+        .map_err(|e| patience.gave_up(what, e))?
         .and_then(|b| b.header.base_fee_per_gas)
         .unwrap_or(0);
     let needed = U256::from(LIQUIDATION_GAS) * U256::from(base_fee * 2 + priority_fee);

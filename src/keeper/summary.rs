@@ -249,6 +249,7 @@ mod tests {
             planned_block: 10,
             expected_profit_base: 5 * 100_000_000,
             debt_repaid: U256::from(1_000_000_000u64),
+            sale: None,
         }
     }
 

@@ -92,7 +92,7 @@ pub struct Plan {
 }
 
 /// The sale of a liquidation sent and not mined yet: what it will do to its pool.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SaleInFlight {
     /// Collateral sold.
     pub collateral: Address,
@@ -280,13 +280,16 @@ pub struct Planner {
 }
 
 impl Planner {
-    /// A planner for `settings`; reads the L1 fee parameters on an OP-stack chain. The market's
-    /// release sets the liquidation rules.
+    /// A planner for `settings`; reads the L1 fee parameters on an OP-stack chain (an error only
+    /// for transient trouble reading them). The market's release sets the liquidation rules.
     pub async fn new(rpc: Rpc, settings: PlannerSettings) -> Result<Self, ChainError> {
-        let l1 = L1FeeParams::read(&rpc)
-            .await
-            .ok()
-            .filter(|p| !p.l1_base_fee.is_zero());
+        // No L1Block predeploy answering: not an OP-stack chain. Trouble reaching the node is not
+        // an answer (start-up retries it).
+        let l1 = match L1FeeParams::read(&rpc).await {
+            Ok(params) => Some(params).filter(|p| !p.l1_base_fee.is_zero()),
+            Err(e) if e.is_retryable() => return Err(e),
+            Err(_) => None,
+        };
         let book = VenueBook::new(rpc.clone(), book_settings(&settings));
         Ok(Self {
             rpc,
@@ -1198,9 +1201,7 @@ pub fn decode_revert(
 /// opposed to failing to run it: a rate limit, a missing header or an internal error is trouble to
 /// retry at the next block, not a reason to refuse the plan.
 fn is_revert(err: &alloy::transports::RpcError<alloy::transports::TransportErrorKind>) -> bool {
-    err.as_error_resp().is_some_and(|payload| {
-        payload.code == 3 || payload.message.to_ascii_lowercase().contains("revert")
-    })
+    crate::chain::trouble::Trouble::of(err) == crate::chain::trouble::Trouble::Revert
 }
 
 /// Whether the node refused the call's parameters (JSON-RPC's invalid params, or a message naming the

@@ -3,7 +3,8 @@
 //! Metrics are recorded with the `metrics` facade wherever the event happens (the keeper's stages,
 //! outcomes, the market's liquidations); RPC request counts come from the transport's [`RpcMeter`] and
 //! are copied in at each scrape. `/health` answers 503 when no new block was processed for longer
-//! than the configured staleness, so an orchestrator restarts a keeper stuck on a dead endpoint.
+//! than the configured staleness (three block times by default), so an orchestrator or an alert sees
+//! a keeper gone blind within seconds; its body says how far behind the head the keeper is.
 
 use crate::chain::metered::RpcMeter;
 use axum::{Router, extract::State, http::StatusCode, routing::get};
@@ -19,8 +20,14 @@ use tokio_util::sync::CancellationToken;
 pub const STAGE_SECONDS: &str = "cascade_stage_seconds";
 /// JSON-RPC calls by `method`.
 pub const RPC_REQUESTS: &str = "cascade_rpc_requests_total";
-/// Failed JSON-RPC calls by `method`.
+/// Failed JSON-RPC calls by `method` and `kind` (`chain::trouble::Trouble`'s labels: timeout,
+/// connection, rate_limited, server_error, internal, limit_exceeded, malformed, header_not_found,
+/// revert, rejected).
 pub const RPC_ERRORS: &str = "cascade_rpc_errors_total";
+/// The wait before the next retry of a failed sync, seconds (0 while syncs succeed).
+pub const RPC_BACKOFF: &str = "cascade_rpc_backoff_seconds";
+/// Blocks between the newest head seen and the last block processed.
+pub const LAG_BLOCKS: &str = "cascade_lag_blocks";
 /// Positions the watcher tracks.
 pub const POSITIONS: &str = "cascade_positions_tracked";
 /// Debt (USD) by health-factor `band`.
@@ -108,45 +115,98 @@ pub fn install() -> PrometheusHandle {
         .clone()
 }
 
-/// When the keeper last processed a new block, for `/health`.
+/// The wait before the next retry of a failed sync.
+pub fn set_backoff(wait: Duration) {
+    metrics::gauge!(RPC_BACKOFF).set(wait.as_secs_f64());
+}
+
+/// The default staleness of `/health` on a chain of `block_time`: three blocks, and never under
+/// three seconds (a block can be late).
+pub fn default_stale_after(block_time: Duration) -> Duration {
+    (block_time * 3).max(Duration::from_secs(3))
+}
+
+/// When the keeper last processed a new block, and the newest head it has seen, for `/health`.
 #[derive(Debug, Clone)]
 pub struct Liveness {
-    last: Arc<Mutex<Option<(u64, Instant)>>>,
+    state: Arc<Mutex<LivenessState>>,
     stale_after: Duration,
+}
+
+#[derive(Debug, Default)]
+struct LivenessState {
+    /// The last block processed, and when.
+    processed: Option<(u64, Instant)>,
+    /// The newest head seen.
+    head: Option<u64>,
+}
+
+/// What `/health` says.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct HealthReport {
+    /// `ok`, or `stale`.
+    pub status: &'static str,
+    /// The last block processed.
+    pub block: Option<u64>,
+    /// The newest head seen.
+    pub head: Option<u64>,
+    /// Blocks between them.
+    pub lag_blocks: Option<u64>,
+    /// Milliseconds since the last block was processed.
+    pub since_block_ms: Option<u64>,
+    /// The staleness limit, milliseconds.
+    pub stale_after_ms: u64,
 }
 
 impl Liveness {
     /// Stale when no block for `stale_after`.
     pub fn new(stale_after: Duration) -> Self {
         Self {
-            last: Arc::new(Mutex::new(None)),
+            state: Arc::default(),
             stale_after,
         }
     }
 
     /// A new block was processed.
     pub fn block(&self, number: u64) {
-        if let Ok(mut last) = self.last.lock() {
-            *last = Some((number, Instant::now()));
+        if let Ok(mut s) = self.state.lock() {
+            s.processed = Some((number, Instant::now()));
+            s.head = s.head.max(Some(number));
+            metrics::gauge!(LAG_BLOCKS).set(lag(&s).unwrap_or(0) as f64);
         }
         metrics::gauge!(HEAD_BLOCK).set(number as f64);
     }
 
-    /// `Ok(description)` when fresh, `Err(description)` when stale or before the first block.
-    pub fn check(&self) -> Result<String, String> {
-        match self.last.lock().ok().and_then(|l| *l) {
-            None => Err("no block processed yet".into()),
-            Some((n, at)) if at.elapsed() > self.stale_after => Err(format!(
-                "stale: last block {n} processed {} s ago (limit {} s)",
-                at.elapsed().as_secs(),
-                self.stale_after.as_secs()
-            )),
-            Some((n, at)) => Ok(format!(
-                "ok: block {n} processed {} ms ago",
-                at.elapsed().as_millis()
-            )),
+    /// A head arrived (before it is processed).
+    pub fn head(&self, number: u64) {
+        if let Ok(mut s) = self.state.lock() {
+            s.head = s.head.max(Some(number));
+            metrics::gauge!(LAG_BLOCKS).set(lag(&s).unwrap_or(0) as f64);
         }
     }
+
+    /// Fresh (`Ok`) or stale (`Err`, also before the first block), with the figures.
+    pub fn check(&self) -> Result<HealthReport, HealthReport> {
+        let s = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let since = s.processed.map(|(_, at)| at.elapsed());
+        let fresh = since.is_some_and(|e| e <= self.stale_after);
+        let report = HealthReport {
+            status: if fresh { "ok" } else { "stale" },
+            block: s.processed.map(|(n, _)| n),
+            head: s.head,
+            lag_blocks: lag(&s),
+            since_block_ms: since.map(|e| e.as_millis() as u64),
+            stale_after_ms: self.stale_after.as_millis() as u64,
+        };
+        if fresh { Ok(report) } else { Err(report) }
+    }
+}
+
+fn lag(s: &LivenessState) -> Option<u64> {
+    Some(s.head?.saturating_sub(s.processed?.0))
 }
 
 #[derive(Clone)]
@@ -199,17 +259,21 @@ async fn render(State(s): State<Served>) -> String {
     for (method, n) in &counts.by_method {
         metrics::counter!(RPC_REQUESTS, "method" => method.clone()).absolute(*n);
     }
-    for (method, n) in &counts.errors_by_method {
-        metrics::counter!(RPC_ERRORS, "method" => method.clone()).absolute(*n);
+    for ((method, kind), n) in &counts.errors {
+        metrics::counter!(RPC_ERRORS, "method" => method.clone(), "kind" => *kind).absolute(*n);
     }
     s.handle.render()
 }
 
 async fn health(State(s): State<Served>) -> (StatusCode, String) {
-    match s.liveness.check() {
-        Ok(msg) => (StatusCode::OK, msg),
-        Err(msg) => (StatusCode::SERVICE_UNAVAILABLE, msg),
-    }
+    let (status, report) = match s.liveness.check() {
+        Ok(report) => (StatusCode::OK, report),
+        Err(report) => (StatusCode::SERVICE_UNAVAILABLE, report),
+    };
+    (
+        status,
+        serde_json::to_string(&report).unwrap_or_else(|_| report.status.to_owned()),
+    )
 }
 
 #[cfg(test)]
@@ -217,13 +281,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn health_is_stale_without_recent_blocks() {
-        let live = Liveness::new(Duration::from_millis(30));
-        assert!(live.check().is_err(), "no block yet");
+    fn health_is_stale_without_recent_blocks_and_says_how_far_behind() {
+        let live = Liveness::new(Duration::from_secs(3600));
+        assert_eq!(live.check().unwrap_err().status, "stale", "no block yet");
         live.block(7);
-        assert!(live.check().unwrap().contains("block 7"));
-        std::thread::sleep(Duration::from_millis(60));
-        let err = live.check().unwrap_err();
-        assert!(err.contains("stale") && err.contains("block 7"), "{err}");
+        let ok = live.check().unwrap();
+        assert_eq!(
+            (ok.status, ok.block, ok.lag_blocks),
+            ("ok", Some(7), Some(0))
+        );
+        live.head(10);
+        assert_eq!(live.check().unwrap().lag_blocks, Some(3));
+        // A limit already passed: stale, whatever the wall clock does.
+        let stale = Liveness::new(Duration::ZERO);
+        stale.block(7);
+        std::thread::sleep(Duration::from_millis(2));
+        let report = stale.check().unwrap_err();
+        assert_eq!((report.status, report.block), ("stale", Some(7)));
+    }
+
+    #[test]
+    fn staleness_defaults_to_three_block_times_and_three_seconds_at_least() {
+        assert_eq!(
+            default_stale_after(Duration::from_secs(12)),
+            Duration::from_secs(36)
+        );
+        assert_eq!(
+            default_stale_after(Duration::from_secs(1)),
+            Duration::from_secs(3)
+        );
     }
 }

@@ -3,7 +3,7 @@
 //! off and retry on transient errors. The scan never advances past a range that did not succeed, so no
 //! block is skipped.
 
-use crate::chain::{ChainError, Rpc};
+use crate::chain::{ChainError, Rpc, trouble::Trouble};
 use alloy::{
     primitives::{Address, B256},
     providers::Provider,
@@ -65,7 +65,8 @@ impl LogSource for RpcLogs {
 
 /// Sorts a `getLogs` error into what the scan should do about it. Providers word range limits many
 /// ways (geth: "query returned more than 10000 results"; Alchemy: "block range … exceeds"; Infura:
-/// "-32005 limit exceeded"; others "range too large", "response size"), so match the words.
+/// "-32005 limit exceeded"; others "range too large", "response size"), so match the words; what is
+/// not a refused range is transient or not as [`Trouble`] has it.
 pub fn classify(err: &RpcError<alloy::transports::TransportErrorKind>) -> LogsError {
     let text = err.to_string();
     let lower = text.to_lowercase();
@@ -73,30 +74,25 @@ pub fn classify(err: &RpcError<alloy::transports::TransportErrorKind>) -> LogsEr
         "range",
         "too many",
         "more than",
-        "limit",
+        "limit exceeded",
         "exceed",
         "response size",
         "too large",
-        "-32005",
     ];
-    if let RpcError::ErrorResp(payload) = err {
-        if payload.code == -32005 || range_words.iter().any(|w| lower.contains(w)) {
-            return LogsError::RangeTooLarge(text);
+    let trouble = Trouble::of(err);
+    let refused_range = match err {
+        RpcError::ErrorResp(_) => {
+            trouble == Trouble::LimitExceeded || range_words.iter().any(|w| lower.contains(w))
         }
-        if payload.code == 429
-            || lower.contains("rate")
-            || lower.contains("timeout")
-            || lower.contains("busy")
-        {
-            return LogsError::Transient(text);
-        }
-        return LogsError::Fatal(text);
+        _ => range_words.iter().any(|w| lower.contains(w)),
+    };
+    if refused_range && trouble != Trouble::RateLimited {
+        LogsError::RangeTooLarge(text)
+    } else if trouble.is_transient() {
+        LogsError::Transient(text)
+    } else {
+        LogsError::Fatal(text)
     }
-    if range_words.iter().any(|w| lower.contains(w)) {
-        return LogsError::RangeTooLarge(text);
-    }
-    // Transport errors, null responses, deserialisation of a truncated body: try again.
-    LogsError::Transient(text)
 }
 
 /// How ranges adapt.
@@ -178,9 +174,11 @@ pub async fn scan<S: LogSource>(
                 failures += 1;
                 stats.retried += 1;
                 if failures > policy.max_retries {
+                    // Still transient: whoever follows the chain tries again later, from this range
+                    // (the ranges before it are stored).
                     return Err(ChainError::rpc(
                         format!("eth_getLogs {next}..={end} failed {failures} times"),
-                        RpcError::LocalUsageError(reason.into()),
+                        alloy::transports::TransportErrorKind::custom_str(&reason),
                     ));
                 }
                 let delay = (policy.backoff * 2u32.saturating_pow(failures - 1))
@@ -287,6 +285,8 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.to_string().contains("eth_getLogs"), "{err}");
+        // Transient trouble stays transient: the follower tries again.
+        assert!(err.is_retryable(), "{err}");
     }
 
     #[test]
@@ -318,6 +318,19 @@ mod tests {
         assert!(matches!(
             classify(&resp(-32602, "invalid params")),
             LogsError::Fatal(_)
+        ));
+        // A node's internal error, a missing header, a body cut short: try again.
+        assert!(matches!(
+            classify(&resp(-32603, "internal error")),
+            LogsError::Transient(_)
+        ));
+        assert!(matches!(
+            classify(&resp(-32000, "header not found")),
+            LogsError::Transient(_)
+        ));
+        assert!(matches!(
+            classify(&RpcError::NullResp),
+            LogsError::Transient(_)
         ));
     }
 }

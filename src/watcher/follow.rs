@@ -1,9 +1,13 @@
 //! Following the chain: a `newHeads` subscription over WebSocket where the endpoint offers one, polling
-//! at a fraction of the block time otherwise. Transient RPC trouble is retried with back-off; the
-//! watcher never stops for it.
+//! at a fraction of the block time otherwise. RPC trouble of any kind is retried with a back-off that
+//! starts over after every block synced and never waits longer than a block time, so the keeper is
+//! following again within a block of an endpoint's return; it never stops for it.
 
 use super::{Head, SyncReport, Watcher, WatcherError};
-use crate::{chain::redact_url, protocol::LendingProtocol};
+use crate::{
+    chain::{redact_url, trouble::Backoff},
+    protocol::LendingProtocol,
+};
 use alloy::{
     primitives::{Address, TxHash},
     providers::{Provider, ProviderBuilder, WsConnect},
@@ -98,15 +102,18 @@ where
     }
 }
 
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// The first wait after a failed sync; it doubles up to the caller's cap.
+const FIRST_RETRY: Duration = Duration::from_millis(100);
 
 /// Follows the chain until `cancel` fires, calling `on_sync` with the watcher and the report after
-/// every sync that reached a new block (or handled a reorg). Transient RPC trouble is retried with
-/// back-off; returns an error only for what retrying cannot fix (the store, a reorg deeper than the
-/// cursor keeps), or the first error `on_sync` returns.
+/// every sync that reached a new block (or handled a reorg). RPC trouble is retried with a back-off
+/// of at most `retry_cap` (a block time: the chain is followed again within a block of an endpoint's
+/// return) that starts over after each block; returns an error only for what retrying cannot fix
+/// (the store, a reorg deeper than the cursor keeps), or the first error `on_sync` returns.
 pub async fn follow<P, E>(
     watcher: &mut Watcher<P>,
     heads: Heads,
+    retry_cap: Duration,
     cancel: CancellationToken,
     on_sync: &mut impl OnBlock<P, Error = E>,
 ) -> Result<(), E>
@@ -114,23 +121,26 @@ where
     P: LendingProtocol,
     E: From<WatcherError>,
 {
-    let mut backoff = Duration::from_millis(250);
+    let mut backoff = Backoff::new(FIRST_RETRY, retry_cap.max(FIRST_RETRY));
     let mut mode = heads;
     while !cancel.is_cancelled() {
         let result = match &mode {
             Heads::Subscribe { ws_url } => {
-                follow_subscription(watcher, ws_url, &cancel, on_sync).await
+                follow_subscription(watcher, ws_url, &cancel, &mut backoff, on_sync).await
             }
-            Heads::Poll { every } => follow_polling(watcher, *every, &cancel, on_sync).await,
+            Heads::Poll { every } => {
+                follow_polling(watcher, *every, &cancel, &mut backoff, on_sync).await
+            }
         };
         match result {
-            Ok(()) => backoff = Duration::from_millis(250),
+            Ok(()) => backoff.reset(),
             Err(FollowError::Handler(e)) => return Err(e),
-            Err(FollowError::Watcher(e)) if !e.is_retryable() => return Err(e.into()),
+            Err(FollowError::Watcher(e)) if e.is_fatal() => return Err(e.into()),
             Err(FollowError::Watcher(e)) => {
-                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "sync failed, retrying");
-                sleep_or_cancel(backoff, &cancel).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+                let wait = backoff.next_wait();
+                crate::telemetry::metrics::set_backoff(wait);
+                tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "sync failed, retrying");
+                sleep_or_cancel(wait, &cancel).await;
             }
             Err(FollowError::Subscription(reason)) => {
                 // No subscription to be had: poll instead, at a steady pace.
@@ -158,12 +168,13 @@ async fn sleep_or_cancel(d: Duration, cancel: &CancellationToken) {
 }
 
 /// Syncs to `head` (received at `received`) and hands the report on when it reached a new block, or
-/// `always`.
+/// `always`. A sync that succeeds starts the back-off over.
 async fn sync_and_handle<P: LendingProtocol, E>(
     watcher: &mut Watcher<P>,
     head: Head,
     received: Instant,
     always: bool,
+    backoff: &mut Backoff,
     on_sync: &mut impl OnBlock<P, Error = E>,
 ) -> Result<(), FollowError<E>> {
     on_sync
@@ -172,6 +183,8 @@ async fn sync_and_handle<P: LendingProtocol, E>(
         .map_err(FollowError::Handler)?;
     let before = watcher.cursor().map(|c| (c.block, c.hash));
     let mut report = watcher.sync_to(head).await.map_err(FollowError::Watcher)?;
+    backoff.reset();
+    crate::telemetry::metrics::set_backoff(Duration::ZERO);
     let moved = watcher.cursor().map(|c| (c.block, c.hash)) != before;
     if !always && !moved && report.reorg_depth.is_none() {
         return Ok(());
@@ -187,6 +200,7 @@ async fn follow_polling<P: LendingProtocol, E>(
     watcher: &mut Watcher<P>,
     every: Duration,
     cancel: &CancellationToken,
+    backoff: &mut Backoff,
     on_sync: &mut impl OnBlock<P, Error = E>,
 ) -> Result<(), FollowError<E>> {
     let mut ticker = tokio::time::interval(every);
@@ -197,7 +211,7 @@ async fn follow_polling<P: LendingProtocol, E>(
             _ = cancel.cancelled() => return Ok(()),
         }
         let head = watcher.latest_head().await.map_err(FollowError::Watcher)?;
-        sync_and_handle(watcher, head, Instant::now(), false, on_sync).await?;
+        sync_and_handle(watcher, head, Instant::now(), false, backoff, on_sync).await?;
     }
 }
 
@@ -205,6 +219,7 @@ async fn follow_subscription<P: LendingProtocol, E>(
     watcher: &mut Watcher<P>,
     ws_url: &str,
     cancel: &CancellationToken,
+    backoff: &mut Backoff,
     on_sync: &mut impl OnBlock<P, Error = E>,
 ) -> Result<(), FollowError<E>> {
     let ws = ProviderBuilder::new()
@@ -220,7 +235,7 @@ async fn follow_subscription<P: LendingProtocol, E>(
     let mut pending = watch_mempool(&ws, on_sync.pending_watch()).await;
     // Catch up before the first notification, and report it: the subscription is live from here.
     let head = watcher.latest_head().await.map_err(FollowError::Watcher)?;
-    sync_and_handle(watcher, head, Instant::now(), true, on_sync).await?;
+    sync_and_handle(watcher, head, Instant::now(), true, backoff, on_sync).await?;
     let mut stream = subscription.into_stream();
     loop {
         let header = tokio::select! {
@@ -251,7 +266,7 @@ async fn follow_subscription<P: LendingProtocol, E>(
             )));
         };
         let head = Head::of_header(&header);
-        sync_and_handle(watcher, head, received, false, on_sync).await?;
+        sync_and_handle(watcher, head, received, false, backoff, on_sync).await?;
     }
 }
 

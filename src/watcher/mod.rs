@@ -57,6 +57,13 @@ impl WatcherError {
     pub fn is_retryable(&self) -> bool {
         matches!(self, Self::Chain(e) if e.is_retryable())
     }
+
+    /// What following the chain must stop for: the store failing, or a reorg deeper than the cursor
+    /// keeps. RPC trouble of any kind is not: an endpoint that answers wrongly now may answer right
+    /// later, and a keeper that exits sees nothing.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, Self::Store(_) | Self::DeepReorg(_))
+    }
 }
 
 /// Tables at least this large are re-priced on every core after a price move (below it the threads

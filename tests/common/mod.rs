@@ -4,6 +4,8 @@
 //! Every test binary includes this module and uses part of it.
 #![allow(dead_code)]
 
+pub mod daemon;
+
 use alloy::{
     eips::BlockId,
     network::TransactionBuilder,

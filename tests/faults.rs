@@ -1,0 +1,334 @@
+//! The keeper through an endpoint that fails: `cascade run` with `chain.rpc_urls` pointed at the
+//! fault proxy (`devnet::fault_proxy`) in front of the devnet, while WETH falls in steps. A fifth of
+//! requests failing still liquidates what a clean run does and leaves no profitable position below
+//! 1; half of them failing, the keeper stays up and still liquidates; an endpoint that vanishes for
+//! 20 s is followed again within two blocks of its return, and `/health` says stale meanwhile; and
+//! kills at random moments never send a liquidation twice, never mine a revert and never leave a
+//! nonce behind.
+//!
+//! CI runs a short version of each. `make faults` runs the full campaign (`CASCADE_FAULT_CAMPAIGN=full`:
+//! more borrowers, a clean run to compare with, 30 kills) and prints the figures.
+//!
+//! Needs the pinned toolchain (`make toolchain`); without it these tests fail and say so.
+
+mod common;
+
+use alloy::{primitives::Address, providers::Provider};
+use cascade::{
+    devnet::fault_proxy::{FaultKind, FaultPlan, FaultProxy},
+    executor::journal::TxState,
+    planner::{PlanError, Planner, PlannerSettings},
+    store::Store,
+};
+use common::daemon::*;
+use std::time::{Duration, Instant};
+
+/// The full campaign, or CI's short one.
+fn full() -> bool {
+    std::env::var("CASCADE_FAULT_CAMPAIGN").is_ok_and(|v| v == "full")
+}
+
+/// Borrowers on the devnet.
+fn borrowers() -> u64 {
+    if full() { 200 } else { 60 }
+}
+
+/// Points the keeper of `net` at `url` (the proxy), keeping its other settings.
+fn through(net: &mut Net, url: &str) {
+    net.config.chain.rpc_urls = vec![url.to_owned()];
+    net.config.write(&net.config_path, "test").unwrap();
+}
+
+/// WETH falls `steps` times by `bps`, `every` apart (oracle and pools together, as arbitrage does).
+async fn fall(net: &Net, steps: u32, bps: i64, every: Duration) {
+    for _ in 0..steps {
+        net.crash_weth(bps).await;
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// What a run did, read from the chain and the journal once it is over.
+#[derive(Debug, Default)]
+struct RunFigures {
+    liquidations: usize,
+    /// Positions below 1 that a plan made now would still liquidate at a profit.
+    profitable_left: usize,
+    /// Our transactions mined and reverted.
+    reverted: usize,
+    /// Our transactions still pending (a nonce gap holds them back).
+    stuck: u64,
+}
+
+async fn figures(net: &Net, from_block: u64) -> RunFigures {
+    let events = net.liquidations(from_block).await;
+    let entries = journal(&net.config.store.path, false);
+    let reverted = entries
+        .iter()
+        .filter(|e| matches!(e.state, TxState::Included { success: false, .. }))
+        .count();
+    let pending = net
+        .devnet
+        .rpc
+        .get_transaction_count(KEEPER_ACCOUNT)
+        .pending()
+        .await
+        .unwrap();
+    let mined = net.nonce().await;
+    // A clean planner on the chain as it is now.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), false).unwrap();
+    let mut watcher = common::watcher(&net.devnet, &store, &Default::default()).await;
+    watcher.sync().await.unwrap();
+    let settings = PlannerSettings::from_config(&net.config).unwrap();
+    let planner = Planner::new(net.devnet.rpc.clone(), settings)
+        .await
+        .unwrap();
+    let mut profitable_left = 0;
+    for user in watcher.liquidatable() {
+        let position = watcher.position(user).cloned().unwrap();
+        match planner.plan(watcher.protocol(), user, &position).await {
+            Ok(plan) => {
+                eprintln!(
+                    "left below 1 with a profitable plan: {user} (${:.2})",
+                    plan.net_profit_base as f64 / 1e8
+                );
+                profitable_left += 1;
+            }
+            Err(PlanError::Refused(_)) => {}
+            Err(e) => panic!("planning {user}: {e}"),
+        }
+    }
+    RunFigures {
+        liquidations: events.len(),
+        profitable_left,
+        reverted,
+        stuck: pending - mined,
+    }
+}
+
+/// A run of the keeper through a proxy failing `rate` of the requests while WETH falls 3% six times,
+/// then a settling time with the faults over. The figures, and the proxy's.
+async fn run_with_faults(
+    rate: f64,
+    seed: u64,
+) -> (RunFigures, cascade::devnet::fault_proxy::FaultStats) {
+    let mut net = net_on(borrowers(), Some(1), Default::default()).await;
+    let proxy = FaultProxy::start(
+        &net.devnet.rpc_url,
+        "127.0.0.1:0".parse().unwrap(),
+        FaultPlan {
+            rate,
+            seed,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    through(&mut net, &proxy.url());
+    let daemon = Daemon::start(&net.config_path, &[], &net.dir.path().join("run"));
+    // Start-up retries what fails; healthy once following.
+    let started = Instant::now();
+    while !matches!(scrape(net.metrics_port, "/health").await, Some((200, _))) {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the daemon did not follow the chain within 120 s:\n{}",
+            daemon.output()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let from = net.devnet.rpc.get_block_number().await.unwrap();
+    fall(&net, 6, -300, Duration::from_secs(3)).await;
+    // The faults end; the keeper finishes what the falls left.
+    proxy.set_rate(0.0);
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let output = daemon.stop();
+    assert_no_key(&output);
+    (figures(&net, from).await, proxy.stats())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fifth_of_requests_failing_leaves_no_profitable_position_below_1() {
+    let (faulty, stats) = run_with_faults(0.2, 7).await;
+    eprintln!("20% faults: {faulty:?}; proxy {stats:?}");
+    assert!(
+        stats.faulted.values().sum::<u64>() > 20,
+        "the proxy failed requests: {stats:?}"
+    );
+    assert!(faulty.liquidations > 0);
+    assert_eq!(faulty.profitable_left, 0, "{faulty:?}");
+    assert_eq!(faulty.reverted, 0, "{faulty:?}");
+    assert_eq!(
+        faulty.stuck, 0,
+        "nothing held behind a nonce gap: {faulty:?}"
+    );
+    if full() {
+        let (clean, _) = run_with_faults(0.0, 7).await;
+        let share = faulty.liquidations as f64 / clean.liquidations.max(1) as f64;
+        println!(
+            "| 20% | {} of {} ({:.0}%) | {} | {} |",
+            faulty.liquidations,
+            clean.liquidations,
+            share * 100.0,
+            faulty.profitable_left,
+            faulty.reverted
+        );
+        assert!(share >= 0.95, "{share}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn half_of_requests_failing_the_keeper_stays_up_and_liquidates() {
+    let (faulty, stats) = run_with_faults(0.5, 11).await;
+    eprintln!("50% faults: {faulty:?}; proxy {stats:?}");
+    assert!(faulty.liquidations > 0, "{faulty:?}");
+    assert_eq!(faulty.reverted, 0, "{faulty:?}");
+    assert_eq!(faulty.stuck, 0, "{faulty:?}");
+}
+
+/// The keeper's last processed block and `/health`'s status.
+async fn keeper_block(net: &Net) -> (u16, Option<u64>) {
+    let Some((status, body)) = scrape(net.metrics_port, "/health").await else {
+        return (0, None);
+    };
+    let block = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v.get("block").and_then(|b| b.as_u64()));
+    (status, block)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_endpoint_that_vanishes_is_followed_again_within_two_blocks_of_its_return() {
+    let mut net = net_on(20, Some(1), Default::default()).await;
+    let proxy = FaultProxy::start(
+        &net.devnet.rpc_url,
+        "127.0.0.1:0".parse().unwrap(),
+        FaultPlan {
+            rate: 0.0,
+            kinds: FaultKind::ALL.to_vec(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    through(&mut net, &proxy.url());
+    let daemon = Daemon::start(&net.config_path, &[], &net.dir.path().join("run"));
+    healthy(&net).await;
+
+    let outage = Duration::from_secs(20);
+    proxy.outage(outage);
+    let gone = Instant::now();
+    // Blind: /health says so within a few block times.
+    wait_until(
+        "/health to say stale",
+        Duration::from_secs(10),
+        async || keeper_block(&net).await.0 == 503,
+    )
+    .await;
+    let stale_after = gone.elapsed();
+    tokio::time::sleep(outage.saturating_sub(gone.elapsed())).await;
+    let back = net.devnet.rpc.get_block_number().await.unwrap();
+    let returned = Instant::now();
+    wait_until(
+        "the keeper to follow the chain again",
+        Duration::from_secs(30),
+        async || keeper_block(&net).await.1.is_some_and(|b| b >= back),
+    )
+    .await;
+    let resumed_after = returned.elapsed();
+    let head = net.devnet.rpc.get_block_number().await.unwrap();
+    daemon.stop();
+    eprintln!(
+        "outage of {outage:?}: /health stale after {stale_after:?}; following again {resumed_after:?} after the return (chain at {head}, back at {back})"
+    );
+    assert!(
+        head <= back + 2,
+        "the chain was at {back} on return, {head} when followed"
+    );
+    assert!(stale_after <= Duration::from_secs(6), "{stale_after:?}");
+}
+
+/// A kill campaign: the keeper killed (SIGKILL) at random moments while WETH falls, restarted each
+/// time; then stopped cleanly and left to settle. Kills land between journal and send and between
+/// send and receipt among others; every transaction the account sent must be in the journal once,
+/// none reverted, none left queued behind a nonce.
+#[tokio::test(flavor = "multi_thread")]
+async fn kills_at_random_moments_never_duplicate_revert_or_leave_a_gap() {
+    let kills = if full() { 30 } else { 6 };
+    let net = net_on(borrowers(), Some(1), Default::default()).await;
+    let from = net.devnet.rpc.get_block_number().await.unwrap();
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let (mut prepared_at_kill, mut sent_at_kill) = (0, 0);
+    for k in 0..kills {
+        let daemon = Daemon::start(
+            &net.config_path,
+            &[],
+            &net.dir.path().join(format!("run{k}")),
+        );
+        healthy(&net).await;
+        if k % 2 == 0 {
+            net.crash_weth(-200).await;
+        }
+        // Somewhere in the plan-sign-journal-send-receipt path of that fall, or later.
+        tokio::time::sleep(Duration::from_millis(next() % 1_500)).await;
+        let output = daemon.kill();
+        assert_no_key(&output);
+        let open: Vec<_> = journal(&net.config.store.path, false)
+            .into_iter()
+            .filter(|e| !e.state.is_final())
+            .collect();
+        prepared_at_kill += open.iter().filter(|e| e.state == TxState::Prepared).count();
+        sent_at_kill += open.iter().filter(|e| e.state == TxState::Sent).count();
+    }
+    // A last run settles what the kills left in flight.
+    let daemon = Daemon::start(&net.config_path, &[], &net.dir.path().join("last"));
+    healthy(&net).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    daemon.stop();
+
+    let entries = journal(&net.config.store.path, false);
+    assert!(entries.iter().all(|e| e.state.is_final()), "settled");
+    // Every transaction of the account, mined, is one journaled transaction.
+    let mined = net.nonce().await;
+    let mut journaled: Vec<(u64, Address)> =
+        entries.iter().map(|e| (e.nonce, e.borrower)).collect();
+    journaled.sort();
+    let before = journaled.len();
+    journaled.dedup();
+    assert_eq!(
+        journaled.len(),
+        before,
+        "an entry per liquidation, none twice"
+    );
+    let nonces: std::collections::BTreeSet<u64> = entries.iter().map(|e| e.nonce).collect();
+    assert_eq!(
+        nonces.len() as u64,
+        mined,
+        "every nonce the account used is a journaled transaction, and every journaled one was mined"
+    );
+    let figures = figures(&net, from).await;
+    eprintln!(
+        "{kills} kills: {} liquidations; open at a kill: {prepared_at_kill} journaled not sent, {sent_at_kill} sent not mined; {figures:?}",
+        figures.liquidations
+    );
+    // One liquidation per borrower per LiquidationCall, none of them twice for one plan.
+    let events = net.liquidations(from).await;
+    let won = entries
+        .iter()
+        .filter(|e| matches!(e.state, TxState::Included { success: true, .. }))
+        .count();
+    assert_eq!(won, events.len());
+    assert_eq!(figures.reverted, 0, "no revert caused by a restart");
+    assert_eq!(figures.stuck, 0, "no nonce gap");
+    if full() {
+        println!(
+            "| {kills} kills | {} liquidations | 0 duplicates | {} reverted | {} stuck | {prepared_at_kill} + {sent_at_kill} |",
+            figures.liquidations, figures.reverted, figures.stuck
+        );
+    }
+}
