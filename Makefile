@@ -4,7 +4,7 @@
 NODE_STAMP := anvil/node_modules/.cascade-installed
 CARGO ?= cargo
 
-.PHONY: toolchain demo devnet test bench lint clean-toolchain
+.PHONY: toolchain demo devnet test bench faults lint clean-toolchain
 
 toolchain: $(NODE_STAMP)
 
@@ -28,6 +28,12 @@ test: toolchain
 BENCH_ARGS ?= --borrowers 10000 --shocks 5 --blocks 10
 bench: toolchain
 	$(CARGO) run --quiet -- bench $(BENCH_ARGS)
+
+# The fault campaign, for people (CI runs a short version in the tests): the keeper through the fault
+# proxy at 20% and 50% faults beside a clean run, an endpoint gone for 20 s, 30 kills at random
+# moments; each test prints its figures. About ten minutes on two cores.
+faults: toolchain
+	CASCADE_FAULT_CAMPAIGN=full $(CARGO) nextest run --test faults --no-capture --test-threads 1
 
 lint:
 	$(CARGO) fmt --check

@@ -213,10 +213,18 @@ pub struct RelayConfig {
 pub struct MetricsConfig {
     /// Address to serve `/metrics` and `/health` on.
     pub listen: std::net::SocketAddr,
-    /// `/health` fails when no new block was processed for this long (default: 5 block times,
-    /// at least 30 s).
+    /// `/health` fails when no new block was processed for this long (default: three block times,
+    /// at least a few seconds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stale_after_secs: Option<u64>,
+    /// The cascade map's gauges (`cascade_liquidatable_debt_usd`) are recomputed at most this often,
+    /// in blocks, on a block without liquidations to make; 0 turns them off.
+    #[serde(default = "default_map_every_blocks")]
+    pub map_every_blocks: u64,
+}
+
+fn default_map_every_blocks() -> u64 {
+    10
 }
 
 /// `[planner]`.

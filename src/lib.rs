@@ -11,6 +11,7 @@ pub mod contracts;
 pub mod devnet;
 pub mod executor;
 pub mod keeper;
+pub mod map;
 pub mod planner;
 pub mod protocol;
 pub mod store;

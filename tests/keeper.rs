@@ -49,6 +49,31 @@ async fn a_crash_is_liquidated_within_two_blocks(aave: DevnetAave) {
     let daemon = Daemon::start(&net.config_path, &[], &net.dir.path().join("run"));
     healthy(&net).await;
 
+    // Before the crash the cascade map's gauges say what falls of WETH would make liquidatable.
+    let gauge = |text: &str, drop: u32, kind: &str| {
+        metric(
+            text,
+            &format!("cascade_liquidatable_debt_usd{{drop=\"{drop}\",kind=\"{kind}\"}}"),
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mapped = loop {
+        let text = scrape(net.metrics_port, "/metrics")
+            .await
+            .map(|(_, text)| text)
+            .unwrap_or_default();
+        if gauge(&text, 20, "round0") > 0.0 {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "no cascade map gauges:\n{text}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    for drop in [5, 10, 20] {
+        assert!(gauge(&mapped, drop, "cascade") >= gauge(&mapped, drop, "round0"));
+    }
+    assert!(gauge(&mapped, 5, "round0") <= gauge(&mapped, 10, "round0"));
+    assert!(gauge(&mapped, 10, "round0") <= gauge(&mapped, 20, "round0"));
+
     let before_block = net.devnet.rpc.get_block_number().await.unwrap();
     // Read before the shock: anvil writes the feed's storage into the latest block's state.
     let before = net.health(before_block).await;

@@ -130,6 +130,10 @@ pub struct BenchReport {
     pub peak_rss_mb: f64,
     /// The store's size on disk.
     pub store_bytes: u64,
+    /// The cascade map of every position (51 steps to −50% WETH, pass-through 1), ms.
+    pub map_ms: f64,
+    /// Its most feedback rounds at a step.
+    pub map_max_rounds: u32,
     /// Resident memory when seeding was done (the devnet's deployment still held), MB: the floor of
     /// `peak_rss_mb`.
     pub rss_after_seeding_mb: f64,
@@ -297,6 +301,12 @@ pub async fn bench(args: &Args) -> eyre::Result<BenchReport> {
     rtts.sort_by(f64::total_cmp);
     out.rpc_rtt_ms = percentile(&rtts, 50.0);
     out.store_bytes = store.size_on_disk();
+
+    // The cascade map of every position: WETH falling to −50% in 1% steps, the oracle following
+    // the pools fully.
+    let (map_ms, map_rounds) = map_figures(&devnet, &watcher).await?;
+    out.map_ms = map_ms;
+    out.map_max_rounds = map_rounds;
     drop(watcher);
     drop(store);
 
@@ -304,6 +314,53 @@ pub async fn bench(args: &Args) -> eyre::Result<BenchReport> {
     shocks(&devnet, args.shocks, args.shock_pct, dir.path(), &mut out).await?;
     out.peak_rss_mb = peak_rss_mb();
     Ok(out)
+}
+
+/// The map of `watcher`'s positions on the devnet: its compute time (ms, the venues already read)
+/// and its most rounds at a step.
+async fn map_figures(
+    devnet: &Devnet,
+    watcher: &crate::watcher::Watcher<AaveV3>,
+) -> eyre::Result<(f64, u32)> {
+    use crate::planner::venues::book::{BookSettings, VenueBook};
+    let d = &devnet.deployment;
+    let config = d.config(&devnet.rpc_url, None, std::path::PathBuf::from("unused"));
+    let market = watcher.protocol();
+    let block = market
+        .block
+        .ok_or_else(|| eyre::eyre!("the market was not read"))?;
+    let book = VenueBook::new(
+        watcher.rpc().clone(),
+        BookSettings {
+            multicall: d.multicall,
+            v3_factory: d.uniswap.factory,
+            fee_tiers: vec![500, 3000, 10000],
+            v2_factory: Some(d.uniswap.v2_factory),
+        },
+    );
+    let costs = super::map::costs_at(watcher.rpc(), &config, market, block.number).await?;
+    let positions = watcher
+        .positions()
+        .map(|(u, p, _)| (u, p.clone()))
+        .collect();
+    let snapshot = crate::map::snapshot(market, positions, &book, block, costs).await?;
+    let weth = d
+        .asset("WETH")
+        .ok_or_else(|| eyre::eyre!("no WETH on the devnet"))?
+        .address;
+    let params = crate::map::MapParams {
+        assets: vec![weth],
+        to_bps: 5_000,
+        step_bps: 100,
+        pass_through_bps: 10_000,
+        max_rounds: 20,
+    };
+    let started = Instant::now();
+    let map = crate::map::compute(&snapshot, &params, &["WETH".to_owned()]);
+    let ms = ms(started.elapsed());
+    let rounds = map.steps.iter().map(|s| s.rounds).max().unwrap_or(0);
+    tracing::info!(map_ms = ms, steps = map.steps.len(), rounds, "cascade map");
+    Ok((ms, rounds))
 }
 
 async fn shocks(
@@ -522,6 +579,10 @@ fn table(r: &BenchReport) -> String {
         .set_header(vec!["figure", "value"]);
     let rows: Vec<(&str, String)> = vec![
         ("Aave", r.aave.clone()),
+        (
+            "cascade map (WETH to −50% in 1% steps, pass-through 1)",
+            format!("{:.0} ms (up to {} rounds)", r.map_ms, r.map_max_rounds),
+        ),
         (
             "borrowers (positions found)",
             format!("{} ({})", r.borrowers, r.positions),

@@ -14,6 +14,7 @@ use crate::{
         startup::{self, RunOptions},
         summary,
     },
+    map::{self, MapParams, Observed},
 };
 use alloy::{eips::BlockId, primitives::address, providers::Provider};
 use eyre::{WrapErr, eyre};
@@ -50,6 +51,13 @@ pub struct Args {
     /// Where to write the demo devnet's config (it lives only as long as the demo).
     #[arg(long, default_value = ".cascade/demo.toml")]
     pub write_config: PathBuf,
+}
+
+/// The whole fall after `k` steps of `step` each, bps: each step moves the price from where the
+/// last one left it.
+fn cumulative_drop_bps(step: PriceMoveBps, k: u32) -> u32 {
+    let kept = (1.0 + step.0 as f64 / 10_000.0).powi(k as i32);
+    ((1.0 - kept) * 10_000.0).round().clamp(0.0, 10_000.0) as u32
 }
 
 /// Runs `cascade demo`.
@@ -95,6 +103,44 @@ pub async fn run(args: Args) -> eyre::Result<()> {
     )
     .await?;
 
+    // The map of the crash to come, read before it from a store of its own (the keeper rebuilds its
+    // own). The devnet's oracle is set by the crash, not by its pools: the prediction to compare with
+    // is pass-through 0; a line says what an oracle following the pools would add.
+    let drops: Vec<u32> = (1..=args.steps)
+        .map(|k| cumulative_drop_bps(args.step, k))
+        .collect();
+    let mut map_config = config.clone();
+    map_config.store.path = PathBuf::from(".cascade/demo-map-store");
+    let read = super::map::read_market(&map_config, &args.write_config, true, None).await?;
+    let map_params = |pass_through_bps| MapParams {
+        assets: vec![asset.address],
+        to_bps: drops.last().copied().unwrap_or(0),
+        step_bps: drops.first().copied().unwrap_or(1).max(1),
+        pass_through_bps,
+        max_rounds: 20,
+    };
+    let names = [asset.symbol.clone()];
+    let predicted = map::compute_at(&read.snapshot, &map_params(0), &drops, &names);
+    let following = map::compute_at(&read.snapshot, &map_params(10_000), &drops, &names);
+    println!(
+        "\n── the cascade map of the crash to come: {} falling in {} steps of {}%, at block {} ──\n{}",
+        asset.symbol,
+        args.steps,
+        args.step.0 as f64 / 100.0,
+        predicted.block,
+        map::table(&predicted)
+    );
+    if let (Some(deaf), Some(follows)) = (predicted.steps.last(), following.steps.last()) {
+        println!(
+            "were the oracle to follow its pools, {:.1}% would make ${:.0} of debt liquidatable ({} round{}), against ${:.0} with the oracle set by the crash alone",
+            deaf.drop_pct,
+            follows.cascade_debt_usd,
+            follows.rounds,
+            if follows.rounds == 1 { "" } else { "s" },
+            deaf.cascade_debt_usd
+        );
+    }
+
     println!("\n── starting the keeper ──\n");
     let running = startup::start(
         &config,
@@ -119,6 +165,10 @@ pub async fn run(args: Args) -> eyre::Result<()> {
     // Let the keeper discover the borrowers before the market moves.
     tokio::time::sleep(Duration::from_secs(3)).await;
 
+    // Each step's block, and every borrower below 1 at a step's block so far.
+    let mut step_blocks = Vec::new();
+    let mut fallen: std::collections::HashSet<alloy::primitives::Address> = Default::default();
+    let mut fallen_by_step = Vec::new();
     for step in 1..=args.steps {
         if cancel.is_cancelled() {
             break;
@@ -137,6 +187,14 @@ pub async fn run(args: Args) -> eyre::Result<()> {
             .iter()
             .filter(|h| h.health_factor.is_liquidatable())
             .count();
+        fallen.extend(
+            health
+                .iter()
+                .filter(|h| h.health_factor.is_liquidatable())
+                .map(|h| h.borrower),
+        );
+        step_blocks.push(block);
+        fallen_by_step.push(fallen.len());
         println!(
             "\n── crash step {step}/{}: {} {} → {} in block {block}; {below} positions below a health factor of 1 ──\n",
             args.steps, asset.symbol, change.old, change.new
@@ -171,6 +229,28 @@ pub async fn run(args: Args) -> eyre::Result<()> {
         "\nthe keeper made {won} liquidations through its flash-swap Liquidator (each repays part of a\n\
          position's debt with what Uniswap pays for the collateral it will seize, and keeps the rest):\n{}",
         summary::table(outcomes)
+    );
+    // What the map predicted beside what happened, by the end of each step (the next step's block).
+    let observed: Vec<Observed> = fallen_by_step
+        .iter()
+        .enumerate()
+        .map(|(i, &fallen)| {
+            let by = step_blocks.get(i + 1).copied().unwrap_or(u64::MAX);
+            let won: Vec<_> = outcomes
+                .iter()
+                .filter(|o| o.kind == OutcomeKind::Won && o.included_block.is_some_and(|b| b < by))
+                .collect();
+            Observed {
+                fallen,
+                liquidations: won.len(),
+                repaid_usd: won.iter().map(|o| o.debt_repaid_base as f64).sum::<f64>() / 1e8,
+            }
+        })
+        .collect();
+    println!(
+        "what the map predicted before the crash, beside what the chain and the keeper did (the map sizes\n\
+         each fall at once; the crash came in steps, each liquidated before the next):\n{}",
+        map::prediction_table(&predicted, &observed)
     );
     let left = after
         .iter()

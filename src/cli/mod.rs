@@ -4,6 +4,8 @@ pub mod bench;
 pub mod demo;
 pub mod deploy_liquidator;
 pub mod devnet;
+pub mod fault_proxy;
+pub mod map;
 pub mod plan;
 pub mod positions;
 pub mod run;
@@ -52,8 +54,14 @@ pub enum Command {
     Watch(watch::Args),
     /// The liquidation the keeper would make for one borrower now, with every figure, or why none.
     Plan(plan::Args),
+    /// How far a price fall spreads: round by round, forced sales into the pools, the prices that
+    /// follow them, the positions that fall next.
+    Map(map::Args),
     /// Deploy the flash-swap Liquidator for the configured market, owned by the configured signer.
     DeployLiquidator(deploy_liquidator::Args),
+    /// A loopback JSON-RPC proxy that fails a share of requests, to try the keeper against an
+    /// endpoint in trouble.
+    FaultProxy(fault_proxy::Args),
 }
 
 impl Cli {
@@ -68,7 +76,9 @@ impl Cli {
             Command::Positions(args) => positions::run(args).await,
             Command::Watch(args) => watch::run(args).await,
             Command::Plan(args) => plan::run(args).await,
+            Command::Map(args) => map::run(args).await,
             Command::DeployLiquidator(args) => deploy_liquidator::run(args).await,
+            Command::FaultProxy(args) => fault_proxy::run(args).await,
         }
     }
 }

@@ -148,6 +148,7 @@ impl Deployment {
             metrics: Some(MetricsConfig {
                 listen: ([127, 0, 0, 1], 9464).into(),
                 stale_after_secs: None,
+                map_every_blocks: 10,
             }),
             devnet: Some(DevnetConfig {
                 admin: self.admin,

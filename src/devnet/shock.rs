@@ -327,7 +327,7 @@ async fn alignment(
     use crate::{
         chain::bindings::{MintableERC20, SwapRouter, UniswapV3Pool},
         devnet::uniswap::sqrt_price_x96,
-        planner::venues::uniswap_v2::{UniswapV2Pair, amount_out},
+        planner::venues::uniswap_v2::UniswapV2Pair,
     };
     use alloy::primitives::aliases::U160;
 
@@ -423,38 +423,17 @@ async fn alignment(
         "getReserves",
     )
     .await?;
-    let (r0, r1) = (U256::from(r.reserve0), U256::from(r.reserve1));
-    let (num, den) = (p0 * ten(d1), p1 * ten(d0));
-    let token0_overpriced = r1 * den > r0 * num;
-    let (r_in, r_out) = if token0_overpriced {
-        (r0, r1)
-    } else {
-        (r1, r0)
+    let pair = crate::planner::venues::uniswap_v2::PairState {
+        address: pool.address,
+        token0: pool.token0,
+        token1: pool.token1,
+        reserve0: U256::from(r.reserve0),
+        reserve1: U256::from(r.reserve1),
     };
-    // After selling x: is the pair still on the overpriced side?
-    let still_above = |x: U256| {
-        let out = amount_out(x, r_in, r_out);
-        let (new_in, new_out) = (r_in + x, r_out - out);
-        if token0_overpriced {
-            new_out * den > new_in * num
-        } else {
-            new_out * num > new_in * den
-        }
-    };
-    let (mut lo, mut hi) = (U256::ZERO, r_in * U256::from(10u8));
-    while hi > lo + U256::from(1u8) {
-        let mid = (lo + hi) / U256::from(2u8);
-        if still_above(mid) { lo = mid } else { hi = mid }
-    }
-    if lo.is_zero() {
+    let Some((token_in, lo, out)) = pair.arbitrage_to(p0 * ten(d1), p1 * ten(d0)) else {
         return Ok(Vec::new());
-    }
-    let out = amount_out(lo, r_in, r_out);
-    let token_in = if token0_overpriced {
-        pool.token0
-    } else {
-        pool.token1
     };
+    let token0_overpriced = token_in == pool.token0;
     let mint = MintableERC20::mintCall {
         account: pool.address,
         value: lo,

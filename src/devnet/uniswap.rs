@@ -11,7 +11,7 @@ use crate::chain::bindings::{
     MintableERC20, NonfungiblePositionManager, QuoterV2, SwapRouter, UniswapV3Factory,
     UniswapV3Pool,
 };
-use alloy::primitives::{Address, U256, U512, aliases::I24, aliases::U160};
+use alloy::primitives::{Address, U256, aliases::I24, aliases::U160};
 use serde::{Deserialize, Serialize};
 
 /// Lowest tick Uniswap V3 allows.
@@ -53,17 +53,7 @@ pub struct DeployedPool {
     pub label: String,
 }
 
-/// sqrtPriceX96 for a pool whose token0 is worth `price0` and token1 `price1` (same base currency),
-/// with the tokens' decimals: √(token1 raw units per token0 raw unit) · 2^96, rounded down.
-pub fn sqrt_price_x96(price0: U256, decimals0: u8, price1: U256, decimals1: u8) -> U256 {
-    let ten = U512::from(10u64);
-    let num: U512 = (U512::from(price0) * ten.pow(U512::from(decimals1))) << 192usize;
-    let den: U512 = U512::from(price1) * ten.pow(U512::from(decimals0));
-    let root: U512 = (num / den).root(2);
-    // The square root of a 512-bit number fits in 256 bits.
-    let limbs = root.as_limbs();
-    U256::from_limbs([limbs[0], limbs[1], limbs[2], limbs[3]])
-}
+pub use crate::planner::venues::uniswap_v3::sqrt_price_x96;
 
 /// The tick at a sqrtPriceX96 (rounded down). Floating point is fine here: it only places the
 /// devnet's liquidity ranges, which are then snapped to the tick spacing.

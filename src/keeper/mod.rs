@@ -113,6 +113,10 @@ pub struct Keeper {
     ahead: Option<ahead::Ahead>,
     /// Liquidations sent from plans made on the pending block, in this run.
     sent_ahead: usize,
+    /// The cascade map's gauges: recomputed at most every this many blocks (0: never).
+    map_every_blocks: u64,
+    /// The block the gauges were last computed at, and the task computing them.
+    mapping: Option<(u64, tokio::task::JoinHandle<()>)>,
 }
 
 /// Positions below this health factor (×1000) have their venues read ahead: a move of a few percent
@@ -144,7 +148,15 @@ impl Keeper {
             pending_watch: Vec::new(),
             ahead: None,
             sent_ahead: 0,
+            map_every_blocks: 0,
+            mapping: None,
         }
+    }
+
+    /// Publishes the cascade map's headline (`cascade_liquidatable_debt_usd`) at most every `blocks`
+    /// blocks, computed off the hot path on blocks without liquidations to make.
+    pub fn map_every(&mut self, blocks: u64) {
+        self.map_every_blocks = blocks;
     }
 
     /// Watches the mempool for transactions to `contracts` (the market's price setters): each makes
@@ -226,6 +238,7 @@ impl Keeper {
             self.pursuits.clear();
             record_positions(watcher);
             self.warm_venues(watcher, block);
+            self.map_headline(watcher, block);
             return Ok(());
         }
         if let Some(fork) = &self.dry_run {
@@ -289,6 +302,76 @@ impl Keeper {
         self.warming = Some(tokio::spawn(
             async move { planner.warm(pairs, block).await },
         ));
+    }
+
+    /// Computes the cascade map's headline in a task of its own when it is due: the falls of
+    /// [`crate::map::HEADLINE_DROPS_BPS`] of the market's largest volatile collateral, on the venues
+    /// the planner follows, sized on its CPU-bound threads, never on the block loop.
+    fn map_headline(&mut self, watcher: &Watcher<AaveV3>, block: crate::protocol::BlockRef) {
+        if self.map_every_blocks == 0 {
+            return;
+        }
+        if let Some((at, task)) = &self.mapping
+            && (!task.is_finished() || block.number < at + self.map_every_blocks)
+        {
+            return;
+        }
+        let market = watcher.protocol().clone();
+        let positions: Vec<_> = watcher
+            .positions()
+            .map(|(user, position, _)| (user, position.clone()))
+            .collect();
+        let planner = Arc::clone(&self.planner);
+        let task = tokio::spawn(async move {
+            let Some(asset) = crate::map::largest_volatile_collateral(&market, &positions) else {
+                return;
+            };
+            let costs = match planner.sizing_costs(&market).await {
+                Ok(costs) => costs,
+                Err(e) => {
+                    tracing::debug!(error = %e, "the map's gas price was not read; the gauges wait for the next try");
+                    return;
+                }
+            };
+            let snapshot = match crate::map::snapshot(
+                &market,
+                positions,
+                planner.book(),
+                block,
+                costs,
+            )
+            .await
+            {
+                Ok(snapshot) => snapshot,
+                Err(e) => {
+                    tracing::debug!(error = %e, "the map's venues were not read; the gauges wait for the next try");
+                    return;
+                }
+            };
+            let started = Instant::now();
+            let Ok(steps) =
+                tokio::task::spawn_blocking(move || crate::map::headline(&snapshot, asset)).await
+            else {
+                tracing::error!("computing the cascade map's gauges panicked");
+                return;
+            };
+            for (drop, step) in crate::map::HEADLINE_DROPS_BPS.iter().zip(&steps) {
+                let drop = (drop / 100).to_string();
+                for (kind, usd) in [
+                    ("round0", step.round0_debt_usd),
+                    ("cascade", step.cascade_debt_usd),
+                ] {
+                    metrics::gauge!(m::LIQUIDATABLE_DEBT, "drop" => drop.clone(), "kind" => kind)
+                        .set(usd);
+                }
+            }
+            tracing::debug!(
+                block = block.number,
+                ms = started.elapsed().as_secs_f64() * 1e3,
+                "cascade map gauges"
+            );
+        });
+        self.mapping = Some((block.number, task));
     }
 
     /// A position back above 1 with nothing in flight is no longer pursued: if it crosses again, that

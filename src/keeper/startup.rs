@@ -350,6 +350,7 @@ pub async fn start(config: &Config, path: &Path, opts: &RunOptions) -> eyre::Res
         liveness.clone(),
         dry_run,
     );
+    keeper.map_every(config.metrics.as_ref().map_or(0, |m| m.map_every_blocks));
     let ws_url = urls.iter().find(|u| u.starts_with("ws"));
     if ws_url.is_some() && watch_mempool {
         // Price updates waiting in the mempool are planned before their block (keeper::ahead).

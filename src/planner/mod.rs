@@ -21,7 +21,10 @@ pub mod venues;
 use crate::protocol::aave_v3::release::Release;
 use crate::{
     chain::{ChainError, Rpc, bindings::Liquidator},
-    protocol::aave_v3::{AaveV3, Reserve, math::UserReserve},
+    protocol::aave_v3::{
+        AaveV3, Reserve,
+        math::{self, UserReserve},
+    },
     store::StoredPosition,
     units::BaseAmount,
 };
@@ -35,6 +38,7 @@ use alloy::{
 };
 use fees::op_stack::L1FeeParams;
 use sizing::{LiquidationAmounts, LiquidationCase, ScaledCollateral, Side, signed};
+use std::borrow::Borrow;
 use venues::{
     Venue, VenueKind, VenueSale,
     book::{BookSettings, SaleCheck, VenueBook},
@@ -480,10 +484,6 @@ impl Planner {
             .into());
         }
         let now = market.block.map(|b| b.timestamp).unwrap_or_default();
-        let native_price = market
-            .reserve_of(self.settings.native_asset)
-            .map(|r| r.price)
-            .unwrap_or_default();
 
         let all_pairs = liquidation_pairs(market, position);
         // The liquidation lands in a later block: a reserve must be open then.
@@ -511,113 +511,49 @@ impl Planner {
         let reading = std::time::Instant::now();
         let (base_fee, venues) = tokio::try_join!(self.next_base_fee(market.block), venues)?;
         tracing::trace!(%borrower, reads_ms = reading.elapsed().as_secs_f64() * 1e3, "venues and base fee read");
-        let gas_price = base_fee + self.settings.priority_fee_wei;
-        let release = market.release;
-        let emode = market.emode_of(position);
-
+        let costs = self.costs_at(market, base_fee);
+        let gas_price = costs.gas_price_wei;
         let mut outcomes = Vec::new();
         for (&(c, cr, d, dr), candidates) in pairs.iter().zip(&venues) {
-            let bonus_bps = sizing::liquidation_bonus(cr.config.liquidation_bonus, cr.id, emode);
-            if candidates.is_empty() || bonus_bps <= 10_000 {
-                // No pool sells this collateral for this debt (or, without a bonus, the Pool
-                // cannot price its seizure).
-                outcomes.push(PairOutcome {
-                    collateral: cr.asset,
-                    debt: dr.asset,
-                    plan: None,
-                    best_loss_base: None,
-                });
-                continue;
-            }
-            let income = cr.indexes.normalized_income(now);
-            let case = LiquidationCase {
-                release,
-                health_factor: account.health_factor,
-                total_debt_base: account.total_debt_base,
-                total_collateral_base: account.total_collateral_base,
-                collateral: Side {
-                    balance: market.collateral_balance(c),
-                    price: cr.price,
-                    decimals: cr.config.decimals,
-                },
-                scaled_collateral: ScaledCollateral {
-                    scaled: c.scaled_a_token,
-                    index: income,
-                },
-                collateral_available: cr.virtual_balance,
-                debt: Side {
-                    balance: market.debt_balance(d),
-                    price: dr.price,
-                    decimals: dr.config.decimals,
-                },
-                bonus_bps,
-                protocol_fee_bps: cr.config.liquidation_protocol_fee,
-            };
-            let fees_in_debt = |gas: u64| -> U256 {
-                let wei = U256::from(gas) * U256::from(gas_price);
-                // wei → base (native price per 1e18) → debt units.
-                let base = wei * native_price / crate::units::WAD;
-                (base * U256::from(10u64).pow(U256::from(dr.config.decimals)))
-                    .div_ceil(dr.price.max(U256::from(1u8)))
-            };
-            let sizing_fees = fees_in_debt(SIZING_GAS);
-            // Each venue's best size (one or two simulated swaps), and the best of those.
-            let best = candidates
-                .iter()
-                .filter_map(|v| {
-                    let sale = VenueSale {
-                        venue: v,
-                        token_in: cr.asset,
-                    };
-                    sizing::best_on_venue(&case, &sale, sizing_fees).map(|best| (best, v))
-                })
-                .max_by_key(|((_, _, net), _)| *net);
-            let Some(((amounts, swap_out, net_debt), pool)) = best else {
-                // Record how close the largest repay came, for the refusal.
-                let full = sizing::liquidation_amounts(&case, U256::MAX).ok();
-                let best_loss_base = full
-                    .as_ref()
-                    .and_then(|a| {
-                        candidates
-                            .iter()
-                            .filter_map(|v| v.sell(cr.asset, a.collateral_to_liquidator))
-                            .max()
-                            .map(|out| signed(out) - signed(a.debt_repaid + sizing_fees))
-                    })
-                    .map(|n| {
-                        n * signed(dr.price)
-                            / signed(U256::from(10u64).pow(U256::from(dr.config.decimals)))
+            let sized = liquidation_case(market, position, &account, c, cr, d, dr)
+                .ok_or(None)
+                .and_then(|case| best_sale(&PairCase::new(case), cr, dr, candidates, &costs));
+            let (sale, pool) = match sized {
+                Ok(best) => best,
+                Err(best_loss_base) => {
+                    // No profitable size: how close the largest repay came, for the refusal.
+                    outcomes.push(PairOutcome {
+                        collateral: cr.asset,
+                        debt: dr.asset,
+                        plan: None,
+                        best_loss_base,
                     });
-                outcomes.push(PairOutcome {
-                    collateral: cr.asset,
-                    debt: dr.asset,
-                    plan: None,
-                    best_loss_base,
-                });
-                continue;
+                    continue;
+                }
             };
             let unit = signed(U256::from(10u64).pow(U256::from(dr.config.decimals)));
-            let net_base = net_debt * signed(dr.price) / unit;
+            let net_base = sale.net_debt * signed(dr.price) / unit;
             let plan = Plan {
                 borrower,
                 collateral: cr.asset,
                 debt: dr.asset,
-                release,
-                amounts,
+                release: market.release,
+                amounts: sale.amounts,
                 venue: pool.kind(),
                 swap_pool: pool.address(),
                 swap_fee: pool.fee(),
-                swap_out,
-                price_impact_bps: pool.price_impact_bps(cr.asset, amounts.collateral_to_liquidator),
+                swap_out: sale.swap_out,
+                price_impact_bps: pool
+                    .price_impact_bps(cr.asset, sale.amounts.collateral_to_liquidator),
                 gas_limit: SIZING_GAS,
                 gas_price_wei: gas_price,
                 base_fee_wei: base_fee,
                 gas_cost_wei: U256::from(SIZING_GAS) * U256::from(gas_price),
                 l1_fee_wei: U256::ZERO,
-                fees_in_debt: sizing_fees,
-                net_profit_debt: net_debt,
+                fees_in_debt: sale.fees_in_debt,
+                net_profit_debt: sale.net_debt,
                 net_profit_base: net_base,
-                min_profit: sizing_fees,
+                min_profit: sale.fees_in_debt,
                 calldata: Bytes::new(),
                 block: market.block.map(|b| b.number).unwrap_or_default(),
                 fee_cap_wei: U256::ZERO,
@@ -860,6 +796,27 @@ impl Planner {
     /// The base fee of the block after `block` (latest when unknown), from its header: the one the
     /// watcher read when it has its gas figures, else read once per block, however many positions
     /// are planned in it.
+    /// What gas costs a liquidation planned on `market`: the next block's base fee plus our priority
+    /// fee, valued at the native asset's oracle price.
+    pub async fn sizing_costs(&self, market: &AaveV3) -> Result<SizingCosts, ChainError> {
+        Ok(self.costs_at(market, self.next_base_fee(market.block).await?))
+    }
+
+    fn costs_at(&self, market: &AaveV3, base_fee: u128) -> SizingCosts {
+        SizingCosts {
+            gas_price_wei: base_fee + self.settings.priority_fee_wei,
+            native_price: market
+                .reserve_of(self.settings.native_asset)
+                .map(|r| r.price)
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The pools and pairs the planner sells on, kept current across blocks.
+    pub fn book(&self) -> &VenueBook {
+        &self.book
+    }
+
     async fn next_base_fee(
         &self,
         block: Option<crate::protocol::BlockRef>,
@@ -1071,6 +1028,196 @@ impl Planner {
     }
 }
 
+/// What gas costs while sizing: its price, and the native asset's, to count it in a debt asset.
+#[derive(Debug, Clone, Copy)]
+pub struct SizingCosts {
+    /// Price per gas (wei).
+    pub gas_price_wei: u128,
+    /// The native asset's oracle price (base units per 1e18 wei).
+    pub native_price: U256,
+}
+
+impl SizingCosts {
+    /// The fees of `gas` in `debt`'s units, rounded up (never understated).
+    pub fn in_debt(&self, gas: u64, debt: &Reserve) -> U256 {
+        let wei = U256::from(gas) * U256::from(self.gas_price_wei);
+        // wei → base (native price per 1e18) → debt units.
+        let base = wei * self.native_price / crate::units::WAD;
+        (base * U256::from(10u64).pow(U256::from(debt.config.decimals)))
+            .div_ceil(debt.price.max(U256::from(1u8)))
+    }
+}
+
+/// The most a pair's liquidation could net on `venues` (base units): its largest repay's collateral
+/// sold at the best venue's price less its fee, with no impact, less the repay. A sale nets no more
+/// than that at any size (the price only falls as it sells, and the repay buys collateral at one
+/// rate), so a pair whose bound is below a profit already found need not be simulated.
+pub fn pair_bound<V: Borrow<Venue>>(
+    pair: &PairCase,
+    cr: &Reserve,
+    dr: &Reserve,
+    venues: &[V],
+) -> i128 {
+    let Ok(largest) = pair.largest else {
+        return i128::MAX;
+    };
+    let out = venues
+        .iter()
+        .map(|v| {
+            v.borrow()
+                .spot_out(cr.asset, largest.collateral_to_liquidator)
+        })
+        .max()
+        .unwrap_or_default();
+    let net = signed(out) - signed(largest.debt_repaid);
+    net.saturating_mul(signed(dr.price)) / signed(math::pow10(dr.config.decimals))
+}
+
+/// A pair's liquidation case with the largest liquidation the rules allow in it, which every
+/// venue's sizing starts from.
+#[derive(Debug, Clone, Copy)]
+pub struct PairCase {
+    /// What the protocol looks at.
+    pub case: LiquidationCase,
+    /// [`sizing::largest_allowed`] of it.
+    pub largest: Result<LiquidationAmounts, sizing::SizingError>,
+}
+
+impl PairCase {
+    /// `case`, with its largest liquidation.
+    pub fn new(case: LiquidationCase) -> Self {
+        Self {
+            largest: sizing::largest_allowed(&case),
+            case,
+        }
+    }
+}
+
+/// A pair's best liquidation on one venue (see [`best_sale`]).
+#[derive(Debug, Clone, Copy)]
+pub struct VenueSaleSize {
+    /// What the protocol does with it.
+    pub amounts: LiquidationAmounts,
+    /// What its collateral sells for (debt units).
+    pub swap_out: U256,
+    /// The fees it is sized with (debt units).
+    pub fees_in_debt: U256,
+    /// What it nets (debt units): swap out less repay and fees.
+    pub net_debt: i128,
+}
+
+/// Everything the protocol looks at to liquidate collateral `c` (reserve `cr`) against debt `d`
+/// (reserve `dr`) of `position`, whose account figures are `account`; `None` when the collateral has
+/// no bonus to seize it with (reserve threshold 0 outside eMode).
+pub fn liquidation_case(
+    market: &AaveV3,
+    position: &StoredPosition,
+    account: &math::AccountData,
+    c: &UserReserve,
+    cr: &Reserve,
+    d: &UserReserve,
+    dr: &Reserve,
+) -> Option<LiquidationCase> {
+    let bonus_bps = sizing::liquidation_bonus(
+        cr.config.liquidation_bonus,
+        cr.id,
+        market.emode_of(position),
+    );
+    if bonus_bps <= 10_000 {
+        return None;
+    }
+    let now = market.block.map(|b| b.timestamp).unwrap_or_default();
+    Some(LiquidationCase {
+        release: market.release,
+        health_factor: account.health_factor,
+        total_debt_base: account.total_debt_base,
+        total_collateral_base: account.total_collateral_base,
+        collateral: Side {
+            balance: market.collateral_balance(c),
+            price: cr.price,
+            decimals: cr.config.decimals,
+        },
+        scaled_collateral: ScaledCollateral {
+            scaled: c.scaled_a_token,
+            index: cr.indexes.normalized_income(now),
+        },
+        collateral_available: cr.virtual_balance,
+        debt: Side {
+            balance: market.debt_balance(d),
+            price: dr.price,
+            decimals: dr.config.decimals,
+        },
+        bonus_bps,
+        protocol_fee_bps: cr.config.liquidation_protocol_fee,
+    })
+}
+
+/// The most profitable liquidation of `case` selling its collateral (`cr`'s asset) for the debt
+/// (`dr`'s) on one of `venues`, at the sizing gas: the size, and the venue. With none profitable, how
+/// close the largest repay came (base units; `None` when no venue takes it).
+pub fn best_sale<'v, V: Borrow<Venue>>(
+    pair: &PairCase,
+    cr: &Reserve,
+    dr: &Reserve,
+    venues: &'v [V],
+    costs: &SizingCosts,
+) -> Result<(VenueSaleSize, &'v Venue), Option<i128>> {
+    let fees_in_debt = costs.in_debt(SIZING_GAS, dr);
+    // Each venue's best size (one or two simulated swaps), and the best of those; a venue whose
+    // price less its fee, with no impact, could not beat the best found is not simulated.
+    let (case, largest) = (&pair.case, pair.largest.ok());
+    let mut order: Vec<(i128, &Venue)> = venues
+        .iter()
+        .map(|v| {
+            let v = v.borrow();
+            let bound = largest.map_or(i128::MAX, |a| {
+                signed(v.spot_out(cr.asset, a.collateral_to_liquidator)) - signed(a.debt_repaid)
+            });
+            (bound, v)
+        })
+        .collect();
+    order.sort_by_key(|(bound, _)| std::cmp::Reverse(*bound));
+    let mut best: Option<((LiquidationAmounts, U256, i128), &Venue)> = None;
+    for (bound, v) in order {
+        if best.as_ref().is_some_and(|((_, _, net), _)| bound <= *net) {
+            break;
+        }
+        let sale = VenueSale {
+            venue: v,
+            token_in: cr.asset,
+        };
+        if let Some(found) = sizing::best_on_venue(case, &pair.largest, &sale, fees_in_debt)
+            && best.as_ref().is_none_or(|((_, _, net), _)| found.2 > *net)
+        {
+            best = Some((found, v));
+        }
+    }
+    if let Some(((amounts, swap_out, net_debt), venue)) = best {
+        return Ok((
+            VenueSaleSize {
+                amounts,
+                swap_out,
+                fees_in_debt,
+                net_debt,
+            },
+            venue,
+        ));
+    }
+    let full = sizing::liquidation_amounts(case, U256::MAX).ok();
+    Err(full
+        .as_ref()
+        .and_then(|a| {
+            venues
+                .iter()
+                .filter_map(|v| v.borrow().sell(cr.asset, a.collateral_to_liquidator))
+                .max()
+                .map(|out| signed(out) - signed(a.debt_repaid + fees_in_debt))
+        })
+        .map(|n| {
+            n * signed(dr.price) / signed(U256::from(10u64).pow(U256::from(dr.config.decimals)))
+        }))
+}
+
 /// The token pairs `positions` can be liquidated on, each once.
 fn token_pairs<'a>(
     market: &AaveV3,
@@ -1100,7 +1247,7 @@ fn pays(check: SaleCheck, needed: U256) -> Option<Option<Venue>> {
 /// Every (collateral, debt) pair of `position` the protocol would liquidate: enabled collateral (with
 /// a liquidation threshold before V3.6, which refuses to seize collateral without one), against each
 /// other asset it borrows.
-fn liquidation_pairs<'a>(
+pub fn liquidation_pairs<'a>(
     market: &'a AaveV3,
     position: &'a StoredPosition,
 ) -> Vec<(&'a UserReserve, &'a Reserve, &'a UserReserve, &'a Reserve)> {

@@ -376,10 +376,12 @@ pub fn best_repay<E>(
 /// more it sells, so the best sale stops where one more unit returns less than that: the largest
 /// repay when the venue still pays more at its end, otherwise the sale down to that price, which a
 /// Uniswap pool gives in one simulated swap (its price limit) and a V2 pair in closed form. One or two
-/// swap simulations per venue instead of a search. A size the protocol would refuse (V3.3's dust rule)
-/// sends it to [`best_repay`]'s search over the sizes it allows.
+/// swap simulations per venue instead of a search. `largest` is [`largest_allowed`] of `case`
+/// (computed once for every venue); where it could not be had otherwise than by a search (a reserve
+/// short of collateral), [`best_repay`] searches the sizes the protocol allows.
 pub fn best_on_venue(
     case: &LiquidationCase,
+    largest: &Result<LiquidationAmounts, SizingError>,
     venue: &impl Sale,
     costs: U256,
 ) -> Option<(LiquidationAmounts, U256, i128)> {
@@ -395,8 +397,10 @@ pub fn best_on_venue(
         .ok()??;
         Some((amounts, venue.sell(amounts.collateral_to_liquidator)?, net))
     };
-    let Ok(largest) = liquidation_amounts(case, max_repay(case)) else {
-        return search();
+    let largest = match largest {
+        Ok(amounts) => *amounts,
+        Err(SizingError::LeavesDust) => return None,
+        Err(_) => return search(),
     };
     let floor = Rate {
         out: largest.debt_repaid,
@@ -411,11 +415,72 @@ pub fn best_on_venue(
         let repay = largest.debt_repaid * sold / largest.collateral_to_liquidator;
         match liquidation_amounts(case, repay) {
             Ok(amounts) => (amounts, venue.sell(amounts.collateral_to_liquidator)?),
+            // The best sale would leave dust: profit rises all the way to it, so the best size the
+            // rule allows is the largest partial one that leaves $1,000 on both sides, or the
+            // liquidation that takes everything.
+            Err(SizingError::LeavesDust) => {
+                let partial = dust_bounded_repay(case, repay)
+                    .and_then(|r| liquidation_amounts(case, r).ok())
+                    .and_then(|a| Some((a, venue.sell(a.collateral_to_liquidator)?)));
+                let whole = venue
+                    .sell(largest.collateral_to_liquidator)
+                    .map(|out| (largest, out));
+                [partial, whole]
+                    .into_iter()
+                    .flatten()
+                    .max_by_key(|(a, out)| net(*out, a))?
+            }
+            // Nothing left to repay at this rate: the venue pays less than the bonus buys at any size.
+            Err(SizingError::Empty) => return None,
             Err(_) => return search(),
         }
     };
     let net = net(out, &amounts);
     (net > 0).then_some((amounts, out, net))
+}
+
+/// The largest liquidation the rules allow: the close factor's, or when that would leave dust, the
+/// largest that leaves none (every smaller repay leaves more of both sides, so the sizes the rule
+/// allows are the ones up to it); `LeavesDust` when every size would.
+pub fn largest_allowed(case: &LiquidationCase) -> Result<LiquidationAmounts, SizingError> {
+    let max = max_repay(case);
+    match liquidation_amounts(case, max) {
+        Err(SizingError::LeavesDust) => dust_bounded_repay(case, max)
+            .ok_or(SizingError::LeavesDust)
+            .and_then(|repay| liquidation_amounts(case, repay)),
+        other => other,
+    }
+}
+
+/// The largest repay, at most `repay`, that leaves at least [`MIN_LEFTOVER_BASE`] of the debt and
+/// of the collateral (V3.3's dust rule), in closed form and checked against the rule; `None` when
+/// no such repay exists.
+pub fn dust_bounded_repay(case: &LiquidationCase, repay: U256) -> Option<U256> {
+    let (c, d) = (&case.collateral, &case.debt);
+    if c.price.is_zero() || d.price.is_zero() || case.bonus_bps == 0 {
+        return None;
+    }
+    let debt_floor = (MIN_LEFTOVER_BASE * d.unit()).div_ceil(d.price);
+    let collateral_floor = (MIN_LEFTOVER_BASE * c.unit()).div_ceil(c.price);
+    let by_debt = d.balance.checked_sub(debt_floor)?;
+    let by_collateral =
+        c.balance.checked_sub(collateral_floor)? * c.price * d.unit() * U256::from(10_000u32)
+            / (d.price * c.unit() * U256::from(case.bonus_bps));
+    let mut bound = repay.min(by_debt).min(by_collateral);
+    // The closed form ignores rounding: step down a hair until the rule agrees.
+    for _ in 0..4 {
+        if bound.is_zero() {
+            return None;
+        }
+        match liquidation_amounts(case, bound) {
+            Ok(_) => return Some(bound),
+            Err(SizingError::LeavesDust) => {
+                bound = bound.saturating_sub(bound / U256::from(10_000u32) + U256::from(1u8))
+            }
+            Err(_) => return None,
+        }
+    }
+    None
 }
 
 /// An amount as a signed figure, to subtract costs from (saturating at `i128::MAX`).
@@ -1098,7 +1163,8 @@ mod tests {
         let largest = liquidation_amounts(&case, max_repay(&case)).unwrap();
         for (name, venue) in venues() {
             let venue = sale_of(&venue);
-            let (amounts, out, net) = best_on_venue(&case, &venue, costs).expect(name);
+            let (amounts, out, net) =
+                best_on_venue(&case, &largest_allowed(&case), &venue, costs).expect(name);
             assert_eq!(
                 Some(out),
                 venue.sell(amounts.collateral_to_liquidator),
@@ -1147,7 +1213,15 @@ mod tests {
         }
         // Costs above what any size makes: nothing.
         let (_, venue) = venues().remove(0);
-        assert!(best_on_venue(&case, &sale_of(&venue), tokens(100, 18)).is_none());
+        assert!(
+            best_on_venue(
+                &case,
+                &largest_allowed(&case),
+                &sale_of(&venue),
+                tokens(100, 18)
+            )
+            .is_none()
+        );
     }
 
     #[test]
@@ -1188,7 +1262,8 @@ mod tests {
             "the case is meant to hit the dust rule"
         );
         let costs = U256::ZERO;
-        let (amounts, _, net) = best_on_venue(&case, &venue, costs).expect("a valid size");
+        let (amounts, _, net) =
+            best_on_venue(&case, &largest_allowed(&case), &venue, costs).expect("a valid size");
         assert!(net > 0);
         assert_eq!(
             liquidation_amounts(&case, amounts.debt_to_cover),

@@ -44,8 +44,32 @@ pub const MARKET_LIQUIDATED_DEBT: &str = "cascade_market_liquidated_debt_usd";
 pub const LOST_BY_BLOCKS: &str = "cascade_lost_by_blocks";
 /// The last block processed.
 pub const HEAD_BLOCK: &str = "cascade_head_block";
+/// The cascade map's headline: debt (USD) that a fall of `drop` percent (5, 10, 20) of the market's
+/// largest volatile collateral makes liquidatable, `kind` = `round0` (at the fallen price alone) or
+/// `cascade` (after the forced sales and the oracle following the pools).
+pub const LIQUIDATABLE_DEBT: &str = "cascade_liquidatable_debt_usd";
 /// Plans refused, by `reason`.
 pub const REFUSALS: &str = "cascade_plans_refused_total";
+
+/// Every metric the keeper exports (the dashboard in `docs/grafana/cascade.json` charts each).
+pub const ALL: [&str; 16] = [
+    STAGE_SECONDS,
+    RPC_REQUESTS,
+    RPC_ERRORS,
+    crate::chain::failover::RPC_RETRIES,
+    RPC_BACKOFF,
+    LAG_BLOCKS,
+    POSITIONS,
+    AT_RISK_DEBT,
+    LIQUIDATIONS,
+    REALISED_PROFIT,
+    MARKET_LIQUIDATIONS,
+    MARKET_LIQUIDATED_DEBT,
+    LOST_BY_BLOCKS,
+    HEAD_BLOCK,
+    LIQUIDATABLE_DEBT,
+    REFUSALS,
+];
 
 /// The stages of a liquidation, each timed from the block's arrival.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -279,6 +303,26 @@ async fn health(State(s): State<Served>) -> (StatusCode, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_dashboard_charts_every_metric() {
+        let dashboard: serde_json::Value =
+            serde_json::from_str(include_str!("../../docs/grafana/cascade.json"))
+                .expect("the dashboard is JSON");
+        let exprs: Vec<String> = dashboard["panels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+            .map(|t| t["expr"].as_str().unwrap().to_string())
+            .collect();
+        for name in ALL {
+            assert!(
+                exprs.iter().any(|e| e.contains(name)),
+                "no panel charts {name}"
+            );
+        }
+    }
 
     #[test]
     fn health_is_stale_without_recent_blocks_and_says_how_far_behind() {

@@ -305,7 +305,8 @@ impl<P: LendingProtocol> Watcher<P> {
         self.head_at(BlockNumberOrTag::Latest).await
     }
 
-    async fn head_at(&self, at: BlockNumberOrTag) -> Result<Head, WatcherError> {
+    /// The head of block `at`.
+    pub async fn head_at(&self, at: BlockNumberOrTag) -> Result<Head, WatcherError> {
         let block = self
             .rpc
             .get_block_by_number(at)

@@ -85,6 +85,7 @@ pub async fn net_on(borrowers: u64, block_time: Option<u64>, aave: DevnetAave) -
     config.metrics = Some(MetricsConfig {
         listen: ([127, 0, 0, 1], metrics_port).into(),
         stale_after_secs: None,
+        map_every_blocks: 10,
     });
     // The keeper sends from its own account, an operator of the Liquidator, so the devnet admin's
     // transactions (the shocks) never mix with the keeper's.

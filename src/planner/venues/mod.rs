@@ -110,6 +110,106 @@ impl Venue {
         }
     }
 
+    /// Its two tokens, token0 first.
+    pub fn tokens(&self) -> (Address, Address) {
+        match self {
+            Self::V3(pool) => (pool.token0, pool.token1),
+            Self::V2(pair) => (pair.token0, pair.token1),
+        }
+    }
+
+    /// What it holds of each token near its price: a V3 pool's in-range virtual reserves, a V2
+    /// pair's reserves (raw units, token0 first).
+    pub fn holdings(&self) -> (U256, U256) {
+        match self {
+            Self::V3(pool) => pool.in_range_reserves(),
+            Self::V2(pair) => (pair.reserve0, pair.reserve1),
+        }
+    }
+
+    /// token1 raw units per token0 raw unit, WAD-scaled; `None` for an empty pair.
+    pub fn price_of_token0(&self) -> Option<U256> {
+        match self {
+            Self::V3(pool) => Some(pool.price_of_token0()),
+            Self::V2(pair) => (!pair.reserve0.is_zero())
+                .then(|| pair.reserve1 * crate::units::WAD / pair.reserve0),
+        }
+    }
+
+    /// The exact state a swap leaves: √P (Q64.96) of a V3 pool, the reserves of a V2 pair.
+    pub fn state(&self) -> Vec<U256> {
+        match self {
+            Self::V3(pool) => vec![pool.sqrt_price],
+            Self::V2(pair) => vec![pair.reserve0, pair.reserve1],
+        }
+    }
+
+    /// The venue after arbitrage brings it to the price of token0 in token1 that oracle prices
+    /// `price0`, `price1` (with the tokens' decimals) give, as the devnet's shocks do it: a V3 swap
+    /// to that √P, a V2 sale found by bisection. `None` when it is there already.
+    pub fn aligned_to(
+        &self,
+        price0: U256,
+        decimals0: u8,
+        price1: U256,
+        decimals1: u8,
+    ) -> Option<Self> {
+        match self {
+            Self::V3(pool) => pool
+                .swapped_to(uniswap_v3::sqrt_price_x96(
+                    price0, decimals0, price1, decimals1,
+                ))
+                .map(Self::V3),
+            Self::V2(pair) => {
+                let ten = |d: u8| U256::from(10u64).pow(U256::from(d));
+                let (token_in, amount_in, amount_out) =
+                    pair.arbitrage_to(price0 * ten(decimals1), price1 * ten(decimals0))?;
+                Some(Self::V2(pair.after(token_in, amount_in, amount_out)))
+            }
+        }
+    }
+
+    /// What selling `amount` of `token_in` would return at the venue's current price less its fee,
+    /// with no price impact: at least what any sale of it returns (the price only falls as it sells,
+    /// and every unit sold pays the fee), rounded up.
+    pub fn spot_out(&self, token_in: Address, amount: U256) -> U256 {
+        let million = U256::from(1_000_000u32);
+        self.price_out(token_in, amount)
+            .saturating_mul(million - U256::from(self.fee()))
+            .div_ceil(million)
+    }
+
+    /// `amount` of `token_in` at the venue's current price, with no fee and no impact.
+    fn price_out(&self, token_in: Address, amount: U256) -> U256 {
+        use alloy::primitives::U512;
+        let (t0, _) = self.tokens();
+        match self {
+            Self::V3(pool) => {
+                let p = U512::from(pool.sqrt_price) * U512::from(pool.sqrt_price);
+                let out = if token_in == t0 {
+                    (U512::from(amount) * p) >> 192usize
+                } else if p.is_zero() {
+                    U512::ZERO
+                } else {
+                    (U512::from(amount) << 192usize) / p
+                };
+                U256::saturating_from(out)
+            }
+            Self::V2(pair) => {
+                let (r_in, r_out) = if token_in == t0 {
+                    (pair.reserve0, pair.reserve1)
+                } else {
+                    (pair.reserve1, pair.reserve0)
+                };
+                if r_in.is_zero() {
+                    U256::ZERO
+                } else {
+                    amount * r_out / r_in
+                }
+            }
+        }
+    }
+
     /// The pool or pair.
     pub fn address(&self) -> Address {
         match self {

@@ -53,6 +53,43 @@ pub fn amount_out(amount_in: U256, reserve_in: U256, reserve_out: U256) -> U256 
 }
 
 impl PairState {
+    /// What arbitrage sells into the pair to bring its price to `num / den` (token1 raw units per
+    /// token0 raw unit: the oracle's): (token sold, amount in, amount out), the most that leaves the
+    /// pair on the side it was, found by bisection; `None` when it is there already.
+    pub fn arbitrage_to(&self, num: U256, den: U256) -> Option<(Address, U256, U256)> {
+        let (r0, r1) = (self.reserve0, self.reserve1);
+        let token0_overpriced = r1 * den > r0 * num;
+        let (r_in, r_out) = if token0_overpriced {
+            (r0, r1)
+        } else {
+            (r1, r0)
+        };
+        // After selling x: is the pair still on the overpriced side?
+        let still_above = |x: U256| {
+            let out = amount_out(x, r_in, r_out);
+            let (new_in, new_out) = (r_in + x, r_out - out);
+            if token0_overpriced {
+                new_out * den > new_in * num
+            } else {
+                new_out * num > new_in * den
+            }
+        };
+        let (mut lo, mut hi) = (U256::ZERO, r_in * U256::from(10u8));
+        while hi > lo + U256::from(1u8) {
+            let mid = (lo + hi) / U256::from(2u8);
+            if still_above(mid) { lo = mid } else { hi = mid }
+        }
+        if lo.is_zero() {
+            return None;
+        }
+        let token_in = if token0_overpriced {
+            self.token0
+        } else {
+            self.token1
+        };
+        Some((token_in, lo, amount_out(lo, r_in, r_out)))
+    }
+
     /// The pair after selling `amount_in` of `token_in` for `amount_out`.
     pub fn after(&self, token_in: Address, amount_in: U256, amount_out: U256) -> Self {
         let mut next = *self;

@@ -6,7 +6,7 @@ use super::Rate;
 use crate::chain::{ChainError, Rpc, bindings::UniswapV3Pool, multicall};
 use alloy::{
     eips::BlockId,
-    primitives::{Address, Bytes, U256, U512, aliases::I24},
+    primitives::{Address, Bytes, I256, U256, U512, aliases::I24},
     sol,
     sol_types::SolCall,
 };
@@ -86,19 +86,44 @@ pub fn sqrt_ratio_at_tick(tick: i32) -> U256 {
         }
 }
 
-/// `TickMath.getTickAtSqrtRatio`: the greatest tick whose sqrt ratio is ≤ `sqrt_price` (by bisection
-/// over [`sqrt_ratio_at_tick`], which is what the library's log approximation is proven to return).
+/// `TickMath.getTickAtSqrtRatio`: the greatest tick whose sqrt ratio is ≤ `sqrt_price`. The
+/// library's way: log₂ of the ratio to 14 fractional bits, scaled to log base √1.0001, which leaves
+/// two candidate ticks and one [`sqrt_ratio_at_tick`] to choose between them.
 pub fn tick_at_sqrt_ratio(sqrt_price: U256) -> i32 {
-    let (mut lo, mut hi) = (MIN_TICK, MAX_TICK);
-    while lo < hi {
-        let mid = lo + (hi - lo + 1) / 2;
-        if sqrt_ratio_at_tick(mid) <= sqrt_price {
-            lo = mid;
-        } else {
-            hi = mid - 1;
+    let sqrt_price = sqrt_price.clamp(MIN_SQRT_RATIO, MAX_SQRT_RATIO - U256::from(1u8));
+    let ratio: U256 = sqrt_price << 32usize;
+    let msb = 255 - ratio.leading_zeros();
+    let mut r = if msb >= 128 {
+        ratio >> (msb - 127)
+    } else {
+        ratio << (127 - msb)
+    };
+    let mut log_2 = I256::try_from(msb as i64 - 128).expect("small") << 64;
+    for bit in (50..=63).rev() {
+        r = (r * r) >> 127usize;
+        let f: U256 = r >> 128usize;
+        if !f.is_zero() {
+            log_2 |= I256::ONE << bit;
         }
+        r >>= f.to::<usize>();
     }
-    lo
+    let log_sqrt10001 = log_2 * I256::from_raw(U256::from(255_738_958_999_603_826_347_141u128));
+    let low_offset = I256::from_raw(U256::from(
+        3_402_992_956_809_132_418_596_140_100_660_247_210u128,
+    ));
+    let high_offset = I256::from_raw(U256::from(
+        291_339_464_771_989_622_907_027_621_153_398_088_495u128,
+    ));
+    let tick = |x: I256| (x.asr(128)).as_i32();
+    let (low, high) = (
+        tick(log_sqrt10001 - low_offset),
+        tick(log_sqrt10001 + high_offset),
+    );
+    if low == high || sqrt_ratio_at_tick(high) > sqrt_price {
+        low
+    } else {
+        high
+    }
 }
 
 fn mul_div(a: U256, b: U256, denominator: U256) -> U256 {
@@ -273,6 +298,18 @@ impl TickMap {
     }
 }
 
+/// sqrtPriceX96 for a pool whose token0 is worth `price0` and token1 `price1` (same base currency),
+/// with the tokens' decimals: √(token1 raw units per token0 raw unit) · 2^96, rounded down.
+pub fn sqrt_price_x96(price0: U256, decimals0: u8, price1: U256, decimals1: u8) -> U256 {
+    let ten = U512::from(10u64);
+    let num: U512 = (U512::from(price0) * ten.pow(U512::from(decimals1))) << 192usize;
+    let den: U512 = U512::from(price1) * ten.pow(U512::from(decimals0));
+    let root: U512 = (num / den).root(2);
+    // The square root of a 512-bit number fits in 256 bits.
+    let limbs = root.as_limbs();
+    U256::from_limbs([limbs[0], limbs[1], limbs[2], limbs[3]])
+}
+
 /// A pool's state as far as a swap needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolState {
@@ -359,6 +396,41 @@ impl PoolState {
                 ((next + (lsb as i32 - bit as i32)) * spacing, true)
             })
         }
+    }
+
+    /// The pool after an arbitrage to √P `target` (what a swap of plenty with that price limit does,
+    /// as the devnet's shocks swap through SwapRouter): `None` when it is there already.
+    pub fn swapped_to(&self, target: U256) -> Option<Self> {
+        if target == self.sqrt_price {
+            return None;
+        }
+        let zero_for_one = target < self.sqrt_price;
+        let plenty = U256::from(10u64).pow(U256::from(30u8));
+        let limit = target.clamp(
+            MIN_SQRT_RATIO + U256::from(1u8),
+            MAX_SQRT_RATIO - U256::from(1u8),
+        );
+        let outcome = self.swap_exact_in_to(zero_for_one, plenty, limit).ok()?;
+        Some(self.after(&outcome))
+    }
+
+    /// The virtual reserves of the in-range liquidity at the current price: L/√P of token0 and
+    /// L·√P of token1 (raw units).
+    pub fn in_range_reserves(&self) -> (U256, U256) {
+        if self.sqrt_price.is_zero() {
+            return (U256::ZERO, U256::ZERO);
+        }
+        let l = U256::from(self.liquidity);
+        (
+            (l << 96usize) / self.sqrt_price,
+            (l * self.sqrt_price) >> 96usize,
+        )
+    }
+
+    /// token1 raw units per token0 raw unit, WAD-scaled (from √P to nine digits).
+    pub fn price_of_token0(&self) -> U256 {
+        let root = (self.sqrt_price * U256::from(1_000_000_000u64)) >> 96usize;
+        root * root
     }
 
     /// Simulates swapping exactly `amount_in` of `token_in` with no price limit (as QuoterV2 does with a
@@ -457,10 +529,37 @@ impl PoolState {
         let mut remaining = amount_in;
         let mut out = U256::ZERO;
         let mut crossed = 0u32;
+        // Where the limit lies, once the swap meets a stretch without liquidity (below).
+        let mut limit_tick: Option<i32> = None;
+        // The tick whose price the swap stands at after such a walk, computed when next needed.
+        let mut price_at: Option<i32> = None;
         while !remaining.is_zero() && sqrt_price != limit {
-            let start = sqrt_price;
             let (mut next_tick, initialized) = self.next_tick_within_word(tick, zero_for_one)?;
             next_tick = next_tick.clamp(MIN_TICK, MAX_TICK);
+            // Without liquidity a step to a word's uninitialized edge moves nothing: the pool's loop
+            // only walks the price there. Walking the words by their bits alone ends in the same
+            // state, without the square roots, as long as the edge lies before the limit.
+            if liquidity == 0 && !initialized {
+                let limit_at = *limit_tick.get_or_insert_with(|| tick_at_sqrt_ratio(limit));
+                let before_limit = if zero_for_one {
+                    next_tick > limit_at
+                } else {
+                    next_tick < limit_at
+                };
+                if before_limit && next_tick != MIN_TICK && next_tick != MAX_TICK {
+                    tick = if zero_for_one {
+                        next_tick - 1
+                    } else {
+                        next_tick
+                    };
+                    price_at = Some(next_tick);
+                    continue;
+                }
+            }
+            if let Some(at) = price_at.take() {
+                sqrt_price = sqrt_ratio_at_tick(at);
+            }
+            let start = sqrt_price;
             let next_price = sqrt_ratio_at_tick(next_tick);
             let target = if zero_for_one {
                 next_price.max(limit)
@@ -900,5 +999,100 @@ mod tests {
         let all = deep.swap_down_to(deep.token0, max_in, floor).unwrap();
         assert_eq!(all.amount_in, max_in);
         assert_eq!(all, deep.swap_exact_in(deep.token0, max_in).unwrap());
+    }
+
+    #[test]
+    fn a_sale_across_a_gap_without_liquidity_lands_where_the_pools_loop_does() {
+        // A second position far below the first, 23,400 ticks of nothing between them (91 words).
+        let liquidity = 10u128.pow(18);
+        let mut pool = flat_pool(liquidity);
+        let mut ticks = (*pool.ticks).clone();
+        for (t, net) in [
+            (-30_000, liquidity as i128),
+            (-24_000, -(liquidity as i128)),
+        ] {
+            let c = t / pool.tick_spacing;
+            *ticks.bitmap.get_mut(&((c >> 8) as i16)).unwrap() |= U256::from(1u8) << (c & 0xff);
+            ticks.liquidity_net.insert(t, net);
+        }
+        pool.ticks = Arc::new(ticks);
+        let delta = |lo: i32, hi: i32| {
+            amount1_delta(
+                sqrt_ratio_at_tick(lo),
+                sqrt_ratio_at_tick(hi),
+                liquidity,
+                false,
+            )
+        };
+        let huge = U256::from(10u128.pow(30));
+        let out = pool.swap_exact_in(pool.token0, huge).unwrap();
+        // Both positions emptied of token1, the gap crossed for nothing: -600, -24,000, -30,000.
+        assert_eq!(out.ticks_crossed, 3);
+        let both = delta(-600, 0) + delta(-30_000, -24_000);
+        assert!(out.amount_out <= both && out.amount_out + U256::from(4u8) >= both);
+        assert_eq!(out.liquidity_after, 0);
+        // A limit inside the gap: the price stops there, the tick is the limit's.
+        let (zero_for_one, mid) = (true, sqrt_ratio_at_tick(-12_345) + U256::from(7u8));
+        let stop = pool.swap_exact_in_to(zero_for_one, huge, mid).unwrap();
+        assert_eq!((stop.sqrt_price_after, stop.tick_after), (mid, -12_345));
+        assert_eq!(
+            stop.amount_out,
+            pool.swap_exact_in_to(true, huge, sqrt_ratio_at_tick(-600))
+                .unwrap()
+                .amount_out
+        );
+        // A limit on a word's edge (tick -15,360 = word -1's lowest at spacing 60): the pool's loop
+        // lands on the edge from above, one tick below it.
+        let edge = sqrt_ratio_at_tick(-15_360);
+        let at_edge = pool.swap_exact_in_to(true, huge, edge).unwrap();
+        assert_eq!(
+            (at_edge.sqrt_price_after, at_edge.tick_after),
+            (edge, -15_361)
+        );
+        let low = pool.after(&out);
+        let back = low.swap_exact_in(low.token1, huge).unwrap();
+        // Back up by token1: every tick crossed again, and 600 too.
+        assert_eq!(back.ticks_crossed, 4);
+        assert_eq!(back.liquidity_after, 0);
+    }
+    #[test]
+    fn tick_at_sqrt_ratio_is_the_greatest_tick_at_or_below_the_price() {
+        // The definition, by bisection over sqrt_ratio_at_tick.
+        let by_bisection = |p: U256| {
+            let (mut lo, mut hi) = (MIN_TICK, MAX_TICK);
+            while lo < hi {
+                let mid = lo + (hi - lo + 1) / 2;
+                if sqrt_ratio_at_tick(mid) <= p {
+                    lo = mid;
+                } else {
+                    hi = mid - 1;
+                }
+            }
+            lo
+        };
+        let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut prices = vec![MIN_SQRT_RATIO, MAX_SQRT_RATIO - U256::from(1u8), Q96];
+        for t in [MIN_TICK, -200_312, -1, 0, 1, 77_777, MAX_TICK - 1] {
+            let at = sqrt_ratio_at_tick(t);
+            prices.extend([at, at + U256::from(1u8), at - U256::from(1u8)]);
+        }
+        for _ in 0..2_000 {
+            // xorshift: prices spread over every magnitude the range holds.
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let bits = 33 + (x % 128) as usize;
+            let random: U256 = U256::from(x) | (U256::from(x.rotate_left(17)) << 64usize);
+            let p = if bits <= 128 {
+                random >> (128 - bits)
+            } else {
+                random << (bits - 128)
+            };
+            prices.push(p);
+        }
+        for p in prices {
+            let p = p.clamp(MIN_SQRT_RATIO, MAX_SQRT_RATIO - U256::from(1u8));
+            assert_eq!(tick_at_sqrt_ratio(p), by_bisection(p), "{p}");
+        }
     }
 }

@@ -90,9 +90,19 @@ pub fn mul_div_ceil(a: U256, b: U256, c: U256) -> U256 {
     (a * b).div_ceil(c)
 }
 
-/// 10^k.
+/// 10^k: a token's unit, looked up (sizing asks for units in its inner loops, and `pow` is slow).
 pub fn pow10(k: u8) -> U256 {
-    U256::from(10u64).pow(U256::from(k))
+    static POWERS: std::sync::LazyLock<[U256; 78]> = std::sync::LazyLock::new(|| {
+        let mut p = [U256::from(1u8); 78];
+        for k in 1..p.len() {
+            p[k] = p[k - 1] * U256::from(10u8);
+        }
+        p
+    });
+    POWERS
+        .get(usize::from(k))
+        .copied()
+        .unwrap_or_else(|| U256::from(10u64).pow(U256::from(k)))
 }
 
 /// ⌊x / d⌋. The divisors of health math (a position's debt and collateral in base currency, a
