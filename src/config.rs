@@ -30,7 +30,7 @@ pub struct Config {
     pub store: StoreConfig,
     /// Where the signing key comes from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub signer: Option<crate::executor::signer::SignerConfig>,
+    pub signer: Option<SignerConfig>,
     /// The Liquidator contract and the account that calls it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub executor: Option<ExecutorConfig>,
@@ -161,6 +161,36 @@ impl Default for StoreConfig {
     }
 }
 
+/// Where the key comes from (`[signer]` in the config).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignerConfig {
+    /// `env:NAME`: the private key is in that environment variable. Literal keys are refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key: Option<String>,
+    /// An encrypted JSON keystore (Web3 Secret Storage).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keystore: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for SignerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignerConfig")
+            .field(
+                "private_key",
+                &self.private_key.as_ref().map(|k| {
+                    if k.starts_with("env:") {
+                        k.as_str()
+                    } else {
+                        "<redacted>"
+                    }
+                }),
+            )
+            .field("keystore", &self.keystore)
+            .finish()
+    }
+}
+
 /// `[executor]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -190,8 +220,12 @@ fn default_bump_after_blocks() -> u64 {
 }
 
 fn default_max_batch() -> usize {
-    crate::executor::submit::DEFAULT_MAX_BATCH
+    DEFAULT_MAX_BATCH
 }
+
+/// Liquidations per transaction unless configured: a few million gas, so a block still packs several
+/// transactions and a batch waits on few plans.
+pub const DEFAULT_MAX_BATCH: usize = 16;
 
 fn default_bump_bps() -> u64 {
     1_250

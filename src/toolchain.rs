@@ -1,9 +1,10 @@
 //! Finding the external tools cascade drives: anvil (the devnet and dry-run node) and solc (for
 //! foundry-compilers).
 //!
-//! Both come from the pinned npm packages in `anvil/` (`make toolchain` installs them). Lookup order:
-//! `anvil/node_modules` of the project, then the `CASCADE_ANVIL` / `CASCADE_SOLC` environment variables,
-//! then `PATH`. When none has the tool, the error says how to install it.
+//! Both come from the pinned npm packages in `anvil/` (`make toolchain` installs them); the
+//! `CASCADE_ANVIL` / `CASCADE_SOLC` environment variables name another binary on purpose. Nothing is
+//! taken from `PATH`: another version found there would run the tests and the devnet on a toolchain
+//! nobody pinned. When the tool is missing, the error says how to install it.
 
 use std::{
     env,
@@ -46,13 +47,13 @@ pub fn node_modules() -> PathBuf {
     project_root().join("anvil").join("node_modules")
 }
 
-/// The anvil binary: the pinned `@foundry-rs/anvil-linux-amd64`, `CASCADE_ANVIL`, or `anvil` on PATH.
+/// The anvil binary: the pinned `@foundry-rs/anvil-linux-amd64`, or `CASCADE_ANVIL`.
 pub fn anvil() -> Result<PathBuf, ToolNotFound> {
     let pinned = node_modules().join("@foundry-rs/anvil-linux-amd64/bin/anvil");
-    find("anvil", "CASCADE_ANVIL", &pinned, "anvil")
+    find("anvil", "CASCADE_ANVIL", &pinned)
 }
 
-/// The solc front script over the pinned npm `solc` (current 0.8.x), `CASCADE_SOLC`, or `solc` on PATH.
+/// The solc front script over the pinned npm `solc` (current 0.8.x), or `CASCADE_SOLC`.
 pub fn solc() -> Result<PathBuf, ToolNotFound> {
     solc_for_package("solc")
 }
@@ -66,15 +67,10 @@ pub fn solc_for_package(package: &str) -> Result<PathBuf, ToolNotFound> {
     } else {
         node_modules().join(package).join("soljson.js")
     };
-    find("solc", "CASCADE_SOLC", &pinned, "solc")
+    find("solc", "CASCADE_SOLC", &pinned)
 }
 
-fn find(
-    tool: &'static str,
-    env_var: &'static str,
-    pinned: &Path,
-    path_name: &str,
-) -> Result<PathBuf, ToolNotFound> {
+fn find(tool: &'static str, env_var: &'static str, pinned: &Path) -> Result<PathBuf, ToolNotFound> {
     if is_executable(pinned) {
         return Ok(pinned.to_path_buf());
     }
@@ -84,25 +80,16 @@ fn find(
     {
         return Ok(path.clone());
     }
-    if let Some(path) = search_path(path_name) {
-        return Ok(path);
-    }
     let env_note = match &from_env {
         Some(path) => format!("{env_var}={} (not an executable file)", path.display()),
         None => format!("${env_var} (unset)"),
     };
     Err(ToolNotFound {
         tool,
-        looked: format!("{}, {env_note}, PATH", pinned.display()),
+        looked: format!("{}, {env_note}", pinned.display()),
         env_var,
         anvil_dir: project_root().join("anvil").display().to_string(),
     })
-}
-
-fn search_path(name: &str) -> Option<PathBuf> {
-    env::split_paths(&env::var_os("PATH")?)
-        .map(|dir| dir.join(name))
-        .find(|candidate| is_executable(candidate))
 }
 
 fn is_executable(path: &Path) -> bool {
@@ -117,17 +104,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn missing_tool_says_how_to_install() {
-        let err = find(
-            "anvil",
-            "CASCADE_TEST_UNSET_VAR",
-            Path::new("/nonexistent/anvil"),
-            "cascade-no-such-binary",
-        )
-        .unwrap_err();
+    fn missing_tool_says_how_to_install_and_is_never_taken_from_path() {
+        // `sh` is on PATH, and is still not taken for a missing pinned tool.
+        let err = find("sh", "CASCADE_TEST_UNSET_VAR", Path::new("/nonexistent/sh")).unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("make toolchain"), "{msg}");
-        assert!(msg.contains("/nonexistent/anvil"), "{msg}");
+        assert!(msg.contains("/nonexistent/sh"), "{msg}");
         assert!(msg.contains("CASCADE_TEST_UNSET_VAR"), "{msg}");
     }
 }

@@ -50,6 +50,8 @@ fn a_small_bench_writes_every_figure() {
         "detect_to_send_ms_p99",
         "detect_to_send_ms_max",
         "first_block_inclusion_pct",
+        "liquidations_later_rounds",
+        "liquidations_paying_later",
         "peak_rss_mb",
         "store_bytes",
     ] {

@@ -172,7 +172,15 @@ async fn stuck_liquidation_is_bumped_and_included_once() {
         3,
         "two replacements while mining was paused"
     );
-    assert!(open[0].attempts[2].max_fee_per_gas > open[0].attempts[0].max_fee_per_gas * 12 / 10);
+    // Each replacement raises both fees by exactly `bump_bps` (12.5%) and a wei, under the cap.
+    let bumped = |x: u128| x + x * 1_250 / 10_000 + 1;
+    for pair in open[0].attempts.windows(2) {
+        assert_eq!(pair[1].max_fee_per_gas, bumped(pair[0].max_fee_per_gas));
+        assert_eq!(
+            pair[1].max_priority_fee_per_gas,
+            bumped(pair[0].max_priority_fee_per_gas)
+        );
+    }
 
     net.rpc.evm_mine(None).await.unwrap();
     net.rpc.anvil_set_auto_mine(true).await.unwrap();

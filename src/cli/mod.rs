@@ -12,7 +12,7 @@ pub mod run;
 pub mod shock;
 pub mod watch;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 
 /// cascade: a liquidation keeper for Aave V3 markets.
 #[derive(Debug, Parser)]
@@ -26,14 +26,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// How logs are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable.
-    Text,
-    /// One JSON object per line.
-    Json,
-}
+pub use crate::telemetry::LogFormat;
 
 /// The commands.
 #[derive(Debug, Subcommand)]

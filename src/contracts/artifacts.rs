@@ -3,7 +3,7 @@
 //! when it compiles a package's sources, and library linking.
 //!
 //! A Hardhat artifact's `bytecode` holds a 40-hex-digit placeholder for every library call site:
-//! `__$` + the first 34 hex digits of keccak256("<source path>:<Library>") + `$__`. `linkReferences`
+//! `__$` + the first 34 hex digits of `keccak256("<source path>:<Library>")` + `$__`. `linkReferences`
 //! gives each site's byte offset; linking writes the library's address there. (`deployedLinkReferences`
 //! has other offsets, for the runtime code, and is not used for deployment.)
 

@@ -128,7 +128,7 @@ impl Deployment {
                 factory: self.uniswap.v2_factory,
             }),
             store: StoreConfig { path: store },
-            signer: Some(crate::executor::signer::SignerConfig {
+            signer: Some(crate::config::SignerConfig {
                 private_key: Some("env:CASCADE_PRIVATE_KEY".into()),
                 keystore: None,
             }),
@@ -137,7 +137,7 @@ impl Deployment {
                 account: self.admin,
                 bump_after_blocks: 3,
                 bump_bps: 1_250,
-                max_batch: crate::executor::submit::DEFAULT_MAX_BATCH,
+                max_batch: crate::config::DEFAULT_MAX_BATCH,
                 relay: None,
             }),
             planner: PlannerConfig {

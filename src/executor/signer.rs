@@ -11,35 +11,7 @@ pub const KEY_VAR: &str = "CASCADE_PRIVATE_KEY";
 /// The environment variable for a keystore's password.
 pub const PASSWORD_VAR: &str = "CASCADE_KEYSTORE_PASSWORD";
 
-/// Where the key comes from (`[signer]` in the config).
-#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SignerConfig {
-    /// `env:NAME`: the private key is in that environment variable. Literal keys are refused.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub private_key: Option<String>,
-    /// An encrypted JSON keystore (Web3 Secret Storage).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub keystore: Option<PathBuf>,
-}
-
-impl std::fmt::Debug for SignerConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SignerConfig")
-            .field(
-                "private_key",
-                &self.private_key.as_ref().map(|k| {
-                    if k.starts_with("env:") {
-                        k.as_str()
-                    } else {
-                        "<redacted>"
-                    }
-                }),
-            )
-            .field("keystore", &self.keystore)
-            .finish()
-    }
-}
+pub use crate::config::SignerConfig;
 
 /// Why no signer could be made. None of these carries the secret.
 #[derive(Debug, thiserror::Error)]

@@ -111,9 +111,7 @@ impl Default for ExecutorOptions {
     }
 }
 
-/// Liquidations per transaction unless configured: a few million gas, so a block still packs several
-/// transactions and a batch waits on few plans.
-pub const DEFAULT_MAX_BATCH: usize = 16;
+pub use crate::config::DEFAULT_MAX_BATCH;
 
 /// Receipt reads in flight at once while polling.
 const CONCURRENT_RECEIPT_READS: usize = 16;

@@ -160,7 +160,7 @@ impl Keeper {
     }
 
     /// Watches the mempool for transactions to `contracts` (the market's price setters): each makes
-    /// the keeper plan the pending block ([`ahead`]).
+    /// the keeper plan the pending block (see the `ahead` module).
     pub fn watch_pending_to(&mut self, contracts: Vec<Address>) {
         self.pending_watch = contracts;
     }
@@ -986,7 +986,7 @@ const CLAIM_ROUNDS: usize = 3;
 /// sized on the block's pools and the pool check after its simulation counts the block's earlier
 /// sends. (One at a time left the node a core, and its first transaction went out sooner; but in one
 /// of three runs a transaction was mined and reverted, with its plans sized late in the cascade: see
-/// the README's performance section.)
+/// docs/performance.md.)
 const SIZED_AT_ONCE: usize = 8;
 
 /// Health-factor bands for the at-risk debt gauge, upper bounds in thousandths.

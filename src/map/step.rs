@@ -213,7 +213,7 @@ impl<'s> Step<'s> {
         let deepest = deepest_venues(&self.venues, &self.market);
         for round in 0..self.params.max_rounds.max(1) {
             // Everyone at this round's prices; who is below 1.
-            let mut below: Vec<(usize, U256)> = Vec::new();
+            let mut below: Vec<(usize, math::AccountData)> = Vec::new();
             for i in 0..self.snapshot.positions.len() {
                 // Clear of 1, or fallen already with nothing paying to liquidate it: nothing for
                 // this round to find.
@@ -227,7 +227,7 @@ impl<'s> Step<'s> {
                 }
                 self.health_floor[i] = floor_of(&account);
                 if account.health_factor < WAD && !account.total_debt_base.is_zero() {
-                    below.push((i, account.total_debt_base));
+                    below.push((i, account));
                 }
             }
             let mut new = 0;
@@ -254,14 +254,14 @@ impl<'s> Step<'s> {
             }
             self.rounds += 1;
             // Largest debt first, as keepers pursue them.
-            below.sort_by_key(|(_, debt)| std::cmp::Reverse(*debt));
+            below.sort_by_key(|(_, account)| std::cmp::Reverse(account.total_debt_base));
             let start: HashMap<Address, Venue> = deepest
                 .values()
                 .filter_map(|v| self.venues.get(v).map(|s| (*v, s.clone())))
                 .collect();
             let sold_before = self.sales.len();
-            for (i, _) in below {
-                self.liquidate(i, round);
+            for (i, account) in below {
+                self.liquidate(i, round, account);
             }
             if self.params.pass_through_bps == 0 || self.sales.len() == sold_before {
                 break;
@@ -296,14 +296,18 @@ impl<'s> Step<'s> {
         }
     }
 
-    /// Liquidates position `i` while it is below 1 and a liquidation of it pays.
-    fn liquidate(&mut self, i: usize, round: u32) {
+    /// Liquidates position `i` while it is below 1 and a liquidation of it pays; `account` is its
+    /// valuation at this round's prices, as the round's scan found it.
+    fn liquidate(&mut self, i: usize, round: u32, mut account: math::AccountData) {
         if self.stuck[i] {
             return;
         }
-        for _ in 0..LIQUIDATIONS_PER_ROUND {
+        for attempt in 0..LIQUIDATIONS_PER_ROUND {
             let position = self.position(i).clone();
-            let account = self.market.account_data(&position);
+            // The scan valued it at these prices; after a liquidation of it, it is valued again.
+            if attempt > 0 {
+                account = self.market.account_data(&position);
+            }
             if account.health_factor >= WAD {
                 return;
             }

@@ -339,7 +339,7 @@ impl Planner {
     }
 
     /// The most profitable pair of [`Self::candidates`], sized and priced at the sizing gas (an upper
-    /// bound), its transaction not yet built: what [`Self::finalise`] takes, alone or with others.
+    /// bound), its transaction not yet built: what `finalise` takes, alone or with others.
     pub async fn size(
         &self,
         market: &AaveV3,
@@ -1275,8 +1275,9 @@ pub fn liquidation_pairs<'a>(
     pairs
 }
 
-/// The bytes `GasPriceOracle.getL1Fee` is given: an unsigned EIP-1559 transaction's RLP.
-fn unsigned_bytes(input: &Bytes, gas_limit: u64, gas_price: u128, to: Address) -> Vec<u8> {
+/// The bytes `GasPriceOracle.getL1Fee` is given for a transaction of `input` to `to`: an unsigned
+/// EIP-1559 transaction's RLP.
+pub fn unsigned_bytes(input: &Bytes, gas_limit: u64, gas_price: u128, to: Address) -> Vec<u8> {
     use alloy::{
         consensus::{SignableTransaction, TxEip1559},
         primitives::TxKind,

@@ -3,8 +3,16 @@
 
 pub mod metrics;
 
-use crate::cli::LogFormat;
 use tracing_subscriber::{EnvFilter, fmt};
+
+/// How logs are written (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
 
 /// Installs the global subscriber. Logs go to stderr so command output on stdout stays clean.
 pub fn init(format: LogFormat) {

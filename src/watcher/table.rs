@@ -6,7 +6,7 @@
 //! order they were loaded and the walk reads it front to back; the map only finds a user's row. The
 //! holdings are still allocations of their own, placed wherever the allocator had room while the
 //! node's answers were decoded, so the walks that re-price ask the CPU for each position's holdings
-//! a few rows ahead of reaching it ([`prefetch_holdings`]).
+//! a few rows ahead of reaching it (`prefetch_holdings`).
 
 use crate::{protocol::Health, store::StoredPosition};
 use alloy::primitives::Address;

@@ -240,6 +240,30 @@ pub async fn wait_until<F: AsyncFn() -> bool>(what: &str, timeout: Duration, che
     }
 }
 
+/// Waits until the keeper is done with what began at block `from`: three blocks on, nothing of the
+/// keeper's waiting in the node's pool, and no liquidation in the last two blocks.
+pub async fn settled(net: &Net, from: u64) {
+    wait_until(
+        "the keeper to settle",
+        Duration::from_secs(90),
+        async || {
+            let rpc = &net.devnet.rpc;
+            let head = rpc.get_block_number().await.unwrap();
+            if head < from + 3 {
+                return false;
+            }
+            let mined = rpc.get_transaction_count(KEEPER_ACCOUNT).await.unwrap();
+            let pending = rpc
+                .get_transaction_count(KEEPER_ACCOUNT)
+                .pending()
+                .await
+                .unwrap();
+            mined == pending && net.liquidations(head - 1).await.is_empty()
+        },
+    )
+    .await;
+}
+
 pub async fn scrape(port: u16, path: &str) -> Option<(u16, String)> {
     let r = reqwest::get(format!("http://127.0.0.1:{port}{path}"))
         .await
