@@ -63,7 +63,7 @@ impl Trouble {
                 let text = error_chain(e.as_ref()).to_lowercase();
                 if text.contains("timed out") || text.contains("timeout") {
                     Self::Timeout
-                } else if text.contains("429") || text.contains("too many requests") {
+                } else if has_number(&text, "429") || text.contains("too many requests") {
                     Self::RateLimited
                 } else if text.contains("decod") || text.contains("body") || text.contains("eof") {
                     Self::Malformed
@@ -182,9 +182,30 @@ impl Backoff {
     }
 }
 
+/// Whether `text` has `number` standing alone, not inside a longer number: "HTTP 429" does, a
+/// request to port 42965 does not.
+fn has_number(text: &str, number: &str) -> bool {
+    text.match_indices(number).any(|(at, _)| {
+        let before = text[..at].chars().next_back();
+        let after = text[at + number.len()..].chars().next();
+        !before.is_some_and(|c| c.is_ascii_digit()) && !after.is_some_and(|c| c.is_ascii_digit())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_status_is_a_number_standing_alone_not_part_of_a_port() {
+        assert!(has_number("http error 429 too many", "429"));
+        assert!(has_number("status: 429", "429"));
+        assert!(!has_number(
+            "error sending request for url (http://127.0.0.1:42965/)",
+            "429"
+        ));
+        assert!(!has_number("http://127.0.0.1:8429/", "429"));
+    }
     use alloy::rpc::json_rpc::ErrorPayload;
     use std::time::Duration;
 
