@@ -256,17 +256,6 @@ fn figures_row(rate: &str, run: &RunFigures, clean: Option<&RunFigures>) -> Stri
     )
 }
 
-/// The keeper's last processed block and `/health`'s status.
-async fn keeper_block(net: &Net) -> (u16, Option<u64>) {
-    let Some((status, body)) = scrape(net.metrics_port, "/health").await else {
-        return (0, None);
-    };
-    let block = serde_json::from_str::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|v| v.get("block").and_then(|b| b.as_u64()));
-    (status, block)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn an_endpoint_that_vanishes_is_followed_again_within_two_blocks_of_its_return() {
     let mut net = net_on(20, Some(1), Default::default()).await;

@@ -695,16 +695,7 @@ impl<P: LendingProtocol> Watcher<P> {
             }
             (repriced, below_one, started.elapsed())
         };
-        // A block that moved no price, parameter or rate: only the positions due by their horizon and
-        // those an event touched can have changed, and the healths alone say which are due.
-        let quiet = !full && change.reserves.is_empty() && change.rates_rose.is_empty();
-        let passes: Vec<(usize, Vec<Address>, Duration)> = if quiet {
-            let mut rows = self.positions.due_at(now);
-            rows.extend(touched.iter().filter_map(|u| self.positions.row(u)));
-            rows.sort_unstable();
-            rows.dedup();
-            vec![pass(&mut self.positions.rows_mut(&rows))]
-        } else if parts == 1 {
+        let passes: Vec<(usize, Vec<Address>, Duration)> = if parts == 1 {
             vec![pass(&mut self.positions.iter_mut())]
         } else {
             std::thread::scope(|scope| {

@@ -240,16 +240,20 @@ pub async fn wait_until<F: AsyncFn() -> bool>(what: &str, timeout: Duration, che
     }
 }
 
-/// Waits until the keeper is done with what began at block `from`: three blocks on, nothing of the
-/// keeper's waiting in the node's pool, and no liquidation in the last two blocks.
+/// Waits until the keeper is done with what began at block `from`: six blocks on, the keeper caught up
+/// with the head, nothing of the keeper's waiting in the node's pool, and no liquidation in the last
+/// three blocks.
 pub async fn settled(net: &Net, from: u64) {
     wait_until(
         "the keeper to settle",
-        Duration::from_secs(90),
+        Duration::from_secs(120),
         async || {
             let rpc = &net.devnet.rpc;
             let head = rpc.get_block_number().await.unwrap();
-            if head < from + 3 {
+            if head < from + 6 {
+                return false;
+            }
+            if keeper_block(net).await.1.is_none_or(|done| done < head) {
                 return false;
             }
             let mined = rpc.get_transaction_count(KEEPER_ACCOUNT).await.unwrap();
@@ -258,10 +262,21 @@ pub async fn settled(net: &Net, from: u64) {
                 .pending()
                 .await
                 .unwrap();
-            mined == pending && net.liquidations(head - 1).await.is_empty()
+            mined == pending && net.liquidations(head - 2).await.is_empty()
         },
     )
     .await;
+}
+
+/// The keeper's `/health` status and the last block it processed.
+pub async fn keeper_block(net: &Net) -> (u16, Option<u64>) {
+    let Some((status, body)) = scrape(net.metrics_port, "/health").await else {
+        return (0, None);
+    };
+    let block = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v.get("block").and_then(|b| b.as_u64()));
+    (status, block)
 }
 
 pub async fn scrape(port: u16, path: &str) -> Option<(u16, String)> {
