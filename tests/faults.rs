@@ -15,7 +15,10 @@ mod common;
 
 use alloy::{primitives::Address, providers::Provider};
 use cascade::{
-    devnet::fault_proxy::{FaultKind, FaultPlan, FaultProxy},
+    devnet::{
+        fault_proxy::{FaultKind, FaultPlan, FaultProxy},
+        shock::{self, PriceMoveBps},
+    },
     executor::journal::TxState,
     planner::{PlanError, Planner, PlannerSettings},
     store::Store,
@@ -142,6 +145,53 @@ async fn figures(net: &Net, from_block: u64, falls: &[u64]) -> RunFigures {
         stuck: pending - mined,
         lag_blocks: Vec::new(),
     }
+}
+
+/// A block whose sync fails after its market was read (its logs did not come) is tried again; the
+/// price move the first try read must still re-price the positions it moved, though the market read
+/// again sees nothing new.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_price_move_read_in_a_block_that_failed_is_applied_when_it_is_tried_again() {
+    let net = common::devnet(40).await;
+    let proxy = FaultProxy::start(
+        &net.rpc_url,
+        "127.0.0.1:0".parse().unwrap(),
+        FaultPlan {
+            rate: 0.0,
+            // Late: the market's read, sent beside the logs, has come back by then.
+            kinds: vec![FaultKind::Http504],
+            delay: (Duration::from_millis(500), Duration::from_millis(600)),
+            methods: vec!["eth_getLogs".to_owned()],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), false).unwrap();
+    let mut watcher = common::watcher_via(&net, &proxy.url(), &store, &Default::default()).await;
+    watcher.sync().await.unwrap();
+    assert!(watcher.liquidatable().is_empty(), "healthy before the fall");
+
+    shock::shock(&net.rpc, &common::asset(&net, "WETH"), PriceMoveBps(-2500))
+        .await
+        .unwrap();
+    proxy.set_rate(1.0);
+    let failed = watcher.sync().await;
+    assert!(failed.is_err(), "the block's logs failed: {failed:?}");
+    proxy.set_rate(0.0);
+    watcher.sync().await.unwrap();
+
+    let chain = common::assert_health_matches_chain(&net, &watcher).await;
+    let below: Vec<Address> = chain
+        .iter()
+        .filter(|(_, h)| h.0 < cascade::units::WAD)
+        .map(|(user, _)| *user)
+        .collect();
+    assert!(!below.is_empty(), "the fall takes positions below 1");
+    let mut seen = watcher.liquidatable();
+    seen.sort_unstable();
+    assert_eq!(seen, below);
 }
 
 /// A run of the keeper through a proxy failing `rate` of the requests while WETH falls 3% six times,

@@ -4,8 +4,9 @@
 //!
 //! Needs the pinned toolchain (`make toolchain`); without it these tests fail and say so.
 
+mod common;
+
 use alloy::{
-    eips::BlockId,
     primitives::{Address, U256},
     providers::{Provider, ext::AnvilApi},
 };
@@ -15,108 +16,16 @@ use cascade::{
         metered::{MeterCounts, RpcMeter},
     },
     devnet::{
-        Devnet, DevnetOptions, report, seed,
+        Devnet, seed,
         shock::{self, PriceMoveBps},
     },
-    protocol::aave_v3::AaveV3,
     store::Store,
-    units::HealthFactor,
-    watcher::{Watcher, WatcherOptions},
 };
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    time::Instant,
-};
-
-async fn devnet(borrowers: u64) -> Devnet {
-    Devnet::start(&DevnetOptions {
-        borrowers,
-        ..Default::default()
-    })
-    .await
-    .unwrap_or_else(|e| panic!("devnet did not start: {e:#}"))
-}
-
-async fn watcher(net: &Devnet, store: &Store, meter: &RpcMeter) -> Watcher<AaveV3> {
-    let d = &net.deployment;
-    let rpc = chain::connect_http_metered(&net.rpc_url, meter).unwrap();
-    let aave = AaveV3::connect(&rpc, d.aave.addresses_provider, d.multicall, None)
-        .await
-        .unwrap();
-    let market = store.market(d.aave.addresses_provider).unwrap();
-    let opts = WatcherOptions {
-        deployment_block: d.deployment_block,
-        ..Default::default()
-    };
-    Watcher::open(aave, rpc, market, opts).unwrap()
-}
+use common::{assert_health_matches_chain, devnet, watcher};
+use std::{collections::BTreeSet, time::Instant};
 
 fn weth(net: &Devnet) -> cascade::config::DevnetAsset {
-    net.deployment.asset("WETH").unwrap().devnet_asset()
-}
-
-/// The chain's health factor of every tracked user equals the watcher's, at the watcher's block.
-async fn assert_health_matches_chain(
-    net: &Devnet,
-    w: &Watcher<AaveV3>,
-) -> BTreeMap<Address, HealthFactor> {
-    let block = w.cursor().unwrap().block;
-    let users: Vec<Address> = w.positions().map(|(u, _, _)| u).collect();
-    let chain = report::account_health(
-        &net.rpc,
-        net.deployment.multicall,
-        net.deployment.aave.pool,
-        &users,
-        BlockId::number(block),
-    )
-    .await
-    .unwrap();
-    let cached: BTreeMap<Address, _> = w.positions().map(|(u, _, h)| (u, h)).collect();
-    for account in &chain {
-        // Recomputed at the watcher's block: the same math on the same state gives the same figures,
-        // to the wei.
-        let h = w.current_health(account.borrower).unwrap();
-        assert_eq!(
-            h.health_factor, account.health_factor.0,
-            "health of {}",
-            account.borrower
-        );
-        assert_eq!(
-            h.collateral_base, account.collateral.0,
-            "collateral of {}",
-            account.borrower
-        );
-        assert_eq!(h.debt_base, account.debt.0, "debt of {}", account.borrower);
-        // As cached: exact below 1 (re-priced every block); above it, at most some blocks of interest
-        // behind (a position is re-priced before interest alone could bring it to 1), so within 0.1%
-        // and on the same side of 1.
-        let c = cached[&account.borrower].health_factor;
-        let one = cascade::units::WAD;
-        if account.health_factor.0 < one {
-            assert_eq!(
-                c, account.health_factor.0,
-                "cached health of liquidatable {}",
-                account.borrower
-            );
-        } else {
-            assert!(
-                c >= one,
-                "cached health of {} is below 1: {c}",
-                account.borrower
-            );
-            let diff = c.abs_diff(account.health_factor.0);
-            assert!(
-                diff * U256::from(1_000u64) <= account.health_factor.0,
-                "cached health of {}: {c} vs {}",
-                account.borrower,
-                account.health_factor
-            );
-        }
-    }
-    chain
-        .iter()
-        .map(|a| (a.borrower, a.health_factor))
-        .collect()
+    common::asset(net, "WETH")
 }
 
 #[tokio::test]

@@ -18,12 +18,16 @@ pub struct Args {
     #[arg(long, default_value_t = 0.2)]
     pub rate: f64,
     /// The ways of failing drawn from (comma-separated): http500, http429, delay, malformed,
-    /// rpc-error, drop. All by default.
+    /// rpc-error, drop, http504. All by default.
     #[arg(long, value_delimiter = ',')]
     pub kinds: Vec<FaultKind>,
     /// Seeds which requests fail, to repeat a run.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Fail only requests calling these JSON-RPC methods (comma-separated, e.g. eth_getLogs,eth_call).
+    /// Every method by default.
+    #[arg(long, value_delimiter = ',')]
+    pub methods: Vec<String>,
     /// Stop failing after this many seconds (and pass everything through).
     #[arg(long, value_name = "SECS")]
     pub for_secs: Option<u64>,
@@ -40,6 +44,7 @@ pub async fn run(args: Args) -> eyre::Result<()> {
         },
         seed: args.seed,
         active_for: args.for_secs.map(Duration::from_secs),
+        methods: args.methods.clone(),
         ..Default::default()
     };
     let proxy = FaultProxy::start(&args.upstream, args.listen, plan)

@@ -1,7 +1,7 @@
 //! A JSON-RPC proxy that fails on purpose: between the keeper and a node, it fails a share of the
 //! requests the way hosted endpoints fail in a busy hour (HTTP 500 and 429, answers seconds late,
-//! bodies cut short, JSON-RPC errors such as `-32603`, connections dropped after the node acted on
-//! the request), and can make the endpoint vanish for a while. Which requests fail is drawn from a
+//! bodies cut short, JSON-RPC errors such as `-32603`, connections dropped or a gateway's 504 after
+//! the node acted on the request), and can make the endpoint vanish for a while. Which requests fail is drawn from a
 //! seed, so a run can be repeated; faults stop after a set time, so a run ends clean. It listens on
 //! loopback only: it is a test bench, not a service.
 //!
@@ -36,17 +36,21 @@ pub enum FaultKind {
     RpcError,
     /// Forwarded (the node acts on it), then the connection closed without an answer.
     Drop,
+    /// Forwarded (the node acts on it); after the delay, HTTP 504 instead of its answer: a gateway
+    /// that gave up waiting for a slow node.
+    Http504,
 }
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::Http500,
         Self::Http429,
         Self::Delay,
         Self::Malformed,
         Self::RpcError,
         Self::Drop,
+        Self::Http504,
     ];
 
     /// Its name on the command line and in figures.
@@ -58,6 +62,7 @@ impl FaultKind {
             Self::Malformed => "malformed",
             Self::RpcError => "rpc-error",
             Self::Drop => "drop",
+            Self::Http504 => "http504",
         }
     }
 }
@@ -89,6 +94,9 @@ pub struct FaultPlan {
     pub delay: (Duration, Duration),
     /// Faults only this long after the proxy starts (for ever when `None`).
     pub active_for: Option<Duration>,
+    /// Only requests calling one of these JSON-RPC methods fail (in a batch, any of its calls); every
+    /// request when empty.
+    pub methods: Vec<String>,
 }
 
 impl Default for FaultPlan {
@@ -99,6 +107,7 @@ impl Default for FaultPlan {
             seed: 1,
             delay: (Duration::from_secs(2), Duration::from_secs(6)),
             active_for: None,
+            methods: Vec::new(),
         }
     }
 }
@@ -239,10 +248,11 @@ impl Shared {
         lock(&self.outage_until).is_some_and(|until| Instant::now() < until)
     }
 
-    /// The fault for the next request, if any, and the delay of a late answer.
-    fn choose(&self) -> (Option<FaultKind>, Duration) {
+    /// The fault for the next request (`body`), if any, and the delay of a late answer.
+    fn choose(&self, body: &[u8]) -> (Option<FaultKind>, Duration) {
         let plan = lock(&self.plan).clone();
-        let active = plan.active_for.is_none_or(|d| self.started.elapsed() < d);
+        let active = plan.active_for.is_none_or(|d| self.started.elapsed() < d)
+            && (plan.methods.is_empty() || methods(body).iter().any(|m| plan.methods.contains(m)));
         let roll = draw(&self.rng);
         let pick = draw(&self.rng);
         let late = draw(&self.rng);
@@ -287,7 +297,7 @@ async fn serve(shared: Arc<Shared>, mut socket: TcpStream) {
             lock(&shared.stats).outage_drops += 1;
             return;
         }
-        let (fault, delay) = shared.choose();
+        let (fault, delay) = shared.choose(&body);
         shared.count(fault);
         let (status, answer) = match fault {
             Some(FaultKind::Http500) => (500, b"internal server error".to_vec()),
@@ -299,6 +309,11 @@ async fn serve(shared: Arc<Shared>, mut socket: TcpStream) {
                     Ok(answer) => answer,
                     Err(_) => return,
                 }
+            }
+            Some(FaultKind::Http504) => {
+                let _ = shared.forward(&body).await;
+                tokio::time::sleep(delay).await;
+                (504, b"gateway timeout".to_vec())
             }
             Some(FaultKind::Drop) => {
                 // The node gets it (a transaction is sent); the client hears nothing.
@@ -320,6 +335,16 @@ async fn serve(shared: Arc<Shared>, mut socket: TcpStream) {
         if write_response(&mut socket, status, &answer).await.is_err() {
             return;
         }
+    }
+}
+
+/// The JSON-RPC methods `request` calls (several in a batch; none when it does not parse).
+fn methods(request: &[u8]) -> Vec<String> {
+    let method = |call: &serde_json::Value| call.get("method")?.as_str().map(str::to_owned);
+    match serde_json::from_slice::<serde_json::Value>(request) {
+        Ok(serde_json::Value::Array(calls)) => calls.iter().filter_map(method).collect(),
+        Ok(call) => method(&call).into_iter().collect(),
+        Err(_) => Vec::new(),
     }
 }
 
@@ -379,6 +404,7 @@ async fn write_response(socket: &mut TcpStream, status: u16, body: &[u8]) -> std
         429 => "Too Many Requests",
         500 => "Internal Server Error",
         502 => "Bad Gateway",
+        504 => "Gateway Timeout",
         _ => "Status",
     };
     let head = format!(
@@ -445,6 +471,7 @@ mod tests {
             (FaultKind::Http429, Trouble::RateLimited),
             (FaultKind::Malformed, Trouble::Malformed),
             (FaultKind::Drop, Trouble::Connection),
+            (FaultKind::Http504, Trouble::Timeout),
         ];
         for (kind, trouble) in expected {
             let proxy = FaultProxy::start(
@@ -453,6 +480,7 @@ mod tests {
                 FaultPlan {
                     rate: 1.0,
                     kinds: vec![kind],
+                    delay: (Duration::from_millis(10), Duration::from_millis(20)),
                     ..Default::default()
                 },
             )
@@ -555,6 +583,35 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(350)).await;
         assert_eq!(rpc.get_chain_id().await.unwrap(), 7, "back after it");
         assert!(proxy.stats().outage_drops >= 1);
+    }
+
+    #[tokio::test]
+    async fn only_the_methods_named_fail() {
+        let upstream = chain_id_server().await;
+        let proxy = FaultProxy::start(
+            &upstream,
+            loopback(),
+            FaultPlan {
+                rate: 1.0,
+                kinds: vec![FaultKind::Http500],
+                methods: vec!["eth_chainId".to_owned()],
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        let rpc = client(&proxy.url());
+        for _ in 0..3 {
+            assert!(rpc.get_chain_id().await.is_err(), "eth_chainId fails");
+            assert_eq!(rpc.get_block_number().await.unwrap(), 7, "others pass");
+        }
+        let stats = proxy.stats();
+        assert_eq!((stats.requests, stats.faulted[&FaultKind::Http500]), (6, 3));
+        assert_eq!(
+            methods(br#"[{"method":"eth_call"},{"method":"eth_getLogs"}]"#),
+            ["eth_call", "eth_getLogs"]
+        );
+        assert!(methods(b"not json").is_empty());
     }
 
     #[tokio::test]

@@ -90,6 +90,21 @@ pub struct MarketChange {
     pub all: bool,
 }
 
+impl MarketChange {
+    /// Adds what `later` changed: the two reads' changes together, as one read would have seen them.
+    pub fn merge(&mut self, later: MarketChange) {
+        for (ours, theirs) in [
+            (&mut self.reserves, later.reserves),
+            (&mut self.rates_rose, later.rates_rose),
+        ] {
+            ours.extend(theirs);
+            ours.sort_unstable();
+            ours.dedup();
+        }
+        self.all |= later.all;
+    }
+}
+
 /// Health figures of one position, in the protocol's base currency.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Health {
@@ -142,7 +157,9 @@ pub trait LendingProtocol: Send + Sync {
     /// The liquidation a log records, if it is one.
     fn liquidation(&self, log: &Log) -> Option<MarketLiquidation>;
 
-    /// Reads market-wide state (reserves, indexes, prices) at `block`, in one batched call.
+    /// Reads market-wide state (reserves, indexes, prices) at `block`, in one batched call, and says
+    /// what changed since the last read. All or nothing: a read that fails leaves the state as it was,
+    /// so what changed is reported by the next read that succeeds.
     fn refresh_market(
         &mut self,
         rpc: &Rpc,

@@ -179,6 +179,11 @@ pub struct Watcher<P> {
     last_full_reprice: u64,
     /// The protocol's market state has been read in this process.
     market_loaded: bool,
+    /// What the market reads since the last block applied changed, not yet applied to the positions:
+    /// a block whose sync fails after its market read (its logs, its users' reads) leaves the
+    /// protocol's state moved, and the next read of the market sees no change; the positions a price
+    /// move touched are re-priced all the same when the block is tried again.
+    unapplied: MarketChange,
     /// Other contracts' logs fetched with each block's own.
     tap: Option<LogTap>,
 }
@@ -201,6 +206,7 @@ impl<P: LendingProtocol> Watcher<P> {
             touched_in: BTreeMap::new(),
             last_full_reprice: 0,
             market_loaded: false,
+            unapplied: MarketChange::default(),
             tap: None,
         };
         for (user, position) in watcher.store.positions()? {
@@ -343,7 +349,7 @@ impl<P: LendingProtocol> Watcher<P> {
                     // Restarted with nothing new on chain: the positions came from the store, the
                     // market state (indexes, prices) has to be read before any health is computed.
                     return self
-                        .apply(head.block, Vec::new(), true, &cursor, None)
+                        .apply(head.block, Vec::new(), true, &cursor, false)
                         .await;
                 }
                 return Ok(SyncReport {
@@ -450,7 +456,7 @@ impl<P: LendingProtocol> Watcher<P> {
         let end = self.head_at(BlockNumberOrTag::Number(to)).await?;
         let mut cursor = Cursor::default();
         cursor.advance(end.block.number, end.block.hash);
-        let mut report = self.apply(end.block, users, true, &cursor, None).await?;
+        let mut report = self.apply(end.block, users, true, &cursor, false).await?;
         self.store.finish_backfill(&cursor)?;
         self.cursor = Some(cursor);
         report.backfilled = true;
@@ -467,7 +473,7 @@ impl<P: LendingProtocol> Watcher<P> {
         let (mut addresses, mut topics) = self.protocol.log_filter();
         let mut touched = Vec::new();
         let mut liquidations = Vec::new();
-        let mut market = None;
+        let mut market_read = false;
         let mut tapped = None;
         if from == to.number {
             // The tap's addresses and events ride along (no contract of the market emits the tap's
@@ -484,15 +490,18 @@ impl<P: LendingProtocol> Watcher<P> {
                 .event_signature(topics)
                 .at_block_hash(to.hash);
             let (rpc, protocol) = (&self.rpc, &mut self.protocol);
-            let (logs, change) = tokio::try_join!(
+            let (logs, change) = tokio::join!(
                 async {
                     rpc.get_logs(&filter)
                         .await
                         .map_err(|e| ChainError::rpc("eth_getLogs", e))
                 },
                 protocol.refresh_market(rpc, to)
-            )?;
-            market = Some(change);
+            );
+            // Kept before the logs' error is returned: the market has moved to `to` already.
+            self.unapplied.merge(change?);
+            market_read = true;
+            let logs = logs?;
             let logs = match tap {
                 Some((tap_addresses, _)) => {
                     let (theirs, ours): (Vec<_>, Vec<_>) = logs
@@ -536,7 +545,7 @@ impl<P: LendingProtocol> Watcher<P> {
         while self.touched_in.len() > crate::store::RECENT_BLOCKS {
             self.touched_in.pop_first();
         }
-        let report = self.apply(to, touched, false, &cursor, market).await?;
+        let report = self.apply(to, touched, false, &cursor, market_read).await?;
         self.cursor = Some(cursor);
         Ok(SyncReport {
             blocks: to.number + 1 - from,
@@ -604,7 +613,7 @@ impl<P: LendingProtocol> Watcher<P> {
         } else {
             let mut c = self.cursor.clone().unwrap_or_default();
             c.advance(head.block.number, head.block.hash);
-            let r = self.apply(head.block, users, false, &c, None).await?;
+            let r = self.apply(head.block, users, false, &c, false).await?;
             self.cursor = Some(c);
             r
         };
@@ -612,7 +621,7 @@ impl<P: LendingProtocol> Watcher<P> {
         Ok(report)
     }
 
-    /// At `block`: refresh the market (unless `market` says what changed, read already), re-read
+    /// At `block`: refresh the market (unless `market_read`: read with the block's logs), re-read
     /// `touched` users, re-price who needs it, verify positions below 1 on-chain, and commit with
     /// `cursor`.
     async fn apply(
@@ -621,12 +630,12 @@ impl<P: LendingProtocol> Watcher<P> {
         touched: Vec<Address>,
         reprice_all: bool,
         cursor: &Cursor,
-        market: Option<MarketChange>,
+        market_read: bool,
     ) -> Result<SyncReport, WatcherError> {
-        let change = match market {
-            Some(change) => change,
-            None => self.protocol.refresh_market(&self.rpc, block).await?,
-        };
+        if !market_read {
+            let change = self.protocol.refresh_market(&self.rpc, block).await?;
+            self.unapplied.merge(change);
+        }
         self.market_loaded = true;
 
         let mut updated = Vec::new();
@@ -649,6 +658,8 @@ impl<P: LendingProtocol> Watcher<P> {
             }
         }
 
+        // Nothing fails from here to the pass that applies the market's changes.
+        let change = std::mem::take(&mut self.unapplied);
         let full = reprice_all
             || change.all
             || block.number >= self.last_full_reprice + self.opts.full_reprice_every;
@@ -695,7 +706,16 @@ impl<P: LendingProtocol> Watcher<P> {
             }
             (repriced, below_one, started.elapsed())
         };
-        let passes: Vec<(usize, Vec<Address>, Duration)> = if parts == 1 {
+        // A block that moved no price, parameter or rate: only the positions due by their horizon and
+        // those an event touched can have changed, and the healths alone say which are due.
+        let quiet = !full && change.reserves.is_empty() && change.rates_rose.is_empty();
+        let passes: Vec<(usize, Vec<Address>, Duration)> = if quiet {
+            let mut rows = self.positions.due_at(now);
+            rows.extend(touched.iter().filter_map(|u| self.positions.row(u)));
+            rows.sort_unstable();
+            rows.dedup();
+            vec![pass(&mut self.positions.rows_mut(&rows))]
+        } else if parts == 1 {
             vec![pass(&mut self.positions.iter_mut())]
         } else {
             std::thread::scope(|scope| {

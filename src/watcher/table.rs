@@ -109,6 +109,39 @@ impl PositionTable {
     pub fn iter_mut(&mut self) -> impl Iterator<Item = (Address, &StoredPosition, &mut Health)> {
         walk(&self.users, &self.positions, &mut self.healths)
     }
+
+    /// The rows whose health is due for a new figure at `now` (`Health::recheck_at`), found from the
+    /// healths alone: a block that moved nothing reads no position.
+    pub fn due_at(&self, now: u64) -> Vec<usize> {
+        self.healths
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| now >= h.recheck_at)
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// `user`'s row.
+    pub fn row(&self, user: &Address) -> Option<usize> {
+        self.row_of.get(user).copied()
+    }
+
+    /// The rows `rows` (ascending, each once) with their healths writable, in table order; the
+    /// others are passed over without being read.
+    pub fn rows_mut<'a>(
+        &'a mut self,
+        rows: &'a [usize],
+    ) -> impl Iterator<Item = (Address, &'a StoredPosition, &'a mut Health)> + 'a {
+        let mut wanted = rows.iter().copied().peekable();
+        self.users
+            .iter()
+            .zip(&self.positions)
+            .zip(self.healths.iter_mut())
+            .enumerate()
+            .filter_map(move |(i, ((user, position), health))| {
+                wanted.next_if_eq(&i).map(|_| (*user, position, health))
+            })
+    }
 }
 
 /// Rows in order, each position's holdings asked for [`PREFETCH_ROWS`] rows before it is yielded.
@@ -163,6 +196,40 @@ mod tests {
             loaded_block: 0,
             block: 0,
         }
+    }
+
+    #[test]
+    fn due_rows_are_found_from_the_healths_and_walked_alone() {
+        let mut t = PositionTable::default();
+        for i in 0..6u8 {
+            let health = Health {
+                recheck_at: u64::from(i) * 10,
+                ..Default::default()
+            };
+            t.insert(Address::repeat_byte(i), position(i), health);
+        }
+        assert_eq!(t.due_at(25), vec![0, 1, 2], "due once their time has come");
+        let mut rows = t.due_at(25);
+        rows.extend(t.row(&Address::repeat_byte(4)));
+        rows.sort_unstable();
+        rows.dedup();
+        let mut walked = Vec::new();
+        for (user, position, health) in t.rows_mut(&rows) {
+            assert_eq!(
+                user,
+                Address::repeat_byte(position.emode),
+                "each row's own position"
+            );
+            health.recheck_at = 1_000;
+            walked.push(position.emode);
+        }
+        assert_eq!(walked, vec![0, 1, 2, 4]);
+        assert_eq!(
+            t.due_at(25),
+            Vec::<usize>::new(),
+            "their healths were written"
+        );
+        assert_eq!(t.get(&Address::repeat_byte(3)).unwrap().1.recheck_at, 30);
     }
 
     #[test]

@@ -48,8 +48,18 @@ pub async fn start(opts: DevnetOptions) -> Devnet {
 
 /// A watcher of the devnet's market over a metered connection, on `store`.
 pub async fn watcher(net: &Devnet, store: &Store, meter: &RpcMeter) -> Watcher<AaveV3> {
+    watcher_via(net, &net.rpc_url, store, meter).await
+}
+
+/// A watcher of the devnet's market through `url` (a proxy in front of the devnet, say).
+pub async fn watcher_via(
+    net: &Devnet,
+    url: &str,
+    store: &Store,
+    meter: &RpcMeter,
+) -> Watcher<AaveV3> {
     let d = &net.deployment;
-    let rpc = chain::connect_http_metered(&net.rpc_url, meter).unwrap();
+    let rpc = chain::connect_http_metered(url, meter).unwrap();
     let aave = AaveV3::connect(&rpc, d.aave.addresses_provider, d.multicall, None)
         .await
         .unwrap();

@@ -281,12 +281,15 @@ impl AaveV3 {
         Ok(())
     }
 
-    /// eMode category `id` from its calls' results ([`emode_calls`]), taken in order by `take`.
+    /// eMode category `id` from its calls' results ([`emode_calls`]), taken in order by `take`; before
+    /// V3.2 its price from `oracle` and its members from `reserves` (the read's, not yet kept).
     async fn decode_emode<'r>(
         &self,
         rpc: &Rpc,
         at: BlockId,
         id: u8,
+        oracle: Address,
+        reserves: &BTreeMap<u16, Reserve>,
         take: &mut impl FnMut(
             &str,
         )
@@ -319,7 +322,7 @@ impl AaveV3 {
         } else {
             crate::chain::view_at(
                 rpc,
-                self.oracle,
+                oracle,
                 AaveOracle::getAssetPriceCall {
                     asset: data.priceSource,
                 },
@@ -329,8 +332,7 @@ impl AaveV3 {
             .await?
         };
         // Before V3.2 a reserve names its one category in its configuration.
-        let collateral_bitmap = self
-            .reserves
+        let collateral_bitmap = reserves
             .values()
             .filter(|r| r.config.emode_category == id && r.id < 128)
             .fold(0u128, |bits, r| bits | 1 << r.id);
@@ -655,7 +657,12 @@ impl LendingProtocol for AaveV3 {
                 .emode_scan_block
                 .is_none_or(|scanned| block.number >= scanned + EMODE_RESCAN_BLOCKS)
         {
-            self.scan_emodes(rpc, at).await?;
+            if let Err(e) = self.scan_emodes(rpc, at).await {
+                // Asked for again by the next read.
+                self.unknown_emode_seen
+                    .fetch_or(unknown_seen, std::sync::atomic::Ordering::Relaxed);
+                return Err(e);
+            }
             self.emode_scan_block = Some(block.number);
         }
         // The reserves list, the oracle (governance can replace it), the sentinel, every reserve and
@@ -744,15 +751,16 @@ impl LendingProtocol for AaveV3 {
             all: self.block.is_none(),
             ..Default::default()
         };
+        // Nothing is kept until everything is read: a read that fails midway leaves the market as
+        // it was, and the next one reports the whole change.
         let oracle =
             decode::<PoolAddressesProvider::getPriceOracleCall>(take("oracle")?, "getPriceOracle")?;
         if oracle != self.oracle {
             // Prices were read from the old oracle; read again from the new one next block.
-            self.oracle = oracle;
             change.all = true;
         }
         // A provider without the getter (a fork) has no sentinel.
-        self.sentinel = decode::<PoolAddressesProvider::getPriceOracleSentinelCall>(
+        let sentinel_now = decode::<PoolAddressesProvider::getPriceOracleSentinelCall>(
             take("sentinel")?,
             "getPriceOracleSentinel",
         )
@@ -822,15 +830,17 @@ impl LendingProtocol for AaveV3 {
                 r.stable_debt_outstanding = r.config.stable_borrowing || !supply.is_zero();
             }
         }
-        self.reserves = reserves;
+        let mut emodes = Vec::with_capacity(emode_ids.len());
         for id in emode_ids {
-            let category = self.decode_emode(rpc, at, id, &mut take).await?;
+            let category = self
+                .decode_emode(rpc, at, id, oracle, &reserves, &mut take)
+                .await?;
             if self.emodes.get(&id) != Some(&category) {
                 change.all = true;
             }
-            self.emodes.insert(id, category);
+            emodes.push(category);
         }
-        self.liquidations_allowed = match sentinel {
+        let liquidations_allowed = match sentinel {
             Some(_) => decode::<PriceOracleSentinel::isLiquidationAllowedCall>(
                 take("sentinel answer")?,
                 "isLiquidationAllowed",
@@ -838,6 +848,13 @@ impl LendingProtocol for AaveV3 {
             .unwrap_or(false),
             None => true,
         };
+        self.oracle = oracle;
+        self.sentinel = sentinel_now;
+        self.reserves = reserves;
+        for category in emodes {
+            self.emodes.insert(category.id, category);
+        }
+        self.liquidations_allowed = liquidations_allowed;
         self.block = Some(block);
         self.price_reserves();
         Ok(change)
