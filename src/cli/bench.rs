@@ -329,28 +329,9 @@ async fn map_figures(
     devnet: &Devnet,
     watcher: &crate::watcher::Watcher<AaveV3>,
 ) -> eyre::Result<(f64, u32)> {
-    use crate::planner::venues::book::{BookSettings, VenueBook};
     let d = &devnet.deployment;
     let config = d.config(&devnet.rpc_url, None, std::path::PathBuf::from("unused"));
-    let market = watcher.protocol();
-    let block = market
-        .block
-        .ok_or_else(|| eyre::eyre!("the market was not read"))?;
-    let book = VenueBook::new(
-        watcher.rpc().clone(),
-        BookSettings {
-            multicall: d.multicall,
-            v3_factory: d.uniswap.factory,
-            fee_tiers: vec![500, 3000, 10000],
-            v2_factory: Some(d.uniswap.v2_factory),
-        },
-    );
-    let costs = super::map::costs_at(watcher.rpc(), &config, market, block.number).await?;
-    let positions = watcher
-        .positions()
-        .map(|(u, p, _)| (u, p.clone()))
-        .collect();
-    let snapshot = crate::map::snapshot(market, positions, &book, block, costs).await?;
+    let snapshot = super::map::snapshot_of(&config, watcher).await?;
     let weth = d
         .asset("WETH")
         .ok_or_else(|| eyre::eyre!("no WETH on the devnet"))?

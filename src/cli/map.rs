@@ -9,15 +9,12 @@ use crate::{
     map::{self, CascadeMap, MapParams},
     planner::{
         SizingCosts,
+        fees::eip1559::next_base_fee_after,
         venues::book::{BookSettings, VenueBook},
     },
     protocol::aave_v3::AaveV3,
 };
-use alloy::{
-    eips::BlockNumberOrTag,
-    primitives::{Address, U256},
-    providers::Provider,
-};
+use alloy::{eips::BlockNumberOrTag, primitives::Address};
 use eyre::{WrapErr, eyre};
 use std::path::{Path, PathBuf};
 
@@ -113,11 +110,21 @@ pub async fn read_market(
         }
     }
     store.flush()?;
+    let symbols = read_symbols(watcher.rpc(), watcher.protocol(), config.multicall.address).await;
+    let snapshot = snapshot_of(config, &watcher).await?;
+    Ok(MarketRead { snapshot, symbols })
+}
+
+/// What the map needs of `watcher`'s market as it stands: its positions, the venues of `config`'s
+/// Uniswap factories read at its block, and gas at the next block's base fee.
+pub async fn snapshot_of(
+    config: &Config,
+    watcher: &crate::watcher::Watcher<AaveV3>,
+) -> eyre::Result<map::Snapshot> {
     let market = watcher.protocol();
     let block = market
         .block
         .ok_or_else(|| eyre!("the market was not read at any block"))?;
-    let symbols = read_symbols(watcher.rpc(), market, config.multicall.address).await;
     let positions: Vec<_> = watcher
         .positions()
         .map(|(user, position, _)| (user, position.clone()))
@@ -134,11 +141,18 @@ pub async fn read_market(
             v2_factory: config.uniswap_v2.as_ref().map(|v| v.factory),
         },
     );
-    let costs = costs_at(watcher.rpc(), config, market, block.number).await?;
-    let snapshot = map::snapshot(market, positions, &book, block, costs)
+    let base_fee = next_base_fee_after(watcher.rpc(), Some(block))
         .await
-        .wrap_err("reading the venues")?;
-    Ok(MarketRead { snapshot, symbols })
+        .wrap_err("reading the block's base fee")?;
+    let costs = SizingCosts::at(
+        market,
+        config.planner.native_asset,
+        base_fee,
+        u128::from(config.planner.priority_fee_wei),
+    );
+    map::snapshot(market, positions, &book, block, costs)
+        .await
+        .wrap_err("reading the venues")
 }
 
 /// Runs `cascade map`.
@@ -212,39 +226,6 @@ pub fn write(dir: &Path, map: &CascadeMap) -> eyre::Result<()> {
         std::fs::write(&path, body).wrap_err_with(|| format!("writing {}", path.display()))?;
     }
     Ok(())
-}
-
-/// What a liquidation's gas costs at `block`: its base fee (the next block's) plus the configured
-/// priority fee, priced with the configured native asset.
-pub async fn costs_at(
-    rpc: &crate::chain::Rpc,
-    config: &Config,
-    market: &AaveV3,
-    block: u64,
-) -> eyre::Result<SizingCosts> {
-    let header = rpc
-        .get_block_by_number(BlockNumberOrTag::Number(block))
-        .await
-        .wrap_err("reading the block's header")?;
-    let base_fee = header
-        .and_then(|b| {
-            let h = b.header;
-            Some(crate::planner::fees::eip1559::next_base_fee(
-                u128::from(h.base_fee_per_gas?),
-                h.gas_used,
-                h.gas_limit,
-            ))
-        })
-        .unwrap_or(0);
-    let native_price = config
-        .planner
-        .native_asset
-        .and_then(|a| market.reserve_of(a))
-        .map_or(U256::ZERO, |r| r.price);
-    Ok(SizingCosts {
-        gas_price_wei: base_fee + u128::from(config.planner.priority_fee_wei),
-        native_price,
-    })
 }
 
 /// Each reserve's token symbol (its address where the token does not answer).

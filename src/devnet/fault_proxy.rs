@@ -463,6 +463,11 @@ mod tests {
         "127.0.0.1:0".parse().unwrap()
     }
 
+    /// A proxy on loopback in front of `upstream`, failing as `plan` says.
+    async fn failing(upstream: &str, plan: FaultPlan) -> FaultProxy {
+        FaultProxy::start(upstream, loopback(), plan).await.unwrap()
+    }
+
     #[tokio::test]
     async fn every_kind_fails_as_a_hosted_endpoint_does() {
         let upstream = chain_id_server().await;
@@ -474,9 +479,8 @@ mod tests {
             (FaultKind::Http504, Trouble::Timeout),
         ];
         for (kind, trouble) in expected {
-            let proxy = FaultProxy::start(
+            let proxy = failing(
                 &upstream,
-                loopback(),
                 FaultPlan {
                     rate: 1.0,
                     kinds: vec![kind],
@@ -484,30 +488,26 @@ mod tests {
                     ..Default::default()
                 },
             )
-            .await
-            .unwrap();
+            .await;
             let err = client(&proxy.url()).get_chain_id().await.unwrap_err();
             assert_eq!(Trouble::of(&err), trouble, "{kind:?}: {err}");
         }
-        let proxy = FaultProxy::start(
+        let proxy = failing(
             &upstream,
-            loopback(),
             FaultPlan {
                 rate: 1.0,
                 kinds: vec![FaultKind::RpcError],
                 ..Default::default()
             },
         )
-        .await
-        .unwrap();
+        .await;
         for _ in 0..3 {
             let err = client(&proxy.url()).get_chain_id().await.unwrap_err();
             assert!(Trouble::of(&err).is_transient(), "{err}");
         }
         // A late answer still arrives.
-        let proxy = FaultProxy::start(
+        let proxy = failing(
             &upstream,
-            loopback(),
             FaultPlan {
                 rate: 1.0,
                 kinds: vec![FaultKind::Delay],
@@ -515,8 +515,7 @@ mod tests {
                 ..Default::default()
             },
         )
-        .await
-        .unwrap();
+        .await;
         let started = Instant::now();
         assert_eq!(client(&proxy.url()).get_chain_id().await.unwrap(), 7);
         assert!(started.elapsed() >= Duration::from_millis(50));
@@ -528,9 +527,8 @@ mod tests {
         let run = |seed| {
             let upstream = upstream.clone();
             async move {
-                let proxy = FaultProxy::start(
+                let proxy = failing(
                     &upstream,
-                    loopback(),
                     FaultPlan {
                         rate: 0.3,
                         kinds: vec![FaultKind::Http500],
@@ -538,8 +536,7 @@ mod tests {
                         ..Default::default()
                     },
                 )
-                .await
-                .unwrap();
+                .await;
                 let rpc = client(&proxy.url());
                 let mut outcomes = Vec::new();
                 for _ in 0..200 {
@@ -562,9 +559,8 @@ mod tests {
     #[tokio::test]
     async fn an_outage_refuses_everything_until_it_ends_and_faults_stop_when_bounded() {
         let upstream = chain_id_server().await;
-        let proxy = FaultProxy::start(
+        let proxy = failing(
             &upstream,
-            loopback(),
             FaultPlan {
                 rate: 1.0,
                 kinds: vec![FaultKind::Http500],
@@ -572,8 +568,7 @@ mod tests {
                 ..Default::default()
             },
         )
-        .await
-        .unwrap();
+        .await;
         let rpc = client(&proxy.url());
         assert!(rpc.get_chain_id().await.is_err(), "faults while active");
         tokio::time::sleep(Duration::from_millis(350)).await;
@@ -588,9 +583,8 @@ mod tests {
     #[tokio::test]
     async fn only_the_methods_named_fail() {
         let upstream = chain_id_server().await;
-        let proxy = FaultProxy::start(
+        let proxy = failing(
             &upstream,
-            loopback(),
             FaultPlan {
                 rate: 1.0,
                 kinds: vec![FaultKind::Http500],
@@ -598,8 +592,7 @@ mod tests {
                 ..Default::default()
             },
         )
-        .await
-        .unwrap();
+        .await;
         let rpc = client(&proxy.url());
         for _ in 0..3 {
             assert!(rpc.get_chain_id().await.is_err(), "eth_chainId fails");

@@ -803,13 +803,12 @@ impl Planner {
     }
 
     fn costs_at(&self, market: &AaveV3, base_fee: u128) -> SizingCosts {
-        SizingCosts {
-            gas_price_wei: base_fee + self.settings.priority_fee_wei,
-            native_price: market
-                .reserve_of(self.settings.native_asset)
-                .map(|r| r.price)
-                .unwrap_or_default(),
-        }
+        SizingCosts::at(
+            market,
+            Some(self.settings.native_asset),
+            base_fee,
+            self.settings.priority_fee_wei,
+        )
     }
 
     /// The pools and pairs the planner sells on, kept current across blocks.
@@ -817,44 +816,22 @@ impl Planner {
         &self.book
     }
 
+    /// The next block's base fee after `block`; a header read once per block when the block does not
+    /// carry its gas figures.
     async fn next_base_fee(
         &self,
         block: Option<crate::protocol::BlockRef>,
     ) -> Result<u128, ChainError> {
-        if let Some(gas) = block.and_then(|b| b.gas) {
-            return Ok(fees::eip1559::next_base_fee(
-                u128::from(gas.base_fee_per_gas),
-                gas.gas_used,
-                gas.gas_limit,
-            ));
-        }
-        if let Some(b) = block
+        let read = block.filter(|b| b.gas.is_none());
+        if let Some(b) = read
             && let Ok(cached) = self.base_fee_cache.lock()
             && let Some((number, fee)) = *cached
             && number == b.number
         {
             return Ok(fee);
         }
-        let at = block.map_or(alloy::eips::BlockNumberOrTag::Latest, |b| {
-            alloy::eips::BlockNumberOrTag::Number(b.number)
-        });
-        let header = self
-            .rpc
-            .get_block_by_number(at)
-            .await
-            .map_err(|e| ChainError::rpc(format!("block {at}"), e))?;
-        let fee = header
-            .as_ref()
-            .and_then(|b| b.header.base_fee_per_gas)
-            .map(|f| {
-                fees::eip1559::next_base_fee(
-                    u128::from(f),
-                    header.as_ref().map_or(0, |b| b.header.gas_used),
-                    header.as_ref().map_or(30_000_000, |b| b.header.gas_limit),
-                )
-            })
-            .unwrap_or(1_000_000_000);
-        if let Some(b) = block
+        let fee = fees::eip1559::next_base_fee_after(&self.rpc, block).await?;
+        if let Some(b) = read
             && let Ok(mut cached) = self.base_fee_cache.lock()
         {
             *cached = Some((b.number, fee));
@@ -1038,6 +1015,22 @@ pub struct SizingCosts {
 }
 
 impl SizingCosts {
+    /// Gas at `base_fee` plus `priority_fee_wei`, the native asset at `market`'s oracle price (none
+    /// named or not listed: gas counted as free).
+    pub fn at(
+        market: &AaveV3,
+        native_asset: Option<Address>,
+        base_fee: u128,
+        priority_fee_wei: u128,
+    ) -> Self {
+        Self {
+            gas_price_wei: base_fee + priority_fee_wei,
+            native_price: native_asset
+                .and_then(|a| market.reserve_of(a))
+                .map_or(U256::ZERO, |r| r.price),
+        }
+    }
+
     /// The fees of `gas` in `debt`'s units, rounded up (never understated).
     pub fn in_debt(&self, gas: u64, debt: &Reserve) -> U256 {
         let wei = U256::from(gas) * U256::from(self.gas_price_wei);

@@ -5,6 +5,39 @@ pub const ELASTICITY: u64 = 2;
 /// `BASE_FEE_MAX_CHANGE_DENOMINATOR`.
 pub const MAX_CHANGE_DENOMINATOR: u128 = 8;
 
+/// The base fee of the block after `block` (the latest when `None`): from the gas figures the block
+/// carries, or read from its header; 1 gwei on a chain without a base fee.
+pub async fn next_base_fee_after(
+    rpc: &crate::chain::Rpc,
+    block: Option<crate::protocol::BlockRef>,
+) -> Result<u128, crate::chain::ChainError> {
+    use alloy::{eips::BlockNumberOrTag, providers::Provider};
+    if let Some(gas) = block.and_then(|b| b.gas) {
+        return Ok(next_base_fee(
+            u128::from(gas.base_fee_per_gas),
+            gas.gas_used,
+            gas.gas_limit,
+        ));
+    }
+    let at = block.map_or(BlockNumberOrTag::Latest, |b| {
+        BlockNumberOrTag::Number(b.number)
+    });
+    let header = rpc
+        .get_block_by_number(at)
+        .await
+        .map_err(|e| crate::chain::ChainError::rpc(format!("block {at}"), e))?
+        .map(|b| b.header);
+    Ok(header
+        .and_then(|h| {
+            Some(next_base_fee(
+                u128::from(h.base_fee_per_gas?),
+                h.gas_used,
+                h.gas_limit,
+            ))
+        })
+        .unwrap_or(1_000_000_000))
+}
+
 /// The base fee of the block after one with `gas_used` of `gas_limit` at `base_fee`.
 pub fn next_base_fee(base_fee: u128, gas_used: u64, gas_limit: u64) -> u128 {
     let target = u128::from(gas_limit / ELASTICITY);
