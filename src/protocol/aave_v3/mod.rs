@@ -242,9 +242,9 @@ impl AaveV3 {
         }
     }
 
-    /// Reads every eMode category id (1 to 255) and keeps those that exist (a threshold above 0): the
-    /// ones read each block from then on.
-    async fn scan_emodes(&mut self, rpc: &Rpc, at: BlockId) -> Result<(), ChainError> {
+    /// Reads every eMode category id (1 to 255) and returns those that exist (a threshold above 0):
+    /// the ones read each block from then on.
+    async fn scan_emodes(&self, rpc: &Rpc, at: BlockId) -> Result<Vec<u8>, ChainError> {
         let calls: Vec<(Address, Vec<u8>)> = (1..=u8::MAX)
             .map(|id| {
                 let call = if self.release.emode_bitmaps() {
@@ -266,19 +266,11 @@ impl AaveV3 {
                     .is_ok_and(|c| c.liquidationThreshold != 0)
             }
         };
-        let ids: Vec<u8> = (1..=u8::MAX)
+        Ok((1..=u8::MAX)
             .zip(&results)
             .filter(|(_, r)| exists(r))
             .map(|(id, _)| id)
-            .collect();
-        self.emodes.retain(|id, _| ids.contains(id));
-        for id in ids {
-            self.emodes.entry(id).or_insert(EModeCategory {
-                id,
-                ..Default::default()
-            });
-        }
-        Ok(())
+            .collect())
     }
 
     /// eMode category `id` from its calls' results ([`emode_calls`]), taken in order by `take`; before
@@ -652,24 +644,30 @@ impl LendingProtocol for AaveV3 {
         let unknown_seen = self
             .unknown_emode_seen
             .swap(false, std::sync::atomic::Ordering::Relaxed);
-        if unknown_seen
+        let scanned = if unknown_seen
             || self
                 .emode_scan_block
                 .is_none_or(|scanned| block.number >= scanned + EMODE_RESCAN_BLOCKS)
         {
-            if let Err(e) = self.scan_emodes(rpc, at).await {
-                // Asked for again by the next read.
-                self.unknown_emode_seen
-                    .fetch_or(unknown_seen, std::sync::atomic::Ordering::Relaxed);
-                return Err(e);
+            match self.scan_emodes(rpc, at).await {
+                Ok(ids) => Some(ids),
+                Err(e) => {
+                    // Asked for again by the next read.
+                    self.unknown_emode_seen
+                        .fetch_or(unknown_seen, std::sync::atomic::Ordering::Relaxed);
+                    return Err(e);
+                }
             }
-            self.emode_scan_block = Some(block.number);
-        }
+        } else {
+            None
+        };
         // The reserves list, the oracle (governance can replace it), the sentinel, every reserve and
         // every price, the eMode categories in use: one request. Only when the list changed (a
         // reserve was listed) is a second needed.
         let mut assets: Vec<Address> = self.reserves.values().map(|r| r.asset).collect();
-        let emode_ids: Vec<u8> = self.emodes.keys().copied().collect();
+        let emode_ids: Vec<u8> = scanned
+            .clone()
+            .unwrap_or_else(|| self.emodes.keys().copied().collect());
         let sentinel = self.sentinel.filter(|_| release.sentinel());
         let per_reserve = 1 + if release.grace_periods() { 2 } else { 0 };
         let results = loop {
@@ -851,6 +849,10 @@ impl LendingProtocol for AaveV3 {
         self.oracle = oracle;
         self.sentinel = sentinel_now;
         self.reserves = reserves;
+        if let Some(ids) = scanned {
+            self.emodes.retain(|id, _| ids.contains(id));
+            self.emode_scan_block = Some(block.number);
+        }
         for category in emodes {
             self.emodes.insert(category.id, category);
         }
