@@ -1,8 +1,8 @@
 //! Plans on the devnet with the real Aave V3 and Uniswap V3, executed through the Liquidator: the
-//! predicted profit is what the Liquidator realises, alone or with others in one transaction; a plan
-//! made unprofitable reverts and loses nothing (and does not sink the plans batched with it); sales
-//! into one pool in one block stop where it no longer pays, and a plan sized again then sells where
-//! it still does; the gas priced covers the receipt's, also when the reserves moved in the latest
+//! predicted profit is what the Liquidator realises, alone or with others in one transaction, also
+//! once charged again at a dearer block's base fee; a plan made unprofitable reverts and loses
+//! nothing (and does not sink the plans batched with it); sales into one pool in one block stop
+//! where it no longer pays, and a plan sized again then sells where it still does; the gas priced covers the receipt's, also when the reserves moved in the latest
 //! block, and on a node without `eth_call` block overrides plans are still made; only the owner can
 //! liquidate, and the callbacks refuse strangers.
 
@@ -149,6 +149,18 @@ async fn sized_plans(s: &Setup) -> Vec<cascade::planner::Plan> {
         }
     }
     sized
+}
+
+/// Every profitable plan of the shocked devnet (two at least), built into one transaction.
+async fn one_batch(s: &Setup) -> cascade::planner::Batch {
+    let sized = sized_plans(s).await;
+    assert!(
+        sized.len() >= 2,
+        "two profitable plans on the shocked devnet"
+    );
+    let mut built = s.planner.finalise_all(sized, s.watcher.protocol()).await;
+    assert_eq!(built.len(), 1, "one transaction");
+    built.pop().unwrap().expect("the batch simulates")
 }
 
 /// The gas the plans are priced with is the Liquidator's own measurement of the run with the
@@ -637,14 +649,7 @@ fn assert_realised_as_planned(plan: &cascade::planner::Plan, profit: U256) {
 #[tokio::test]
 async fn plans_built_into_one_transaction_all_liquidate_as_planned() {
     let s = setup(false).await;
-    let sized = sized_plans(&s).await;
-    assert!(
-        sized.len() >= 2,
-        "two profitable plans on the shocked devnet"
-    );
-    let mut built = s.planner.finalise_all(sized, s.watcher.protocol()).await;
-    assert_eq!(built.len(), 1, "one transaction");
-    let batch = built.pop().unwrap().expect("the batch simulates");
+    let batch = one_batch(&s).await;
     let receipt = liquidate_as_owner(&s, &batch.calldata)
         .await
         .expect("the batch succeeds");
@@ -970,6 +975,64 @@ async fn liquidations_that_would_not_cover_their_share_of_the_fees_are_left_out_
         assert!(event.profit >= plan.min_profit && plan.min_profit > U256::ZERO);
         assert_realised_as_planned(plan, event.profit);
     }
+}
+
+#[tokio::test]
+async fn a_batch_held_for_a_dearer_block_is_charged_again_at_its_base_fee() {
+    let s = setup(false).await;
+    let planned = one_batch(&s).await;
+    let market = s.watcher.protocol();
+    let base_fee = planned.plans[0].base_fee_wei;
+    let dearer = base_fee + 1_000_000_000;
+    let batch = s
+        .planner
+        .reprice(planned.clone(), market, dearer)
+        .expect("still pays at 1 gwei more");
+    assert_eq!(batch.plans.len(), planned.plans.len());
+    assert_eq!(batch.gas_limit, planned.gas_limit);
+    let mut raised = false;
+    for (before, after) in planned.plans.iter().zip(&batch.plans) {
+        let priority = before.gas_price_wei - before.base_fee_wei;
+        assert_eq!(after.base_fee_wei, dearer);
+        assert_eq!(after.gas_price_wei, dearer + priority);
+        // The same gas, at the new price; the same gross, less the larger fees.
+        let gas = before.gas_cost_wei / U256::from(before.gas_price_wei);
+        assert_eq!(after.gas_cost_wei, gas * U256::from(after.gas_price_wei));
+        assert!(after.fees_in_debt > before.fees_in_debt);
+        assert_eq!(
+            after.net_profit_debt + i128::try_from(after.fees_in_debt).unwrap(),
+            before.net_profit_debt + i128::try_from(before.fees_in_debt).unwrap()
+        );
+        assert_eq!(after.min_profit, after.fees_in_debt);
+        raised |= after.min_profit > before.min_profit;
+    }
+    assert!(raised, "the minimum profits follow the fees");
+    // The transaction carries the new minimum profits, and realises what was planned.
+    let call = Liquidator::liquidateBatchCall::abi_decode(&batch.calldata).unwrap();
+    let mins: Vec<U256> = call.ls.iter().map(|l| l.minProfit).collect();
+    let expected: Vec<U256> = batch.plans.iter().map(|p| p.min_profit).collect();
+    assert_eq!(mins, expected);
+    let receipt = liquidate_as_owner(&s, &batch.calldata)
+        .await
+        .expect("the batch charged again succeeds");
+    let events = liquidated(&receipt);
+    assert_eq!(events.len(), batch.plans.len());
+    for (plan, event) in batch.plans.iter().zip(&events) {
+        assert_eq!(event.borrower, plan.borrower);
+        assert!(event.profit >= plan.min_profit);
+        assert_realised_as_planned(plan, event.profit);
+    }
+    // At a base fee no liquidation pays, every one is named.
+    let refused = s
+        .planner
+        .reprice(planned.clone(), market, 1_000_000_000_000_000)
+        .expect_err("nothing pays at a million gwei");
+    assert_eq!(refused.len(), planned.plans.len());
+    assert!(
+        refused
+            .iter()
+            .all(|(_, r)| matches!(r, Refusal::Unprofitable { .. }))
+    );
 }
 
 #[tokio::test]

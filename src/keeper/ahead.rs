@@ -44,6 +44,8 @@ pub(super) struct Ahead {
     head: Head,
     /// Simulated and claimed on it, not signed.
     batches: Vec<Batch>,
+    /// The market as the pending block leaves it, which the batches were priced on.
+    market: Arc<AaveV3>,
     /// The account's pending transaction count, read while planning.
     chain_nonce: Option<u64>,
     /// When the update was seen in the mempool.
@@ -191,11 +193,12 @@ impl Keeper {
             }
             let mut batches = Vec::new();
             let planner = Arc::new(self.planner.for_pending_block());
+            let market = Arc::new(market);
             let chain_nonce = self
                 .pursue(
                     watcher,
                     &below,
-                    Arc::new(market),
+                    market.clone(),
                     planner,
                     seen,
                     Some(&mut batches),
@@ -218,6 +221,7 @@ impl Keeper {
                     self.ahead = Some(Ahead {
                         head,
                         batches,
+                        market,
                         chain_nonce,
                         seen,
                     });
@@ -261,7 +265,9 @@ impl Keeper {
             );
             return Ok(());
         }
-        // Priced at the base fee the pending block implied; the mined block sets the real one.
+        // Priced at the base fee the pending block implied; the mined block sets the real one, which
+        // can come out a little higher (see `Planner::reprice`): those are charged again at it, and
+        // what no longer pays is left to the block path.
         let base_fee = mined.block.gas.map(|g| {
             crate::planner::fees::eip1559::next_base_fee(
                 u128::from(g.base_fee_per_gas),
@@ -269,15 +275,29 @@ impl Keeper {
                 g.gas_limit,
             )
         });
-        let (batches, dearer): (Vec<Batch>, Vec<Batch>) =
-            ahead.batches.into_iter().partition(|b| {
-                base_fee.is_some_and(|fee| b.plans.iter().all(|p| p.base_fee_wei >= fee))
-            });
-        if !dearer.is_empty() {
-            tracing::info!(
-                transactions = dearer.len(),
-                "held liquidations priced below the block's base fee are planned again"
-            );
+        let mut batches = Vec::with_capacity(ahead.batches.len());
+        for batch in ahead.batches {
+            let planned = batch
+                .plans
+                .iter()
+                .map(|p| p.base_fee_wei)
+                .min()
+                .unwrap_or(0);
+            match base_fee {
+                Some(fee) if fee <= planned => batches.push(batch),
+                Some(fee) => match self.planner.reprice(batch, &ahead.market, fee) {
+                    Ok(batch) => batches.push(batch),
+                    Err(refused) => tracing::info!(
+                        planned_base_fee = planned,
+                        block_base_fee = fee,
+                        borrowers = ?refused.iter().map(|(b, _)| *b).collect::<Vec<_>>(),
+                        "a held transaction no longer pays at the block's base fee; its liquidations are planned again"
+                    ),
+                },
+                None => tracing::info!(
+                    "the block carries no base fee to check the held transaction against; its liquidations are planned again"
+                ),
+            }
         }
         let liquidations: usize = batches.iter().map(|b| b.plans.len()).sum();
         let Some(round) = self

@@ -147,6 +147,18 @@ impl Batch {
             plans: vec![plan],
         }
     }
+
+    /// The transaction of `plans`, charged and in order, each keeping its minimum profit.
+    fn of(plans: Vec<Plan>, gas_limit: u64) -> Self {
+        Self {
+            calldata: liquidation_calldata(
+                plans.iter().map(|p| liquidation(p, p.min_profit)).collect(),
+            ),
+            gas_limit,
+            fee_cap_wei: plans.iter().map(|p| p.fee_cap_wei).sum(),
+            plans,
+        }
+    }
 }
 
 /// One collateral × debt pair's best size, or how close it came to profit.
@@ -578,15 +590,6 @@ impl Planner {
         mut plans: Vec<Plan>,
         market: &AaveV3,
     ) -> Result<Finalised, PlanError> {
-        let native_price = market
-            .reserve_of(self.settings.native_asset)
-            .map(|r| r.price)
-            .unwrap_or_default();
-        // Wei in a plan's debt asset, rounded up (fees are never understated).
-        let to_debt = |plan: &Plan, wei: U256| {
-            let (unit, price) = debt_unit_and_price(market, plan.debt);
-            (wei * native_price / crate::units::WAD * unit).div_ceil(price.max(U256::from(1u8)))
-        };
         let build = |plans: &[Plan], min_profits: &[U256]| -> Bytes {
             liquidation_calldata(
                 plans
@@ -622,47 +625,85 @@ impl Planner {
             fees::op_stack::l1_fee_unsigned(&unsigned, l1).div_ceil(U256::from(n))
         });
         let mut short = Vec::new();
-        let mut fee_cap_wei = U256::ZERO;
         for (plan, realised) in plans.iter_mut().zip(realised) {
             plan.gas_limit = gas.limit.div_ceil(n);
-            plan.gas_cost_wei = U256::from(gas.used.div_ceil(n)) * U256::from(gas_price);
             plan.l1_fee_wei = l1_fee;
-            plan.fees_in_debt = to_debt(plan, plan.gas_cost_wei + plan.l1_fee_wei);
             // What it realises in the run (its share of its sale's profit, as its event will say).
-            let gross = signed(realised);
-            let (debt_unit, debt_price) = debt_unit_and_price(market, plan.debt);
-            let net = gross - signed(plan.fees_in_debt);
-            plan.net_profit_debt = net;
-            plan.net_profit_base = net * signed(debt_price) / signed(debt_unit);
-            if net <= 0 {
-                short.push((
-                    plan.borrower,
-                    Refusal::Unprofitable {
-                        best_net_base: plan.net_profit_base,
-                        pair: format!("{} → {}", plan.collateral, plan.debt),
-                    },
-                ));
-                continue;
+            if let Err(refusal) = self.charge(plan, market, gas.used.div_ceil(n), signed(realised))
+            {
+                short.push((plan.borrower, refusal));
             }
-            let net_wei = U256::from(net as u128) * debt_price * crate::units::WAD
-                / (debt_unit * native_price.max(U256::from(1u8)));
-            plan.fee_cap_wei = plan.gas_cost_wei + plan.l1_fee_wei + net_wei;
-            fee_cap_wei += plan.fee_cap_wei;
-            // The contract keeps at least the fees: a liquidation that cannot pay for itself reverts.
-            plan.min_profit = plan.fees_in_debt;
-            plan.calldata = build(std::slice::from_ref(plan), &[plan.min_profit]);
         }
         if !short.is_empty() {
             return Ok(Finalised::Short(short));
         }
-        let min_profits: Vec<U256> = plans.iter().map(|p| p.min_profit).collect();
-        let calldata = build(&plans, &min_profits);
-        Ok(Finalised::Batch(Batch {
-            plans,
-            calldata,
-            gas_limit: gas.limit,
-            fee_cap_wei,
-        }))
+        Ok(Finalised::Batch(Batch::of(plans, gas.limit)))
+    }
+
+    /// Charges `plan` its fees: `gas_used` (its share of its transaction's) at its gas price, and its
+    /// L1 fee, against `gross` (what it realises before fees, in the debt asset). Sets its fees, net
+    /// profit, fee cap, minimum profit and its calldata alone; refused when the net is not positive.
+    fn charge(
+        &self,
+        plan: &mut Plan,
+        market: &AaveV3,
+        gas_used: u64,
+        gross: i128,
+    ) -> Result<(), Refusal> {
+        let native_price = market
+            .reserve_of(self.settings.native_asset)
+            .map(|r| r.price)
+            .unwrap_or_default();
+        let (debt_unit, debt_price) = debt_unit_and_price(market, plan.debt);
+        plan.gas_cost_wei = U256::from(gas_used) * U256::from(plan.gas_price_wei);
+        // Wei in the debt asset, rounded up (fees are never understated).
+        plan.fees_in_debt =
+            ((plan.gas_cost_wei + plan.l1_fee_wei) * native_price / crate::units::WAD * debt_unit)
+                .div_ceil(debt_price.max(U256::from(1u8)));
+        let net = gross - signed(plan.fees_in_debt);
+        plan.net_profit_debt = net;
+        plan.net_profit_base = net * signed(debt_price) / signed(debt_unit);
+        if net <= 0 {
+            return Err(Refusal::Unprofitable {
+                best_net_base: plan.net_profit_base,
+                pair: format!("{} → {}", plan.collateral, plan.debt),
+            });
+        }
+        let net_wei = U256::from(net as u128) * debt_price * crate::units::WAD
+            / (debt_unit * native_price.max(U256::from(1u8)));
+        plan.fee_cap_wei = plan.gas_cost_wei + plan.l1_fee_wei + net_wei;
+        // The contract keeps at least the fees: a liquidation that cannot pay for itself reverts.
+        plan.min_profit = plan.fees_in_debt;
+        plan.calldata = liquidation_calldata(vec![liquidation(plan, plan.min_profit)]);
+        Ok(())
+    }
+
+    /// `batch`, planned for a block whose base fee came out above the one it was priced at, priced
+    /// again at `base_fee`: the same liquidations and gas, each charged at the new price, with its
+    /// minimum profit raised to match; or the borrowers that no longer pay. (A pending block's gas
+    /// can fall a little short of the mined block's: a reserve updated in the block before skips
+    /// its interest update at the pending block's time, and the mined block, later, does not.)
+    pub fn reprice(
+        &self,
+        mut batch: Batch,
+        market: &AaveV3,
+        base_fee: u128,
+    ) -> Result<Batch, Vec<(Address, Refusal)>> {
+        let mut short = Vec::new();
+        for plan in &mut batch.plans {
+            let priority = plan.gas_price_wei.saturating_sub(plan.base_fee_wei);
+            let gas_used = plan.gas_cost_wei / U256::from(plan.gas_price_wei.max(1));
+            let gross = plan.net_profit_debt + signed(plan.fees_in_debt);
+            plan.base_fee_wei = base_fee;
+            plan.gas_price_wei = base_fee + priority;
+            if let Err(refusal) = self.charge(plan, market, gas_used.saturating_to(), gross) {
+                short.push((plan.borrower, refusal));
+            }
+        }
+        if !short.is_empty() {
+            return Err(short);
+        }
+        Ok(Batch::of(batch.plans, batch.gas_limit))
     }
 
     /// Runs the exact transaction on the latest state with one `eth_call` (any node has it): the
