@@ -268,13 +268,7 @@ impl Keeper {
         // Priced at the base fee the pending block implied; the mined block sets the real one, which
         // can come out a little higher (see `Planner::reprice`): those are charged again at it, and
         // what no longer pays is left to the block path.
-        let base_fee = mined.block.gas.map(|g| {
-            crate::planner::fees::eip1559::next_base_fee(
-                u128::from(g.base_fee_per_gas),
-                g.gas_used,
-                g.gas_limit,
-            )
-        });
+        let base_fee = mined.block.gas.map(|g| g.next_base_fee());
         let mut batches = Vec::with_capacity(ahead.batches.len());
         for batch in ahead.batches {
             let planned = batch

@@ -76,6 +76,15 @@ impl BlockGas {
             gas_limit: header.gas_limit(),
         })
     }
+
+    /// The base fee of the block after this one (EIP-1559).
+    pub fn next_base_fee(&self) -> u128 {
+        crate::planner::fees::eip1559::next_base_fee(
+            u128::from(self.base_fee_per_gas),
+            self.gas_used,
+            self.gas_limit,
+        )
+    }
 }
 
 /// What changed market-wide at a block.

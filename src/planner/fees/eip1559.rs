@@ -13,11 +13,7 @@ pub async fn next_base_fee_after(
 ) -> Result<u128, crate::chain::ChainError> {
     use alloy::{eips::BlockNumberOrTag, providers::Provider};
     if let Some(gas) = block.and_then(|b| b.gas) {
-        return Ok(next_base_fee(
-            u128::from(gas.base_fee_per_gas),
-            gas.gas_used,
-            gas.gas_limit,
-        ));
+        return Ok(gas.next_base_fee());
     }
     let at = block.map_or(BlockNumberOrTag::Latest, |b| {
         BlockNumberOrTag::Number(b.number)
@@ -28,14 +24,8 @@ pub async fn next_base_fee_after(
         .map_err(|e| crate::chain::ChainError::rpc(format!("block {at}"), e))?
         .map(|b| b.header);
     Ok(header
-        .and_then(|h| {
-            Some(next_base_fee(
-                u128::from(h.base_fee_per_gas?),
-                h.gas_used,
-                h.gas_limit,
-            ))
-        })
-        .unwrap_or(1_000_000_000))
+        .and_then(|h| crate::protocol::BlockGas::of(&h.inner))
+        .map_or(1_000_000_000, |gas| gas.next_base_fee()))
 }
 
 /// The base fee of the block after one with `gas_used` of `gas_limit` at `base_fee`.
