@@ -575,3 +575,108 @@ async fn nonces_stay_right_with_liquidations_in_flight_and_an_external_transacti
     );
     net.rpc.anvil_set_auto_mine(true).await.unwrap();
 }
+
+/// A block too full for our next transaction: anvil keeps that one queued but drops the one behind
+/// it that would have fitted (its nonce ahead of the account's). The executor asks the node after
+/// such a block and sends the forgotten one again at once, so it follows the next into the coming
+/// block instead of waiting a block more for a "not mined although there was room".
+#[tokio::test]
+async fn a_transaction_the_node_forgot_behind_a_full_block_goes_in_the_next_block() {
+    let (net, planner, w, plans, store, _dir) = sized().await;
+    assert!(plans.len() >= 4, "{} plans", plans.len());
+    let one = |plan: &Plan| {
+        let (planner, w, plan) = (&planner, &w, plan.clone());
+        async move {
+            planner
+                .finalise_all(vec![plan], w.protocol())
+                .await
+                .pop()
+                .unwrap()
+                .unwrap()
+        }
+    };
+    let first = one(&plans[0]).await;
+    let mut pair = planner
+        .finalise_all(plans[1..3].to_vec(), w.protocol())
+        .await;
+    assert_eq!(pair.len(), 1, "two plans, one transaction");
+    let pair = pair.pop().unwrap().unwrap();
+    let last = one(&plans[3]).await;
+    // Gas limits: the pair's must exceed the single one's by enough to tell them apart below.
+    assert!(
+        pair.gas_limit > last.gas_limit + 100_000,
+        "{} vs {}",
+        pair.gas_limit,
+        last.gas_limit
+    );
+
+    let mut ex = executor(&net, &store, Duration::from_secs(600)).await;
+    net.rpc.anvil_set_auto_mine(false).await.unwrap();
+    let batches = [first.clone(), pair.clone(), last.clone()];
+    let entries: Vec<JournalEntry> = ex
+        .prepare_all(&batches, net.deployment.liquidator, None)
+        .await
+        .unwrap()
+        .into_iter()
+        .flat_map(Result::unwrap)
+        .collect();
+    let first_nonce = entries[0].nonce;
+    assert!(ex.send_all(entries).await.iter().all(Result::is_ok));
+    // A block with room for the first transaction and then for the last but not for the pair.
+    let first_gas =
+        (first.plans[0].gas_cost_wei / U256::from(first.plans[0].gas_price_wei)).to::<u64>();
+    let block_gas = first_gas + (pair.gas_limit + last.gas_limit) / 2;
+    net.rpc.anvil_set_block_gas_limit(block_gas).await.unwrap();
+    // Mines a block a second after the sends (so that they were sent before it, by its timestamp);
+    // returns it and the account's nonce after it.
+    let account = ex.address();
+    let mine = || async {
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        net.rpc.evm_mine(None).await.unwrap();
+        let block = net.rpc.get_block_number().await.unwrap();
+        let nonce = net
+            .rpc
+            .get_transaction_count(account)
+            .block_id(block.into())
+            .await
+            .unwrap();
+        (block, nonce)
+    };
+    let (full, nonce) = mine().await;
+    assert_eq!(
+        nonce,
+        first_nonce + 1,
+        "only the first fitted the full block"
+    );
+    let forgotten = ex.journal().open().unwrap();
+    let forgotten = forgotten
+        .iter()
+        .find(|e| e.nonce == first_nonce + 2)
+        .unwrap();
+    assert!(
+        net.rpc
+            .get_transaction_by_hash(forgotten.attempts[0].hash)
+            .await
+            .unwrap()
+            .is_none(),
+        "anvil dropped the transaction queued behind the one that did not fit"
+    );
+
+    net.rpc.anvil_set_block_gas_limit(30_000_000).await.unwrap();
+    assert_eq!(ex.poll().await.unwrap().len(), 1, "the first is final");
+    let (next, nonce) = mine().await;
+    assert_eq!(
+        nonce,
+        first_nonce + 3,
+        "the pair and the one the node forgot are in the block after the full one"
+    );
+    net.rpc.anvil_set_auto_mine(true).await.unwrap();
+    let finished = polled_until_final(&mut ex).await;
+    assert!(
+        finished
+            .iter()
+            .all(|e| matches!(e.state, TxState::Included { .. })),
+        "{finished:#?}"
+    );
+    assert_eq!(sent_by(&net, ex.address(), full, next).await, 3);
+}

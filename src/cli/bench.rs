@@ -61,6 +61,10 @@ pub struct Args {
     /// Idle blocks to average over.
     #[arg(long, default_value_t = 10)]
     pub blocks: u32,
+    /// Gas a block holds (default: anvil's 30,000,000; Ethereum's is 60,000,000; at least 1,000,000):
+    /// how many of a cascade's liquidations fit the first block after the update.
+    #[arg(long, value_name = "GAS", value_parser = clap::value_parser!(u64).range(1_000_000..))]
+    pub block_gas_limit: Option<u64>,
     /// Also write the figures here as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -125,10 +129,14 @@ pub struct BenchReport {
     /// pay then (unprofitable at that price, or their pool no longer paying after that block's
     /// earlier sales), and a later move made them pay.
     pub liquidations_paying_later: usize,
-    /// Of the liquidations not in that block, the share for which it was full: less gas left in it
-    /// than the gas limit of the next of ours in nonce order (100 when every miss was the block's
-    /// capacity; null when nothing missed it).
-    pub first_block_misses_full_pct: Option<f64>,
+    /// Share of the same positions whose first liquidation was in the first block after the update
+    /// that had room for it: every block before it was full for us (less gas left than the limit of
+    /// the next of ours in nonce order), filled by the cascade's earlier liquidations and the
+    /// arbitrage. The difference from `first_block_inclusion_pct` is the chain's capacity; what
+    /// this misses is the keeper's.
+    pub first_block_with_room_pct: f64,
+    /// Gas a block held in the run (its last block's limit).
+    pub block_gas_limit: u64,
     /// Gas used by one of our liquidations, median (a transaction's gas shared among those it
     /// carries).
     pub liquidation_gas_p50: u64,
@@ -196,6 +204,7 @@ pub async fn bench(args: &Args) -> eyre::Result<BenchReport> {
     let devnet = Devnet::start(&DevnetOptions {
         borrowers: args.borrowers,
         aave: args.aave,
+        block_gas_limit: args.block_gas_limit,
         ..Default::default()
     })
     .await?;
@@ -501,7 +510,7 @@ async fn shocks(
     } else {
         100.0 * first as f64 / crossings.len() as f64
     };
-    // Why the others were later: their first block had no room left (it holds a few dozen
+    // Why the others were later: their first block had no room left (30M gas holds about 160
     // liquidations), or the keeper was too slow for it. Our transactions are mined in nonce order, and a
     // block takes the next one only while the gas it has left covers that transaction's gas limit, so
     // a block is full for us when its room is less than the limit of the next of ours (the first of
@@ -533,54 +542,83 @@ async fn shocks(
             .collect();
         ours_by_block.insert(b, ours);
     }
+    out.block_gas_limit = devnet
+        .rpc
+        .get_block_by_number(alloy::eips::BlockNumberOrTag::Latest)
+        .await?
+        .ok_or_else(|| eyre::eyre!("no latest block"))?
+        .header
+        .gas_limit;
     let mut gas: Vec<u64> = ours_by_block.values().flatten().map(|(g, _)| *g).collect();
     gas.sort_unstable();
     out.liquidation_gas_p50 = gas.get(gas.len() / 2).copied().unwrap_or(0);
-    // The first block each miss should have made; whether it was full, one header read per block.
-    let missed_first: Vec<u64> = crossings
-        .values()
-        .filter_map(|o| {
-            let first = o.crossed_block? + 1;
-            (o.included_block? != first).then_some(first)
-        })
-        .collect();
+    // A liquidation not in its first block waited for room when every block from that one to the one
+    // before it was full for us: the chain's capacity, not the keeper's speed. One header read per
+    // block.
     let mut full_blocks = std::collections::HashMap::new();
-    for &b in &missed_first {
-        if let std::collections::hash_map::Entry::Vacant(slot) = full_blocks.entry(b) {
-            let header = devnet
-                .rpc
-                .get_block_by_number(b.into())
-                .await?
-                .ok_or_else(|| eyre::eyre!("block {b} is gone"))?
-                .header;
-            let next_limit = match ours_by_block
-                .range(b + 1..)
-                .find_map(|(_, ours)| ours.first())
-            {
-                Some((_, hash)) => devnet
-                    .rpc
-                    .get_transaction_by_hash(*hash)
-                    .await?
-                    .map_or(0, |tx| alloy::consensus::Transaction::gas_limit(&tx)),
-                None => 0,
+    let mut with_room = 0;
+    for o in crossings.values() {
+        let (Some(crossed), Some(included)) = (o.crossed_block, o.included_block) else {
+            continue;
+        };
+        let mut waited_for_room = true;
+        for b in crossed + 1..included {
+            let full = match full_blocks.get(&b) {
+                Some(full) => *full,
+                None => {
+                    let full = full_for_us(&devnet.rpc, &ours_by_block, b).await?;
+                    full_blocks.insert(b, full);
+                    full
+                }
             };
-            let full = header.gas_limit - header.gas_used < next_limit;
-            tracing::debug!(
-                block = b,
-                gas_used = header.gas_used,
-                gas_limit = header.gas_limit,
-                ours = ours_by_block.get(&b).map_or(0, Vec::len),
-                next_limit,
-                full,
-                "a first block some liquidations missed"
-            );
-            slot.insert(full);
+            if !full {
+                waited_for_room = false;
+                break;
+            }
         }
+        with_room += usize::from(waited_for_room);
     }
-    let misses = missed_first.len();
-    let full = missed_first.iter().filter(|b| full_blocks[*b]).count();
-    out.first_block_misses_full_pct = (misses > 0).then(|| 100.0 * full as f64 / misses as f64);
+    out.first_block_with_room_pct = if crossings.is_empty() {
+        0.0
+    } else {
+        100.0 * with_room as f64 / crossings.len() as f64
+    };
     Ok(())
+}
+
+/// Whether block `b` was full for us: less gas left in it than the limit of the next of ours in
+/// nonce order (the first of ours in a later block; `ours_by_block` has each block's, in order).
+async fn full_for_us(
+    rpc: &crate::chain::Rpc,
+    ours_by_block: &std::collections::BTreeMap<u64, Vec<(u64, alloy::primitives::TxHash)>>,
+    b: u64,
+) -> eyre::Result<bool> {
+    let header = rpc
+        .get_block_by_number(b.into())
+        .await?
+        .ok_or_else(|| eyre::eyre!("block {b} is gone"))?
+        .header;
+    let next_limit = match ours_by_block
+        .range(b + 1..)
+        .find_map(|(_, ours)| ours.first())
+    {
+        Some((_, hash)) => rpc
+            .get_transaction_by_hash(*hash)
+            .await?
+            .map_or(0, |tx| alloy::consensus::Transaction::gas_limit(&tx)),
+        None => 0,
+    };
+    let full = header.gas_limit - header.gas_used < next_limit;
+    tracing::debug!(
+        block = b,
+        gas_used = header.gas_used,
+        gas_limit = header.gas_limit,
+        ours = ours_by_block.get(&b).map_or(0, Vec::len),
+        next_limit,
+        full,
+        "a block some liquidations waited through"
+    );
+    Ok(full)
 }
 
 fn table(r: &BenchReport) -> String {
@@ -667,13 +705,10 @@ fn table(r: &BenchReport) -> String {
         ),
         (
             "positions liquidated in the first block after the update",
-            match r.first_block_misses_full_pct {
-                Some(full) => format!(
-                    "{:.0}% (of the rest, {full:.0}% found it full)",
-                    r.first_block_inclusion_pct
-                ),
-                None => format!("{:.0}%", r.first_block_inclusion_pct),
-            },
+            format!(
+                "{:.1}% ({:.1}% in the first with room for them; {} gas a block)",
+                r.first_block_inclusion_pct, r.first_block_with_room_pct, r.block_gas_limit
+            ),
         ),
         (
             "gas per liquidation (p50)",

@@ -24,6 +24,10 @@ pub struct Args {
     /// Mine a block every S seconds once deployed (default: a block per transaction).
     #[arg(long, value_name = "S")]
     pub block_time: Option<u64>,
+    /// Gas a block holds once deployed (default: anvil's 30,000,000; Ethereum's is 60,000,000; at
+    /// least 1,000,000, a batch of liquidations).
+    #[arg(long, value_name = "GAS", value_parser = clap::value_parser!(u64).range(1_000_000..))]
+    pub block_gas_limit: Option<u64>,
     /// Install the OP stack's GasPriceOracle and L1Block predeploys with L1 values, so every plan on
     /// this devnet carries an L1 data fee.
     #[arg(long)]
@@ -44,6 +48,7 @@ pub async fn run(args: Args) -> eyre::Result<()> {
         rpc_url: args.rpc_url.clone(),
         borrowers: args.borrowers,
         block_time_secs: args.block_time,
+        block_gas_limit: args.block_gas_limit,
         op_stack: args.op_stack,
         aave: args.aave,
     };

@@ -44,6 +44,10 @@ pub struct DevnetOptions {
     pub borrowers: u64,
     /// Once deployed, mine a block every this many seconds (automine until then, and when `None`).
     pub block_time_secs: Option<u64>,
+    /// Once deployed, blocks hold this much gas (anvil's 30M until then, and when `None`): a cascade
+    /// larger than one block spills into the next, so how far depends on it (Ethereum's blocks hold
+    /// 60M since late 2025).
+    pub block_gas_limit: Option<u64>,
     /// Make the chain an OP-stack chain for fees: GasPriceOracle and L1Block at their predeploys.
     pub op_stack: bool,
     /// Which Aave to deploy.
@@ -61,6 +65,7 @@ impl Default for DevnetOptions {
             rpc_url: None,
             borrowers: 50,
             block_time_secs: None,
+            block_gas_limit: None,
             op_stack: false,
             aave: aave::DevnetAave::default(),
         }
@@ -222,6 +227,11 @@ impl Devnet {
             op_stack::install(&rpc, &op_stack::typical_l1_values())
                 .await
                 .wrap_err("installing the OP-stack fee predeploys")?;
+        }
+        if let Some(gas) = opts.block_gas_limit {
+            rpc.anvil_set_block_gas_limit(gas)
+                .await
+                .wrap_err("setting anvil's block gas limit")?;
         }
         if let Some(secs) = opts.block_time_secs {
             rpc.anvil_set_interval_mining(secs)

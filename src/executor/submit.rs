@@ -451,19 +451,33 @@ impl Executor {
         // had room for its gas limit, was skipped: not seen by the block's builder, or held back by a
         // node's pool (anvil does, now and then). It and those queued behind it are replaced now rather
         // than after `bump_after`. (A relay's bundles are offered again each block anyway.)
-        let skipped_from = head.map(|b| b.header).and_then(|head| {
+        let head = head.map(|b| b.header);
+        let next_in_head = head.as_ref().and_then(|head| {
             let next = open.iter().find(|tx| tx[0].nonce == mined_nonce)?;
             let last = next[0].attempts.last()?;
-            let room = head.gas_limit.saturating_sub(head.gas_used);
             let sent_before = last.signed_at_ms < head.timestamp.saturating_mul(1_000);
             let limit = if last.cancel {
                 CANCEL_GAS
             } else {
                 next[0].gas_limit
             };
-            (matches!(self.opts.route, Route::Public) && sent_before && room >= limit)
-                .then_some((mined_nonce, head.timestamp.saturating_mul(1_000)))
+            let had_room = head.gas_limit.saturating_sub(head.gas_used) >= limit;
+            (matches!(self.opts.route, Route::Public) && sent_before).then_some(had_room)
         });
+        let skipped_from = head
+            .as_ref()
+            .filter(|_| next_in_head == Some(true))
+            .map(|head| (mined_nonce, head.timestamp.saturating_mul(1_000)));
+        // A block too full for our next leaves it and those behind it queued, but a node may have
+        // forgotten the ones behind: anvil drops those it tried in the same block after the one that
+        // did not fit (their nonces ahead of the account's), a node's pool evicts under pressure, a
+        // restarted node loses its pool. Asked about the one after next: if the node no longer knows it,
+        // it and those behind are sent again now, as they were signed, to follow the next into the
+        // coming block rather than a block after it.
+        let forgotten_from = match (next_in_head, head.as_ref()) {
+            (Some(false), Some(head)) => self.forgotten_after(&open, mined_nonce, head).await,
+            _ => None,
+        };
         let mut finished = Vec::new();
         for (mut tx, states) in open.into_iter().zip(outcomes) {
             let nonce = tx[0].nonce;
@@ -501,6 +515,16 @@ impl Executor {
             // one that would revert gives its nonce to a cancellation instead, so nothing queues
             // behind a nonce never sent.
             let stale = !last.cancel && head_number.is_some_and(|h| tx[0].planned_block < h);
+            if forgotten_from.is_some_and(|from| nonce >= from) {
+                // Sent as it would have been mined had the node kept it: not simulated again first
+                // (that would hold up this block's planning, a simulation per transaction).
+                self.sender.broadcast(&last).await?;
+                if tx[0].state == TxState::Prepared {
+                    self.record(&mut tx, None, TxState::Sent)?;
+                }
+                tracing::info!(borrower = %tx[0].borrower, nonce, "the node forgot it behind a full block: sent again");
+                continue;
+            }
             if tx[0].state == TxState::Prepared {
                 // Journaled but perhaps never sent (a failed send, or a crash in between).
                 if stale && !self.still_runs(&last).await? {
@@ -569,6 +593,32 @@ impl Executor {
         }
         self.journal.flush()?;
         Ok(finished)
+    }
+
+    /// The nonce from which the node has forgotten our open transactions, if it has: asks about the one
+    /// after `next` (the account's next nonce, left out of the full block `head`), sent before that
+    /// block. It is the first anvil drops, and with it forgotten none behind it can be mined until it
+    /// is sent again: all from it are (a node that still has one answers "already known").
+    async fn forgotten_after(
+        &self,
+        open: &[Vec<JournalEntry>],
+        next: u64,
+        head: &alloy::rpc::types::Header,
+    ) -> Option<u64> {
+        let last = open
+            .iter()
+            .find(|tx| tx[0].nonce == next + 1)
+            .and_then(|tx| tx[0].attempts.last())
+            .filter(|a| a.signed_at_ms < head.timestamp.saturating_mul(1_000))?;
+        // A node that will not say (the method refused, a failing endpoint) is taken to have it: the
+        // transaction is then replaced as before, once a block with room passes it by.
+        match self.rpc.get_transaction_by_hash(last.hash).await {
+            Ok(known) => known.is_none().then_some(next + 1),
+            Err(e) => {
+                tracing::debug!(error = %e, "could not ask the node for a queued transaction");
+                None
+            }
+        }
     }
 
     /// Gives each entry of a mined (or dropped) transaction its final state, and notes it.

@@ -293,6 +293,9 @@ impl Keeper {
                 ),
             }
         }
+        // All go at once, and a large fall's do not all fit the block: the most profit for its room
+        // goes first (sales into one pool keeping their order).
+        let batches = crate::planner::block_order::order_batches(batches);
         let liquidations: usize = batches.iter().map(|b| b.plans.len()).sum();
         let Some(round) = self
             .start_sending(batches, arrived, ahead.chain_nonce)

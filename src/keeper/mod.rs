@@ -252,7 +252,13 @@ impl Keeper {
             self.executor.resync_nonce();
         }
         if any_open {
+            let synced_ms = arrived.elapsed().as_secs_f64() * 1e3;
             self.settle(watcher).await?;
+            tracing::debug!(
+                synced_ms,
+                settled_ms = arrived.elapsed().as_secs_f64() * 1e3,
+                "liquidations in flight settled"
+            );
         }
         let liquidatable: Vec<Address> = report.liquidatable.iter().map(|c| c.user).collect();
         let market = Arc::new(watcher.protocol().clone());

@@ -14,6 +14,7 @@
 //! the gas, one that would not pay for itself is dropped, and a revert is decoded and its plan dropped
 //! with the reason ([`Planner::finalise_all`]).
 
+pub mod block_order;
 pub mod fees;
 pub mod sizing;
 pub mod venues;
