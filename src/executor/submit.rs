@@ -445,7 +445,9 @@ impl Executor {
                 .await
                 .map_err(|e| ExecError::from(ChainError::rpc("the head block", e)))
         };
+        let started = std::time::Instant::now();
         let (outcomes, mined_nonce, head) = tokio::try_join!(outcomes, mined_nonce, head)?;
+        let read_ms = started.elapsed().as_secs_f64() * 1e3;
         let head_number = head.as_ref().map(|b| b.header.number);
         // The next of ours in nonce order, sent before the head block and not in it although the block
         // had room for its gas limit, was skipped: not seen by the block's builder, or held back by a
@@ -591,7 +593,15 @@ impl Executor {
             self.sender.broadcast(&attempt).await?;
             tracing::info!(borrower = %tx[0].borrower, liquidations = tx.len(), nonce, hash = %attempt.hash, max_fee, cancel = last.cancel, "replaced a stuck transaction with higher fees");
         }
+        let settled_ms = started.elapsed().as_secs_f64() * 1e3;
         self.journal.flush()?;
+        tracing::debug!(
+            read_ms,
+            settled_ms,
+            flushed_ms = started.elapsed().as_secs_f64() * 1e3,
+            finished = finished.len(),
+            "polled"
+        );
         Ok(finished)
     }
 
