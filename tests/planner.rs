@@ -2,9 +2,10 @@
 //! predicted profit is what the Liquidator realises, alone or with others in one transaction, also
 //! once charged again at a dearer block's base fee; a plan made unprofitable reverts and loses
 //! nothing (and does not sink the plans batched with it); sales into one pool in one block stop
-//! where it no longer pays, and a plan sized again then sells where it still does; the gas priced covers the receipt's, also when the reserves moved in the latest
-//! block, and on a node without `eth_call` block overrides plans are still made; only the owner can
-//! liquidate, and the callbacks refuse strangers.
+//! where it no longer pays, and a plan sized again then sells where it still does; the gas priced
+//! covers the receipt's, also when the reserves moved in the latest block, and on a node without
+//! `eth_call` block overrides plans are still made; only the owner can liquidate, and the callbacks
+//! refuse strangers.
 
 use alloy::{
     network::TransactionBuilder,
