@@ -16,7 +16,7 @@ use cascade::{
         signer,
         submit::{ExecError, Executor, ExecutorOptions},
     },
-    planner::{Plan, Planner, PlannerSettings},
+    planner::{Batch, Plan, Planner, PlannerSettings},
     protocol::aave_v3::AaveV3,
     store::Store,
     watcher::{Watcher, WatcherOptions},
@@ -573,6 +573,79 @@ async fn nonces_stay_right_with_liquidations_in_flight_and_an_external_transacti
         alloy::consensus::Transaction::nonce(&mined),
         first.nonce + 1
     );
+    net.rpc.anvil_set_auto_mine(true).await.unwrap();
+}
+
+/// A block that mines one of ours frees its borrower for planning at once, on the account's nonce
+/// at the block, before its receipt is read: its sale no longer counts into its pool, and a new
+/// liquidation of the same borrower (a partial close's next step) can be signed. The receipt is read
+/// after, and finishes only the mined one.
+#[tokio::test]
+async fn a_mined_liquidation_frees_its_borrower_before_its_receipt_is_read() {
+    let (net, plan, store, _dir) = planned().await;
+    let mut ex = executor(&net, &store, Duration::from_secs(600)).await;
+    let liquidator = net.deployment.liquidator;
+    let batch = |plan: &Plan| Batch::single(plan.clone());
+    net.rpc.anvil_set_auto_mine(false).await.unwrap();
+    let sent = ex
+        .prepare_all(&[batch(&plan)], liquidator, None)
+        .await
+        .unwrap()
+        .pop()
+        .unwrap()
+        .unwrap();
+    assert!(ex.send_all(sent.clone()).await.iter().all(Result::is_ok));
+    let before = net.rpc.get_block_number().await.unwrap();
+    assert_eq!(ex.note_mined(before).await.unwrap(), sent[0].nonce);
+    assert!(ex.in_flight().unwrap().contains(&plan.borrower));
+    assert_eq!(ex.sales_in_flight().unwrap(), vec![plan.sale()]);
+    assert!(matches!(
+        ex.sign_all(&[batch(&plan)], liquidator, None).await.unwrap()[0],
+        Err(ExecError::InFlight(b)) if b == plan.borrower
+    ));
+
+    net.rpc.evm_mine(None).await.unwrap();
+    let mined = net.rpc.get_block_number().await.unwrap();
+    assert_eq!(ex.note_mined(mined).await.unwrap(), sent[0].nonce + 1);
+    assert!(ex.in_flight().unwrap().is_empty());
+    assert!(ex.sales_in_flight().unwrap().is_empty());
+    assert!(
+        ex.journal()
+            .open_borrowers()
+            .unwrap()
+            .contains(&plan.borrower),
+        "its outcome is not read yet"
+    );
+    let again = ex
+        .sign_all(&[batch(&plan)], liquidator, None)
+        .await
+        .unwrap()
+        .pop()
+        .unwrap()
+        .expect("the borrower is no longer in flight");
+    assert_eq!(again[0].nonce, sent[0].nonce + 1);
+    assert_eq!(
+        ex.journal().open_for(plan.borrower).unwrap().unwrap().nonce,
+        again[0].nonce,
+        "the one in flight, not the mined one"
+    );
+
+    // An earlier block's count again (a reorg): the mined one is in flight once more.
+    ex.note_mined(before).await.unwrap();
+    assert!(ex.in_flight().unwrap().contains(&plan.borrower));
+    ex.note_mined(mined).await.unwrap();
+
+    let finished = ex.poll().await.unwrap();
+    assert_eq!(finished.len(), 1, "{finished:#?}");
+    assert_eq!(finished[0].nonce, sent[0].nonce);
+    assert!(
+        matches!(finished[0].state, TxState::Included { block, success: true, .. } if block == mined),
+        "{:?}",
+        finished[0].state
+    );
+    let open = ex.journal().open().unwrap();
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0].nonce, again[0].nonce);
     net.rpc.anvil_set_auto_mine(true).await.unwrap();
 }
 

@@ -54,7 +54,8 @@ pub async fn run(args: Args) -> eyre::Result<()> {
     };
     let devnet = start_and_describe(&opts, &args.write_config).await?;
     println!("\ndevnet running at {}; Ctrl-C to stop.", devnet.rpc_url);
-    tokio::signal::ctrl_c()
+    // SIGTERM too (a service manager, `kill`): anvil is stopped with the devnet either way.
+    crate::telemetry::shutdown_signal()
         .await
         .wrap_err("waiting for Ctrl-C")?;
     println!("stopping anvil");

@@ -56,7 +56,7 @@ pub async fn run(args: Args) -> eyre::Result<()> {
         crate::chain::redact_url(&args.upstream),
         proxy.url()
     );
-    tokio::signal::ctrl_c()
+    crate::telemetry::shutdown_signal()
         .await
         .wrap_err("waiting for Ctrl-C")?;
     let stats = proxy.stats();

@@ -75,7 +75,8 @@ impl TxState {
 /// A liquidation in the journal.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JournalEntry {
-    /// The borrower: one open liquidation per borrower at a time.
+    /// The borrower: one liquidation in flight per borrower at a time (an earlier one may be open
+    /// still, mined and its outcome not yet read: `Executor::in_flight`).
     pub borrower: Address,
     /// Collateral and debt assets.
     pub pair: (Address, Address),
@@ -276,8 +277,8 @@ impl Journal {
         self.scan(&[OPEN])
     }
 
-    /// The borrowers with a liquidation open.
-    pub fn in_flight(&self) -> Result<std::collections::HashSet<Address>, JournalError> {
+    /// The borrowers with a liquidation open (in flight, or mined and its outcome not yet read).
+    pub fn open_borrowers(&self) -> Result<std::collections::HashSet<Address>, JournalError> {
         Ok(self.open_keys()?.into_iter().map(|(_, b)| b).collect())
     }
 
@@ -304,9 +305,15 @@ impl Journal {
             .collect()
     }
 
-    /// The open entry for `borrower`, if any.
+    /// The latest open entry for `borrower`, if any (an earlier one can be open too: mined, its
+    /// outcome not yet read).
     pub fn open_for(&self, borrower: Address) -> Result<Option<JournalEntry>, JournalError> {
-        let Some((nonce, _)) = self.open_keys()?.into_iter().find(|(_, b)| *b == borrower) else {
+        let Some((nonce, _)) = self
+            .open_keys()?
+            .into_iter()
+            .filter(|(_, b)| *b == borrower)
+            .max_by_key(|(nonce, _)| *nonce)
+        else {
             return Ok(None);
         };
         let key = Self::key_with(OPEN, borrower, nonce);
@@ -383,7 +390,7 @@ mod tests {
         assert_eq!(journal.open_for(a.borrower).unwrap(), None);
         assert_eq!(journal.open_for(b.borrower).unwrap(), Some(b.clone()));
         assert_eq!(
-            journal.in_flight().unwrap(),
+            journal.open_borrowers().unwrap(),
             std::collections::HashSet::from([b.borrower])
         );
         let all = journal.entries().unwrap();

@@ -126,6 +126,10 @@ pub struct Executor {
     chain_id: u64,
     journal: Journal,
     next_nonce: Option<u64>,
+    /// The account's transaction count at the block last planned on ([`Self::note_mined`]): open
+    /// entries below it were mined there (or their nonce went to another transaction), and only their
+    /// outcomes are left to read.
+    mined_count: u64,
     opts: ExecutorOptions,
     sender: Sender,
 }
@@ -171,6 +175,7 @@ impl Executor {
             chain_id,
             journal,
             next_nonce: None,
+            mined_count: 0,
             opts,
             sender,
         })
@@ -205,6 +210,50 @@ impl Executor {
     /// a dry-run fork was reset to upstream, where none of our transactions exist).
     pub fn resync_nonce(&mut self) {
         self.next_nonce = None;
+    }
+
+    /// Reads the account's transaction count at `block`, the block about to be planned on: open
+    /// liquidations below it are in that block's state already, so their borrowers can be planned
+    /// again and their sales are no longer counted into pools ([`Self::in_flight`],
+    /// [`Self::sales_in_flight`]), before their receipts are read ([`Self::poll`]). Planning waits
+    /// for one request instead of every open transaction's receipt. Returns the count.
+    pub async fn note_mined(&mut self, block: u64) -> Result<u64, ExecError> {
+        let count = self
+            .rpc
+            .get_transaction_count(self.address())
+            .number(block)
+            .await
+            .map_err(|e| ChainError::rpc("eth_getTransactionCount", e))?;
+        // Set, not raised: a reorg can take a transaction of ours out of the chain again.
+        self.mined_count = count;
+        Ok(count)
+    }
+
+    /// The borrowers with a liquidation in flight: open in the journal and not mined at the block
+    /// last noted ([`Self::note_mined`]). A borrower is planned again only when this no longer holds
+    /// it.
+    pub fn in_flight(&self) -> Result<std::collections::HashSet<Address>, JournalError> {
+        Ok(self
+            .journal
+            .open_keys()?
+            .into_iter()
+            .filter(|(nonce, _)| *nonce >= self.mined_count)
+            .map(|(_, borrower)| borrower)
+            .collect())
+    }
+
+    /// What our liquidations in flight (not mined at the block last noted, not being cancelled) sell
+    /// into their pools, in nonce order: the order they will be mined in, ahead of anything planned
+    /// now. From the journal, so after a restart the previous run's are counted too.
+    pub fn sales_in_flight(&self) -> Result<Vec<crate::planner::SaleInFlight>, JournalError> {
+        Ok(self
+            .journal
+            .open()?
+            .into_iter()
+            .filter(|e| e.nonce >= self.mined_count)
+            .filter(|e| !e.attempts.last().is_some_and(|a| a.cancel))
+            .filter_map(|e| e.sale)
+            .collect())
     }
 
     /// The account's transaction count including the node's pending pool: where a nonce of ours can
@@ -318,7 +367,7 @@ impl Executor {
     /// caller flushes once for a round of them before any is sent ([`Sender::flush_and_send`]); the
     /// liquidations of a price move go out together, and each waiting on its own flush would hold back
     /// the next. One result per batch (its entries, in plan order); a batch with a borrower
-    /// whose liquidation is in flight gets [`ExecError::InFlight`].
+    /// whose liquidation is in flight ([`Self::in_flight`]) gets [`ExecError::InFlight`].
     ///
     /// `chain_nonce` is the account's [`Self::chain_nonce`] when the caller read it already (the keeper
     /// reads it once per block, before the node gets busy); an external transaction from the account
@@ -333,7 +382,11 @@ impl Executor {
         let started = std::time::Instant::now();
         // One read of the journal's keys: who is in flight, and the nonces it holds.
         let open = self.journal.open_keys()?;
-        let in_flight: std::collections::HashSet<Address> = open.iter().map(|(_, b)| *b).collect();
+        let in_flight: std::collections::HashSet<Address> = open
+            .iter()
+            .filter(|(nonce, _)| *nonce >= self.mined_count)
+            .map(|(_, b)| *b)
+            .collect();
         let journaled = open.iter().map(|(nonce, _)| nonce + 1).max().unwrap_or(0);
         let mut out = Vec::with_capacity(batches.len());
         let mut next: Option<u64> = None;
@@ -425,13 +478,9 @@ impl Executor {
         if open.is_empty() {
             return Ok(Vec::new());
         }
-        // Every open transaction's receipts, a few at a time, and the account's mined nonce once:
-        // after a price move dozens are open, and one after the other they would hold up the next
-        // block.
-        let reads: Vec<_> = open.iter().map(|tx| self.outcome(tx)).collect();
-        let outcomes = futures::stream::iter(reads)
-            .buffered(CONCURRENT_RECEIPT_READS)
-            .try_collect::<Vec<_>>();
+        // The account's mined nonce and the head first, then the receipts of the transactions below
+        // that nonce, a few at a time (after a price move dozens are open): one at or above it is not
+        // mined, and the transactions of this block's sends are not asked about.
         let mined_nonce = async {
             self.rpc
                 .get_transaction_count(self.address())
@@ -446,7 +495,22 @@ impl Executor {
                 .map_err(|e| ExecError::from(ChainError::rpc("the head block", e)))
         };
         let started = std::time::Instant::now();
-        let (outcomes, mined_nonce, head) = tokio::try_join!(outcomes, mined_nonce, head)?;
+        let (mined_nonce, head) = tokio::try_join!(mined_nonce, head)?;
+        let this = &*self;
+        let reads: Vec<_> = open
+            .iter()
+            .map(|tx| async move {
+                if tx[0].nonce < mined_nonce {
+                    this.outcome(tx).await
+                } else {
+                    Ok(None)
+                }
+            })
+            .collect();
+        let outcomes: Vec<_> = futures::stream::iter(reads)
+            .buffered(CONCURRENT_RECEIPT_READS)
+            .try_collect()
+            .await?;
         let read_ms = started.elapsed().as_secs_f64() * 1e3;
         let head_number = head.as_ref().map(|b| b.header.number);
         // The next of ours in nonce order, sent before the head block and not in it although the block

@@ -4,16 +4,18 @@
 //!
 //! 1. records what the block did to the market (positions, debt by health band, everyone's
 //!    liquidations — and ours lost to someone faster),
-//! 2. settles our transactions in flight: receipts become outcomes, stuck ones are re-priced, and one
-//!    whose borrower is no longer liquidatable is cancelled,
-//! 3. sizes every position the watcher found below 1 (concurrently: sizing only reads) and builds the
-//!    sized plans into transactions of several liquidations as they come (the first plan alone at
-//!    once, then a transaction when one is full or nothing more is being sized), simulates each (a
-//!    few at a time: as many as the node has cores for), checks its sales against the pools as the
-//!    block's earlier sends leave them, and signs and journals it; rounds of sends wait for the disk
-//!    and the node in a task of their own while planning goes on.
+//! 2. counts which of our transactions in flight the block mined (the account's nonce at the block),
+//! 3. sizes every position the watcher found below 1 and not in flight (concurrently: sizing only
+//!    reads) and builds the sized plans into transactions of several liquidations as they come (the
+//!    first plan alone at once, then a transaction when one is full or nothing more is being sized),
+//!    simulates each (a few at a time: as many as the node has cores for), checks its sales against
+//!    the pools as our sales still in flight and the block's earlier sends leave them, and signs and
+//!    journals it; rounds of sends wait for the disk and the node in a task of their own while
+//!    planning goes on,
+//! 4. settles our transactions in flight: receipts become outcomes, stuck ones are re-priced, and one
+//!    whose borrower is no longer liquidatable is cancelled.
 //!
-//! RPC trouble in steps 2–3 is logged and tried again at the next block; only the store or the journal
+//! RPC trouble in steps 2–4 is logged and tried again at the next block; only the store or the journal
 //! failing stops the keeper, since it could no longer promise to send each liquidation once.
 //! [`startup`] builds a keeper from a config after checking it; [`dry_run`] points the planner and
 //! executor at an anvil fork of the chain instead.
@@ -28,7 +30,7 @@ use crate::{
         journal::{JournalEntry, JournalError, TxState},
         submit::{ExecError, Executor},
     },
-    planner::{PlanError, Planner, Refusal, SaleInFlight, base_value},
+    planner::{PlanError, Planner, Refusal, base_value},
     protocol::{MarketLiquidation, aave_v3::AaveV3},
     telemetry::metrics::{self as m, Liveness, Stage},
     units::{HealthFactor, WAD},
@@ -251,20 +253,41 @@ impl Keeper {
             }
             self.executor.resync_nonce();
         }
+        // Settled in two steps around planning. Before it, only what planning needs: which of ours
+        // the block mined (one request), so their borrowers can be planned again and their sales
+        // leave the pools' in-flight count. After the sends, everything else: receipts and outcomes,
+        // fee bumps, cancellations. (After a block of ~170 liquidations the receipts alone take
+        // ~20 ms, which planning no longer waits for.)
         if any_open {
             let synced_ms = arrived.elapsed().as_secs_f64() * 1e3;
-            self.settle(watcher).await?;
-            tracing::debug!(
-                synced_ms,
-                settled_ms = arrived.elapsed().as_secs_f64() * 1e3,
-                "liquidations in flight settled"
-            );
+            match self.executor.note_mined(block.number).await {
+                Ok(count) => tracing::debug!(
+                    synced_ms,
+                    noted_ms = arrived.elapsed().as_secs_f64() * 1e3,
+                    mined_count = count,
+                    "our mined transactions counted"
+                ),
+                // Then the block's mined ones count as in flight until the receipts are read:
+                // their borrowers wait a block, their sales are counted twice (plans only smaller).
+                Err(e) => {
+                    tracing::debug!(error = %e, "reading the account's mined count failed")
+                }
+            }
         }
         let liquidatable: Vec<Address> = report.liquidatable.iter().map(|c| c.user).collect();
         let market = Arc::new(watcher.protocol().clone());
         let planner = Arc::clone(&self.planner);
         self.pursue(watcher, &liquidatable, market, planner, arrived, None)
             .await?;
+        if any_open {
+            let planned_ms = arrived.elapsed().as_secs_f64() * 1e3;
+            self.settle(watcher).await?;
+            tracing::debug!(
+                planned_ms,
+                settled_ms = arrived.elapsed().as_secs_f64() * 1e3,
+                "liquidations in flight settled"
+            );
+        }
         self.forget_recovered(&report)?;
         // Gauges over every position: after the block's liquidations are sent, not before.
         record_positions(watcher);
@@ -385,9 +408,9 @@ impl Keeper {
     fn forget_recovered(&mut self, report: &SyncReport) -> Result<(), KeeperError> {
         let below: std::collections::HashSet<Address> =
             report.liquidatable.iter().map(|c| c.user).collect();
-        let in_flight = self.executor.journal().in_flight()?;
+        let open = self.executor.journal().open_borrowers()?;
         self.pursuits
-            .retain(|user, _| below.contains(user) || in_flight.contains(user));
+            .retain(|user, _| below.contains(user) || open.contains(user));
         Ok(())
     }
 
@@ -435,7 +458,7 @@ impl Keeper {
     ) -> Result<Option<u64>, KeeperError> {
         let block = market.block.map_or(0, |b| b.number);
         // One read of the journal for the block, not one per candidate.
-        let in_flight = self.executor.journal().in_flight()?;
+        let in_flight = self.executor.in_flight()?;
         let mut targets = Vec::new();
         for &user in liquidatable {
             // No separate on-chain health read first (the watcher's check is off for the keeper): the
@@ -479,19 +502,10 @@ impl Keeper {
                 since_block_ms = arrived.elapsed().as_secs_f64() * 1e3,
                 "venues and nonce read"
             );
-            // From the journal, not from memory: after a restart the previous run's are counted too.
-            let mut in_flight_sales: Vec<(u64, SaleInFlight)> = self
-                .executor
-                .journal()
-                .open()?
-                .into_iter()
-                .filter(|e| !e.attempts.last().is_some_and(|a| a.cancel))
-                .filter_map(|e| e.sale.map(|s| (e.nonce, s)))
-                .collect();
-            in_flight_sales.sort_by_key(|(nonce, _)| *nonce);
-            let sales: Vec<SaleInFlight> = in_flight_sales.into_iter().map(|(_, s)| s).collect();
             if !at.pending {
-                planner.carry_sales(&sales, at).await;
+                planner
+                    .carry_sales(&self.executor.sales_in_flight()?, at)
+                    .await;
             }
         }
         // Each plan is sized in a task of its own, `SIZED_AT_ONCE` at a time, taking their turns from a

@@ -490,6 +490,7 @@ impl<P: LendingProtocol> Watcher<P> {
                 .event_signature(topics)
                 .at_block_hash(to.hash);
             let (rpc, protocol) = (&self.rpc, &mut self.protocol);
+            let started = Instant::now();
             let (logs, change) = tokio::join!(
                 async {
                     rpc.get_logs(&filter)
@@ -502,6 +503,12 @@ impl<P: LendingProtocol> Watcher<P> {
             self.unapplied.merge(change?);
             market_read = true;
             let logs = logs?;
+            tracing::debug!(
+                block = to.number,
+                logs = logs.len(),
+                read_ms = started.elapsed().as_secs_f64() * 1e3,
+                "the block's logs and market read"
+            );
             let logs = match tap {
                 Some((tap_addresses, _)) => {
                     let (theirs, ours): (Vec<_>, Vec<_>) = logs
@@ -632,6 +639,7 @@ impl<P: LendingProtocol> Watcher<P> {
         cursor: &Cursor,
         market_read: bool,
     ) -> Result<SyncReport, WatcherError> {
+        let started = Instant::now();
         if !market_read {
             let change = self.protocol.refresh_market(&self.rpc, block).await?;
             self.unapplied.merge(change);
@@ -640,8 +648,10 @@ impl<P: LendingProtocol> Watcher<P> {
 
         let mut updated = Vec::new();
         let mut removed = Vec::new();
+        let mut users_read = started.elapsed();
         if !touched.is_empty() {
             let loaded = self.protocol.load_users(&self.rpc, &touched, block).await?;
+            users_read = started.elapsed();
             for (user, position) in touched.iter().zip(loaded) {
                 match position {
                     Some(p) => {
@@ -748,7 +758,18 @@ impl<P: LendingProtocol> Watcher<P> {
                 position.block = block.number;
             }
         }
+        let repriced_at = started.elapsed();
         self.store.commit_block(&updated, &removed, cursor)?;
+        // Where a block's sync goes (its logs and the market were read before, side by side).
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        tracing::debug!(
+            block = block.number,
+            users = touched.len(),
+            users_read_ms = ms(users_read),
+            repriced_ms = ms(repriced_at),
+            committed_ms = ms(started.elapsed()),
+            "positions applied"
+        );
 
         below_one.sort();
         let onchain = if self.opts.verify_below_one && !below_one.is_empty() {

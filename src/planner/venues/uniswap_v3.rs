@@ -344,10 +344,21 @@ pub struct SwapOutcome {
     pub sqrt_price_after: U256,
     /// Initialized ticks crossed.
     pub ticks_crossed: u32,
-    /// The pool's tick after the swap.
-    pub tick_after: i32,
+    /// The pool's tick after the swap, when its last step fixed it (at a tick's edge, or the price
+    /// unmoved); `None` when the swap stopped inside a tick's range, where it is the tick of
+    /// `sqrt_price_after`, worked out only when asked for ([`Self::tick_after`]): a quote never
+    /// needs it, and working it out costs about as much as a short swap's steps.
+    tick: Option<i32>,
     /// The pool's in-range liquidity after the swap.
     pub liquidity_after: u128,
+}
+
+impl SwapOutcome {
+    /// The pool's tick after the swap.
+    pub fn tick_after(&self) -> i32 {
+        self.tick
+            .unwrap_or_else(|| tick_at_sqrt_ratio(self.sqrt_price_after))
+    }
 }
 
 /// Why a swap cannot be simulated.
@@ -465,7 +476,7 @@ impl PoolState {
             amount_in: U256::ZERO,
             sqrt_price_after: self.sqrt_price,
             ticks_crossed: 0,
-            tick_after: self.tick,
+            tick: Some(self.tick),
             liquidity_after: self.liquidity,
         };
         if floor.out.is_zero() {
@@ -533,6 +544,8 @@ impl PoolState {
         let mut limit_tick: Option<i32> = None;
         // The tick whose price the swap stands at after such a walk, computed when next needed.
         let mut price_at: Option<i32> = None;
+        // The swap ended inside a tick's range: its tick is the price's, left to `tick_after`.
+        let mut inside = false;
         while !remaining.is_zero() && sqrt_price != limit {
             let (mut next_tick, initialized) = self.next_tick_within_word(tick, zero_for_one)?;
             next_tick = next_tick.clamp(MIN_TICK, MAX_TICK);
@@ -589,7 +602,13 @@ impl PoolState {
                     next_tick
                 };
             } else if sqrt_price != start {
-                tick = tick_at_sqrt_ratio(sqrt_price);
+                // A step that stops short of its tick's edge spends the input or meets the limit:
+                // the swap is over.
+                if remaining.is_zero() || sqrt_price == limit {
+                    inside = true;
+                } else {
+                    tick = tick_at_sqrt_ratio(sqrt_price);
+                }
             }
         }
         Ok(SwapOutcome {
@@ -597,7 +616,7 @@ impl PoolState {
             amount_in: amount_in - remaining,
             sqrt_price_after: sqrt_price,
             ticks_crossed: crossed,
-            tick_after: tick,
+            tick: (!inside).then_some(tick),
             liquidity_after: liquidity,
         })
     }
@@ -607,7 +626,7 @@ impl PoolState {
     pub fn after(&self, outcome: &SwapOutcome) -> Self {
         Self {
             sqrt_price: outcome.sqrt_price_after,
-            tick: outcome.tick_after,
+            tick: outcome.tick_after(),
             liquidity: outcome.liquidity_after,
             ..self.clone()
         }
@@ -1034,7 +1053,7 @@ mod tests {
         // A limit inside the gap: the price stops there, the tick is the limit's.
         let (zero_for_one, mid) = (true, sqrt_ratio_at_tick(-12_345) + U256::from(7u8));
         let stop = pool.swap_exact_in_to(zero_for_one, huge, mid).unwrap();
-        assert_eq!((stop.sqrt_price_after, stop.tick_after), (mid, -12_345));
+        assert_eq!((stop.sqrt_price_after, stop.tick_after()), (mid, -12_345));
         assert_eq!(
             stop.amount_out,
             pool.swap_exact_in_to(true, huge, sqrt_ratio_at_tick(-600))
@@ -1046,7 +1065,7 @@ mod tests {
         let edge = sqrt_ratio_at_tick(-15_360);
         let at_edge = pool.swap_exact_in_to(true, huge, edge).unwrap();
         assert_eq!(
-            (at_edge.sqrt_price_after, at_edge.tick_after),
+            (at_edge.sqrt_price_after, at_edge.tick_after()),
             (edge, -15_361)
         );
         let low = pool.after(&out);
