@@ -26,9 +26,10 @@ use crate::{
     protocol::aave_v3::AaveV3,
     store::StoredPosition,
 };
+use alloy::primitives::map::{AddressHashMap, HashMap};
 use alloy::primitives::{Address, U256};
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 /// What to map.
 #[derive(Debug, Clone)]
@@ -54,7 +55,7 @@ pub struct Snapshot {
     /// Every position with debt.
     pub positions: Vec<(Address, StoredPosition)>,
     /// Every venue of every pair the positions can be liquidated on, by address.
-    pub venues: HashMap<Address, Venue>,
+    pub venues: AddressHashMap<Venue>,
     /// Venue addresses by (collateral, debt) pair, either order.
     pub venues_by_pair: HashMap<(Address, Address), Vec<Address>>,
     /// What gas costs a liquidation.
@@ -70,7 +71,7 @@ impl Snapshot {
     pub fn new(
         market: AaveV3,
         positions: Vec<(Address, StoredPosition)>,
-        venues: HashMap<Address, Venue>,
+        venues: AddressHashMap<Venue>,
         venues_by_pair: HashMap<(Address, Address), Vec<Address>>,
         costs: SizingCosts,
     ) -> Self {

@@ -12,7 +12,7 @@ use crate::{
     store::StoredPosition,
 };
 use alloy::primitives::Address;
-use std::collections::HashMap;
+use alloy::primitives::map::{AddressHashMap, HashMap};
 
 /// The snapshot of `market` (refreshed at `block`) and `positions`, with their venues read through
 /// `book` at `block`, and gas at `costs`.
@@ -31,8 +31,8 @@ pub async fn snapshot(
     pairs.sort_unstable();
     pairs.dedup();
     book.read_pairs(&pairs, block).await?;
-    let mut venues: HashMap<Address, Venue> = HashMap::new();
-    let mut venues_by_pair = HashMap::new();
+    let mut venues: AddressHashMap<Venue> = AddressHashMap::default();
+    let mut venues_by_pair = HashMap::default();
     for (a, b) in pairs {
         let found = book.venues(a, b, block).await?;
         venues_by_pair.insert((a, b), found.iter().map(Venue::address).collect());

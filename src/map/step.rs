@@ -8,8 +8,9 @@ use crate::{
     store::StoredPosition,
     units::{RAY, WAD},
 };
+use alloy::primitives::map::{AddressHashMap, AddressHashSet};
 use alloy::primitives::{Address, U256};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 
 /// Liquidations of one position within a round at most: keepers liquidate it again while it stays
 /// below 1 and pays, block after block at about the same prices.
@@ -91,10 +92,10 @@ struct Step<'s> {
     drop_bps: u32,
     market: AaveV3,
     /// The prices of every reserve once the fall moved them: what the step values everything at.
-    step_prices: HashMap<Address, U256>,
-    venues: HashMap<Address, Venue>,
+    step_prices: AddressHashMap<U256>,
+    venues: AddressHashMap<Venue>,
     /// The venues once the fall moved them, before any forced sale.
-    moved: HashMap<Address, Venue>,
+    moved: AddressHashMap<Venue>,
     /// Positions a liquidation changed, by index into the snapshot's.
     changed: Vec<Option<StoredPosition>>,
     /// Positions below 1 that nothing paid to liquidate: the pools only get worse for them as the
@@ -114,7 +115,7 @@ struct Step<'s> {
     rounds: u32,
     round0_debt: U256,
     sales: Vec<MapSale>,
-    sold_by_venue: HashMap<Address, BTreeMap<Address, U256>>,
+    sold_by_venue: AddressHashMap<BTreeMap<Address, U256>>,
     seized_usd: U256,
     sold_usd: U256,
     repaid_usd: U256,
@@ -148,7 +149,7 @@ impl<'s> Step<'s> {
             .map(|r| (r.asset, r.price))
             .collect();
         let mut venues = snapshot.venues.clone();
-        let fallen: HashSet<Address> = params.assets.iter().copied().collect();
+        let fallen: AddressHashSet = params.assets.iter().copied().collect();
         for venue in venues.values_mut() {
             let (t0, t1) = venue.tokens();
             if (fallen.contains(&t0) || fallen.contains(&t1))
@@ -174,7 +175,7 @@ impl<'s> Step<'s> {
             rounds: 0,
             round0_debt: U256::ZERO,
             sales: Vec::new(),
-            sold_by_venue: HashMap::new(),
+            sold_by_venue: AddressHashMap::default(),
             seized_usd: U256::ZERO,
             sold_usd: U256::ZERO,
             repaid_usd: U256::ZERO,
@@ -255,7 +256,7 @@ impl<'s> Step<'s> {
             self.rounds += 1;
             // Largest debt first, as keepers pursue them.
             below.sort_by_key(|(_, account)| std::cmp::Reverse(account.total_debt_base));
-            let start: HashMap<Address, Venue> = deepest
+            let start: AddressHashMap<Venue> = deepest
                 .values()
                 .filter_map(|v| self.venues.get(v).map(|s| (*v, s.clone())))
                 .collect();
@@ -267,7 +268,7 @@ impl<'s> Step<'s> {
                 break;
             }
             // The oracle follows each sold asset's deepest pool.
-            let sold: HashSet<Address> = self.sales[sold_before..]
+            let sold: AddressHashSet = self.sales[sold_before..]
                 .iter()
                 .map(|s| s.token_in)
                 .collect();
@@ -572,8 +573,8 @@ fn align(venue: &Venue, market: &AaveV3) -> Option<Venue> {
 }
 
 /// The venue each asset's oracle follows: the one holding most of it (in value) at its price.
-fn deepest_venues(venues: &HashMap<Address, Venue>, market: &AaveV3) -> HashMap<Address, Address> {
-    let mut best: HashMap<Address, (U256, Address)> = HashMap::new();
+fn deepest_venues(venues: &AddressHashMap<Venue>, market: &AaveV3) -> AddressHashMap<Address> {
+    let mut best: AddressHashMap<(U256, Address)> = AddressHashMap::default();
     for (address, venue) in venues {
         let (t0, t1) = venue.tokens();
         let (a0, a1) = venue.holdings();

@@ -128,7 +128,7 @@ impl PairState {
                 * U512::from(r_out)
                 * U512::from(floor.paid)
                 / U512::from(floor.out);
-            let edge = square.root(2);
+            let edge = super::sqrt_floor(square);
             let start = U512::from(r_in) * U512::from(1000u16);
             if edge <= start {
                 U256::ZERO

@@ -304,7 +304,7 @@ pub fn sqrt_price_x96(price0: U256, decimals0: u8, price1: U256, decimals1: u8) 
     let ten = U512::from(10u64);
     let num: U512 = (U512::from(price0) * ten.pow(U512::from(decimals1))) << 192usize;
     let den: U512 = U512::from(price1) * ten.pow(U512::from(decimals0));
-    let root: U512 = (num / den).root(2);
+    let root: U512 = super::sqrt_floor(num / den);
     // The square root of a 512-bit number fits in 256 bits.
     let limbs = root.as_limbs();
     U256::from_limbs([limbs[0], limbs[1], limbs[2], limbs[3]])
@@ -500,7 +500,7 @@ impl PoolState {
         if den.is_zero() {
             return Ok(nothing);
         }
-        let root = ((num << 192usize) / den).root(2);
+        let root = super::sqrt_floor((num << 192usize) / den);
         let limit = U256::saturating_from(root).clamp(
             MIN_SQRT_RATIO + U256::from(1u8),
             MAX_SQRT_RATIO - U256::from(1u8),
