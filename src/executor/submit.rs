@@ -233,13 +233,15 @@ impl Executor {
     /// last noted ([`Self::note_mined`]). A borrower is planned again only when this no longer holds
     /// it.
     pub fn in_flight(&self) -> Result<std::collections::HashSet<Address>, JournalError> {
-        Ok(self
-            .journal
-            .open_keys()?
-            .into_iter()
+        Ok(self.in_flight_among(&self.journal.open_keys()?))
+    }
+
+    /// [`Self::in_flight`] from the journal's open keys (nonce, borrower), read already.
+    fn in_flight_among(&self, open: &[(u64, Address)]) -> std::collections::HashSet<Address> {
+        open.iter()
             .filter(|(nonce, _)| *nonce >= self.mined_count)
-            .map(|(_, borrower)| borrower)
-            .collect())
+            .map(|(_, borrower)| *borrower)
+            .collect()
     }
 
     /// What our liquidations in flight (not mined at the block last noted, not being cancelled) sell
@@ -382,11 +384,7 @@ impl Executor {
         let started = std::time::Instant::now();
         // One read of the journal's keys: who is in flight, and the nonces it holds.
         let open = self.journal.open_keys()?;
-        let in_flight: std::collections::HashSet<Address> = open
-            .iter()
-            .filter(|(nonce, _)| *nonce >= self.mined_count)
-            .map(|(_, b)| *b)
-            .collect();
+        let in_flight = self.in_flight_among(&open);
         let journaled = open.iter().map(|(nonce, _)| nonce + 1).max().unwrap_or(0);
         let mut out = Vec::with_capacity(batches.len());
         let mut next: Option<u64> = None;
