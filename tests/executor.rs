@@ -16,7 +16,7 @@ use cascade::{
         signer,
         submit::{ExecError, Executor, ExecutorOptions},
     },
-    planner::{Batch, Plan, Planner, PlannerSettings},
+    planner::{Plan, Planner, PlannerSettings},
     protocol::aave_v3::AaveV3,
     store::Store,
     watcher::{Watcher, WatcherOptions},
@@ -585,28 +585,21 @@ async fn a_mined_liquidation_frees_its_borrower_before_its_receipt_is_read() {
     let (net, plan, store, _dir) = planned().await;
     let mut ex = executor(&net, &store, Duration::from_secs(600)).await;
     let liquidator = net.deployment.liquidator;
-    let batch = |plan: &Plan| Batch::single(plan.clone());
     net.rpc.anvil_set_auto_mine(false).await.unwrap();
-    let sent = ex
-        .prepare_all(&[batch(&plan)], liquidator, None)
-        .await
-        .unwrap()
-        .pop()
-        .unwrap()
-        .unwrap();
-    assert!(ex.send_all(sent.clone()).await.iter().all(Result::is_ok));
+    let sent = ex.prepare(&plan, liquidator, CAP).await.unwrap();
+    let sent = ex.send_prepared(sent).await.unwrap();
     let before = net.rpc.get_block_number().await.unwrap();
-    assert_eq!(ex.note_mined(before).await.unwrap(), sent[0].nonce);
+    assert_eq!(ex.note_mined(before).await.unwrap(), sent.nonce);
     assert!(ex.in_flight().unwrap().contains(&plan.borrower));
     assert_eq!(ex.sales_in_flight().unwrap(), vec![plan.sale()]);
     assert!(matches!(
-        ex.sign_all(&[batch(&plan)], liquidator, None).await.unwrap()[0],
+        ex.prepare(&plan, liquidator, CAP).await,
         Err(ExecError::InFlight(b)) if b == plan.borrower
     ));
 
     net.rpc.evm_mine(None).await.unwrap();
     let mined = net.rpc.get_block_number().await.unwrap();
-    assert_eq!(ex.note_mined(mined).await.unwrap(), sent[0].nonce + 1);
+    assert_eq!(ex.note_mined(mined).await.unwrap(), sent.nonce + 1);
     assert!(ex.in_flight().unwrap().is_empty());
     assert!(ex.sales_in_flight().unwrap().is_empty());
     assert!(
@@ -617,16 +610,13 @@ async fn a_mined_liquidation_frees_its_borrower_before_its_receipt_is_read() {
         "its outcome is not read yet"
     );
     let again = ex
-        .sign_all(&[batch(&plan)], liquidator, None)
+        .prepare(&plan, liquidator, CAP)
         .await
-        .unwrap()
-        .pop()
-        .unwrap()
         .expect("the borrower is no longer in flight");
-    assert_eq!(again[0].nonce, sent[0].nonce + 1);
+    assert_eq!(again.nonce, sent.nonce + 1);
     assert_eq!(
         ex.journal().open_for(plan.borrower).unwrap().unwrap().nonce,
-        again[0].nonce,
+        again.nonce,
         "the one in flight, not the mined one"
     );
 
@@ -637,7 +627,7 @@ async fn a_mined_liquidation_frees_its_borrower_before_its_receipt_is_read() {
 
     let finished = ex.poll().await.unwrap();
     assert_eq!(finished.len(), 1, "{finished:#?}");
-    assert_eq!(finished[0].nonce, sent[0].nonce);
+    assert_eq!(finished[0].nonce, sent.nonce);
     assert!(
         matches!(finished[0].state, TxState::Included { block, success: true, .. } if block == mined),
         "{:?}",
@@ -645,7 +635,7 @@ async fn a_mined_liquidation_frees_its_borrower_before_its_receipt_is_read() {
     );
     let open = ex.journal().open().unwrap();
     assert_eq!(open.len(), 1);
-    assert_eq!(open[0].nonce, again[0].nonce);
+    assert_eq!(open[0].nonce, again.nonce);
     net.rpc.anvil_set_auto_mine(true).await.unwrap();
 }
 
